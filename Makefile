@@ -1,0 +1,49 @@
+# Set-up and everyday commands. Every target creates .venv and installs what it needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.installed
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+LINT_PATHS := recsys tests benchmarks examples $(dir $(PLUGINS))
+PYTEST_FLAGS ?=
+
+.PHONY: install demo test test-slow test-all lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml $(PLUGINS)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# the CPU wheel of torch first, so nothing below pulls a CUDA build
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[test]"
+	# RecBole only for the MovieLens-100k atomic files its wheel ships; never imported
+	$(PIP) install -q --no-deps recbole==1.2.1
+	for p in $(dir $(PLUGINS)); do $(PIP) install -q --no-deps -e $$p || exit 1; done
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/recsys train --dataset ml-100k --model pop --model itemknn --model bpr --model lightgcn
+
+lint: install
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+format: install
+	$(VENV)/bin/ruff format $(LINT_PATHS)
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+
+test: lint
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_FLAGS)
+
+test-slow: install
+	$(VENV)/bin/pytest -m slow $(PYTEST_FLAGS)
+
+test-all: lint
+	$(VENV)/bin/pytest $(PYTEST_FLAGS)
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,64 @@
+"""The ``recsys`` command.
+
+``main()`` runs the click group with ``standalone_mode=False`` and maps errors to exit codes:
+a user error (bad config, bad data, unknown dataset, unreachable tracker) prints one line
+``error: ...`` and exits 2; an interrupt exits 130; anything else is a bug, printed with its
+traceback, exit 3.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from recsys import __version__
+from recsys.errors import RecsysError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="recsys")
+@click.option("-v", "--verbose", count=True, envvar="RECSYS_VERBOSE", help="More log output.")
+def cli(verbose: int) -> None:
+    """Train, evaluate, tune and interpret recommender systems."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("recsys").setLevel(min(level, logging.INFO))
+
+
+def _register_commands() -> None:
+    from recsys.cli.data import data
+    from recsys.cli.models import models
+    from recsys.cli.run import evaluate, recommend, train
+
+    for command in (train, evaluate, recommend, data, models):
+        cli.add_command(command)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``recsys`` console script; returns the exit status."""
+    try:
+        cli.main(args=argv, prog_name="recsys", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return 2 if isinstance(exc, click.UsageError) else exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except RecsysError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

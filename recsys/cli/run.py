@@ -1,0 +1,148 @@
+"""``recsys train``, ``recsys evaluate`` and ``recsys recommend``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from recsys.cli.table import metrics_table
+
+
+@click.command()
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path),
+              help="YAML run config (sections data, split, model, train, eval, tracking).")
+@click.option("-m", "--model", "models", multiple=True,
+              help="Model name (repeat to train several in turn); see `recsys models`.")
+@click.option("-d", "--dataset", help="Dataset card name (see `recsys data list`).")
+@click.option("--data-path", type=click.Path(path_type=Path),
+              help="Local data files instead of the card's source.")
+@click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set train.learning_rate=0.01 (repeatable).")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path),
+              help="Where run folders go (default: runs).")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the output dir).")
+@click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Resume the interrupted run in this run folder.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train(
+    config_path: Path | None,
+    models: tuple[str, ...],
+    dataset: str | None,
+    data_path: Path | None,
+    overrides: tuple[str, ...],
+    output_dir: Path | None,
+    tracking_uri: str | None,
+    no_tracking: bool,
+    resume_dir: Path | None,
+    quiet: bool,
+) -> None:
+    """Train a model, select its best epoch on validation, test it, and record the run.
+
+    Prints the run folder (config, metrics.json, checkpoints, recommendations.csv, log) and a
+    metrics table at the end.
+    """
+    from recsys.config import build_run_config
+    from recsys.experiment import load_run_config, train_run
+
+    extra = list(overrides)
+    if tracking_uri:
+        extra.append(f"tracking.uri={tracking_uri}")
+    if no_tracking:
+        extra.append("tracking.enabled=false")
+    if quiet:
+        extra.append("train.progress=false")
+
+    if resume_dir is not None:
+        if models or dataset or data_path or config_path:
+            raise click.UsageError("--resume takes the run's own config; drop other options")
+        base = load_run_config(resume_dir).model_dump(mode="json")
+        from recsys.config import apply_overrides, validate
+        from recsys.config import RunConfig
+
+        cfg = validate(RunConfig, apply_overrides(base, extra))
+        result = train_run(cfg, resume_dir=resume_dir)
+        _report([result], cfg.eval.topk)
+        return
+
+    data_section = {}
+    if dataset:
+        data_section["name"] = dataset
+    if data_path:
+        data_section["path"] = str(data_path)
+    results = []
+    cfg = None
+    for name in models or (None,):
+        cfg = build_run_config(
+            config_path,
+            extra,
+            model={"name": name} if name else None,
+            data=data_section or None,
+            output_dir=str(output_dir) if output_dir else None,
+        )
+        results.append(train_run(cfg))
+        click.echo(f"run folder: {results[-1].run_dir}", err=True)
+    _report(results, cfg.eval.topk if cfg else [10])
+
+
+def _report(results: list, topk: list[int]) -> None:
+    rows = []
+    for r in results:
+        metrics = json.loads((r.run_dir / "metrics.json").read_text())
+        rows.append((metrics["model"], metrics["best_epoch"], r.seconds, metrics["test"]))
+    click.echo(metrics_table(rows, topk))
+    for r in results:
+        click.echo(f"run folder: {r.run_dir}")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
+def evaluate(run_dir: Path, as_json: bool) -> None:
+    """Re-evaluate a run's best checkpoint on its validation and test data."""
+    from recsys.experiment import evaluate_run, load_run_config
+
+    metrics = evaluate_run(run_dir)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    topk = load_run_config(run_dir).eval.topk
+    click.echo(metrics_table([(part, "", None, m) for part, m in metrics.items()], topk,
+                             first="part"))
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("-k", "--top", "k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Recommendations per user.")
+@click.option("-u", "--user", "users", multiple=True, help="Raw user id (repeatable; default all).")
+@click.option("--users-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="File with one raw user id per line.")
+@click.option("--include-seen", is_flag=True, help="Allow items the user already interacted with.")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="CSV file to write (default: standard output).")
+def recommend(
+    run_dir: Path,
+    k: int,
+    users: tuple[str, ...],
+    users_file: Path | None,
+    include_seen: bool,
+    output: Path | None,
+) -> None:
+    """Top-k recommendations as CSV ``user,item,rank,score`` with raw ids."""
+    from recsys.experiment import recommend_run
+    from recsys.train.checkpoint import atomic_write_text
+
+    wanted = list(users)
+    if users_file:
+        wanted += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
+    frame = recommend_run(run_dir, k, wanted or None, exclude_seen=not include_seen)
+    text = frame.to_csv(index=False)
+    if output:
+        atomic_write_text(output, text)
+        click.echo(f"wrote {len(frame)} rows to {output}", err=True)
+    else:
+        sys.stdout.write(text)

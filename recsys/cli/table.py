@@ -1,0 +1,34 @@
+"""Plain-text metric tables for the terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+TABLE_METRICS = ("recall", "ndcg", "mrr", "hit", "precision", "map")
+
+
+def metrics_table(
+    rows: Sequence[tuple[str, object, float | None, dict[str, float]]],
+    topk: Sequence[int],
+    first: str = "model",
+) -> str:
+    """Rows of (name, best epoch, seconds, metrics) as an aligned table, one column per metric@K."""
+    columns = [
+        f"{m}@{k}"
+        for k in topk
+        for m in TABLE_METRICS
+        if any(f"{m}_at_{k}" in r[3] for r in rows)
+    ]
+    header = [first, "epoch", "time_s", *columns]
+    body = []
+    for name, epoch, seconds, metrics in rows:
+        cells = [str(name), str(epoch), "" if seconds is None else f"{seconds:.1f}"]
+        for col in columns:
+            metric, k = col.split("@")
+            value = metrics.get(f"{metric}_at_{k}")
+            cells.append("" if value is None else f"{value:.4f}")
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,209 @@
+"""Run configuration: one typed tree, read from YAML and ``--set key=value`` overrides.
+
+The tree has a section per stage of the data flow (``data``, ``split``, ``model``, ``train``,
+``eval``, ``tracking``). Every section is a pydantic model that rejects unknown keys, so a typo
+is an error naming the full key (``train.learnin_rate``) and listing the valid ones. The
+``model`` section holds ``name`` plus that model's own hyper-parameters, validated against the
+model's config class; the resolved config (every default filled in) is what a run records.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from recsys.data.catalog import DataConfig
+from recsys.data.split import SplitConfig
+from recsys.errors import ConfigError
+from recsys.eval.evaluator import validate_metric_name
+from recsys.train.trainer import TrainConfig
+
+T = TypeVar("T", bound=BaseModel)
+
+DEFAULT_METRICS = (
+    "recall",
+    "ndcg",
+    "mrr",
+    "hit",
+    "precision",
+    "map",
+    "item_coverage",
+    "average_popularity",
+)
+
+
+def validation_message(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """One readable line per problem, each naming the full dotted key."""
+    problems = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join([prefix, *loc] if prefix else loc) or "(config)"
+        if err["type"] == "extra_forbidden":
+            known = _known_keys(model, loc[:-1])
+            hint = f" (known: {', '.join(known)})" if known else ""
+            problems.append(f"unknown key {key!r}{hint}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{key}: {msg} (got {err.get('input')!r})")
+    return "; ".join(problems)
+
+
+def _known_keys(model: type[BaseModel], path: list[str]) -> list[str]:
+    for part in path:
+        field = model.model_fields.get(part)
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return sorted(model.model_fields)
+
+
+def validate(model: type[T], values: dict[str, Any], prefix: str = "") -> T:
+    """``model(**values)``, with validation errors turned into :class:`ConfigError`."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc, model, prefix)) from None
+
+
+class EvalConfig(BaseModel):
+    """Full-ranking evaluation settings (RecBole's ``topk``, ``metrics``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topk: list[int] = Field(default_factory=lambda: [10, 20])
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
+    batch_size: int = Field(4096, gt=0)
+    """Users scored per batch."""
+
+    @model_validator(mode="after")
+    def _names_valid(self) -> EvalConfig:
+        if not self.topk or any(k <= 0 for k in self.topk):
+            raise ValueError(f"topk must be a non-empty list of positive integers, got {self.topk}")
+        for metric in self.metrics:
+            for k in self.topk:
+                validate_metric_name(f"{metric}_at_{k}")
+        return self
+
+
+class TrackingConfig(BaseModel):
+    """MLflow settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    uri: str | None = None
+    """Tracking URI; None means ``$RECSYS_TRACKING_URI`` or ``sqlite:///<output_dir>/mlflow.db``."""
+    experiment: str = "recsys"
+
+
+class RunConfig(BaseModel):
+    """Everything one ``recsys train`` run needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    model: dict[str, Any] = Field(default_factory=lambda: {"name": "bpr"})
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    output_dir: Path = Path("runs")
+    run_name: str | None = None
+    recommend_k: int = Field(10, gt=0)
+    """Top-k recommendations per user written at the end of a run."""
+
+    @field_validator("model")
+    @classmethod
+    def _model_resolved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from recsys.models.base import build_config
+        from recsys.models.registry import get_model_class
+
+        values = dict(value)
+        name = values.pop("name", None)
+        if not name:
+            raise ConfigError("model.name is required (see `recsys models`)")
+        model_cls = get_model_class(str(name))
+        config = build_config(model_cls.config_class, values)
+        return {"name": str(name), **config.model_dump(mode="json")}
+
+    @model_validator(mode="after")
+    def _valid_metric_computed(self) -> RunConfig:
+        metric, _, k = self.train.valid_metric.rpartition("_at_")
+        if metric not in self.eval.metrics or int(k) not in self.eval.topk:
+            raise ValueError(
+                f"train.valid_metric={self.train.valid_metric!r} is not computed by eval "
+                f"(metrics {self.eval.metrics}, topk {self.eval.topk})"
+            )
+        return self
+
+    def model_params(self) -> dict[str, Any]:
+        """The model's hyper-parameters, without ``name``."""
+        return {k: v for k, v in self.model.items() if k != "name"}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.learning_rate=0.01"`` -> (["train", "learning_rate"], 0.01); values are YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each dotted ``key=value`` in a nested dict (creating sections as needed)."""
+    out = yaml.safe_load(yaml.safe_dump(values)) or {}
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_config_dict(path: Path | None) -> dict[str, Any]:
+    """Read a YAML config file into a dict (an empty dict for None)."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return values
+
+
+def build_run_config(
+    path: Path | None = None, overrides: list[str] | None = None, **sections: Any
+) -> RunConfig:
+    """Config file, then keyword sections (``model={"name": "bpr"}``), then ``--set`` overrides."""
+    values = load_config_dict(path)
+    for key, value in sections.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    values = apply_overrides(values, list(overrides or []))
+    return validate(RunConfig, values)

@@ -1,0 +1,1162 @@
+"""Readers that turn interaction files into a :class:`~recsys.data.dataset.Dataset`.
+
+Every reader is vectorised with pandas and numpy (no Python loop over interactions), passes
+rows to :meth:`Dataset.from_arrays` in file order (so a duplicated user-item pair keeps its
+*last* occurrence by default; ``keep="first"`` keeps the first instead), and turns malformed
+input into a :class:`~recsys.errors.DataError` that names the file and, where it applies, the
+1-based data row (the line number counted after any header) and the field.
+
+Formats:
+
+* :func:`read_atomic` -- RecBole atomic files (``.inter`` / ``.item`` / ``.user``);
+* :func:`read_movielens` -- the GroupLens MovieLens releases (100k, 1M, 10M, 20M, 25M, latest);
+* :func:`read_lightgcn` -- ``train.txt`` / ``test.txt`` adjacency lists (Gowalla, Yelp2018, ...);
+* :func:`read_mmrec` -- MMRec's ``<name>.inter`` with ``x_label`` plus ``*_feat.npy`` matrices;
+* :func:`read_table` -- any CSV / TSV / Parquet table with a column mapping.
+
+:func:`write_atomic` writes a dataset back to atomic files that :func:`read_atomic` reads into
+an identical dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys.data.dataset import Dataset, FeatureTable, Vocabulary
+from recsys.errors import DataError, DatasetNotFoundError
+
+Keep = Literal["last", "first"]
+
+ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
+"""Field types understood in the header of a RecBole atomic file."""
+
+ML100K_GENRES = (
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
+"""The 19 genre flags of ML-100k's ``u.item``, in column order (used when ``u.genre`` is absent)."""
+
+_GENRE_ALIASES = ("class", "genre")
+_PARSER_LINE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+__all__ = [
+    "ATOMIC_TYPES",
+    "read_atomic",
+    "read_lightgcn",
+    "read_mmrec",
+    "read_movielens",
+    "read_table",
+    "write_atomic",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _natural_order(values: Sequence[object] | np.ndarray | pd.Index) -> np.ndarray:
+    """Permutation that sorts ids numerically when they are all integers, else as strings."""
+    arr = np.asarray(values, dtype=object)
+    if len(arr) == 0:
+        return np.zeros(0, dtype=np.int64)
+    as_num = pd.to_numeric(pd.Series(arr), errors="coerce").to_numpy(dtype=np.float64)
+    if np.isfinite(as_num).all() and np.all(as_num == np.round(as_num)):
+        return np.argsort(as_num, kind="stable")
+    return np.argsort(arr.astype(str), kind="stable")
+
+
+def _encode(raw: np.ndarray | pd.Series, name: str) -> tuple[Vocabulary, np.ndarray]:
+    """Vocabulary (ids in natural order) and the index of every raw value."""
+    codes, uniques = pd.factorize(np.asarray(raw), sort=False)
+    order = _natural_order(uniques)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    ids = np.asarray(uniques, dtype=object)[order]
+    return Vocabulary(ids, name), rank[codes]
+
+
+def _lookup(vocab: Vocabulary, raw: np.ndarray | pd.Series) -> np.ndarray:
+    """Index of each raw id in ``vocab``; -1 for ids it does not hold (vectorised)."""
+    keys = pd.Index(vocab.ids.astype(str))
+    return keys.get_indexer(pd.Index(np.asarray(raw).astype(str)))
+
+
+def _check_keep(keep: str) -> None:
+    if keep not in ("last", "first"):
+        raise DataError(f"keep must be 'last' or 'first', got {keep!r}")
+
+
+def _build(
+    name: str,
+    user_raw: np.ndarray,
+    item_raw: np.ndarray,
+    *,
+    keep: Keep,
+    ratings: np.ndarray | None = None,
+    timestamps: np.ndarray | None = None,
+    split_labels: np.ndarray | None = None,
+    source: str = "",
+    extra_users: np.ndarray | None = None,
+) -> Dataset:
+    """Encode raw ids and build the dataset; ``keep="first"`` feeds rows in reverse order.
+
+    ``extra_users`` are raw user ids to include even without interactions (LightGCN lines
+    that list no items).
+    """
+    _check_keep(keep)
+    all_users = user_raw if extra_users is None else np.concatenate([user_raw, extra_users])
+    users, user_index = _encode(all_users, "user")
+    user_index = user_index[: len(user_raw)]
+    items, item_index = _encode(item_raw, "item")
+    order = slice(None, None, -1) if keep == "first" else slice(None)
+
+    def ordered(arr: np.ndarray | None) -> np.ndarray | None:
+        return None if arr is None else np.asarray(arr)[order]
+
+    return Dataset.from_arrays(
+        name,
+        users,
+        items,
+        user_index[order],
+        item_index[order],
+        ratings=ordered(ratings),
+        timestamps=ordered(timestamps),
+        split_labels=ordered(split_labels),
+        source=source,
+    )
+
+
+def _with_features(
+    ds: Dataset,
+    item_features: dict[str, FeatureTable] | None = None,
+    user_features: dict[str, FeatureTable] | None = None,
+) -> Dataset:
+    """Attach feature tables (already aligned with the vocabularies) and re-validate."""
+    if item_features:
+        ds.item_features.update(item_features)
+    if user_features:
+        ds.user_features.update(user_features)
+    ds.validate()
+    return ds
+
+
+def _read_frame(
+    path: Path,
+    names: list[str],
+    *,
+    sep: str,
+    skiprows: int = 0,
+    numeric: Sequence[str] = (),
+    integer: Sequence[str] = (),
+    usecols: Sequence[str] | None = None,
+    encoding: str = "utf-8",
+    engine: Literal["c", "python"] = "c",
+) -> pd.DataFrame:
+    """Read a delimited file without a header into a frame indexed by 1-based data row.
+
+    Text columns stay strings (empty string for an empty field); ``numeric`` columns become
+    float64 and ``integer`` columns int64. A non-numeric, empty or non-finite value raises
+    :class:`DataError` naming the file, the first bad row, the field and the value. Blank lines
+    are skipped but still counted, so row numbers match the file.
+    """
+    wanted = list(usecols) if usecols is not None else list(names)
+    typed = {c: (np.float64 if c in numeric else np.int64 if c in integer else str) for c in wanted}
+    kwargs = {
+        "sep": sep,
+        "header": None,
+        "names": names,
+        "usecols": wanted,
+        "skiprows": skiprows,
+        "keep_default_na": False,
+        "na_filter": False,
+        "skip_blank_lines": False,
+        "quoting": csv.QUOTE_NONE,
+        "encoding": encoding,
+        "engine": engine,
+        "index_col": False,
+    }
+    try:
+        frame = _guarded_read(path, skiprows, dtype=typed, **kwargs)
+    except _TypedReadFailed:
+        frame = _guarded_read(path, skiprows, dtype=str, **kwargs)
+        frame = _drop_blank(frame)
+        for col in wanted:
+            if col in numeric or col in integer:
+                frame[col] = _to_number(frame[col], path, col, integer=col in integer)
+        return frame
+    frame = _drop_blank(frame)
+    for col in numeric:
+        values = frame[col].to_numpy()
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(frame.index[np.argmax(bad)])
+            raise DataError(
+                f"{path}: row {row}, field {col!r}: non-finite value {values[bad][0]!r}"
+            )
+    return frame
+
+
+class _TypedReadFailed(Exception):
+    """Internal: the fast typed parse failed; re-read as strings to locate the bad value."""
+
+
+def _guarded_read(path: Path, header_lines: int, **kwargs: object) -> pd.DataFrame:
+    """``pd.read_csv`` with its failures turned into :class:`DataError` naming the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, **kwargs)  # type: ignore[call-overload]
+    except FileNotFoundError as exc:
+        raise DatasetNotFoundError(f"{path}: file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: cannot decode as {kwargs.get('encoding')}: {exc.reason}") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path}: empty file (no data rows)") from exc
+    except pd.errors.ParserWarning as exc:
+        raise DataError(f"{path}: a row has more fields than the header ({exc})") from exc
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{path}: {_parser_message(str(exc), header_lines)}") from exc
+    except (ValueError, TypeError, OverflowError) as exc:
+        if kwargs.get("dtype") is str:
+            raise DataError(f"{path}: cannot parse: {exc}") from exc
+        raise _TypedReadFailed from exc
+    frame.index = pd.RangeIndex(1, len(frame) + 1)
+    return frame
+
+
+def _parser_message(message: str, header_lines: int) -> str:
+    match = _PARSER_LINE.search(message)
+    if not match:
+        return f"malformed file: {message.strip()}"
+    expected, line, saw = (int(g) for g in match.groups())
+    row = line - header_lines
+    return f"row {row} (line {line}): expected {expected} fields, found {saw}"
+
+
+def _drop_blank(frame: pd.DataFrame) -> pd.DataFrame:
+    """Drop rows whose every field is empty (blank lines); keep the row numbering."""
+    if frame.empty:
+        return frame
+    blank = np.ones(len(frame), dtype=bool)
+    for col in frame.columns:
+        values = frame[col]
+        if values.dtype.kind in "fiu":
+            return frame
+        blank &= (values == "").to_numpy()
+    return frame[~blank] if blank.any() else frame
+
+
+def _to_number(series: pd.Series, path: Path | str, field: str, *, integer: bool) -> pd.Series:
+    """Convert a string column to numbers, raising on the first bad row (named, with value)."""
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if integer:
+        bad |= np.isfinite(values) & (values != np.round(values))
+    if bad.any():
+        pos = int(np.argmax(bad))
+        raw = series.iloc[pos]
+        what = "missing value" if raw == "" else f"non-numeric value {raw!r}"
+        if integer and raw != "" and np.isfinite(values[pos]):
+            what = f"non-integer value {raw!r}"
+        raise DataError(f"{path}: row {series.index[pos]}, field {field!r}: {what}")
+    out = values.astype(np.int64) if integer else values
+    return pd.Series(out, index=series.index, name=series.name)
+
+
+def _require_text(frame: pd.DataFrame, path: Path | str, fields: Sequence[str]) -> None:
+    """Raise on the first empty value in any of ``fields``."""
+    for field in fields:
+        values = frame[field]
+        if values.dtype.kind in "fiu":
+            continue
+        empty = (values.astype(str) == "").to_numpy()
+        if empty.any():
+            raise DataError(
+                f"{path}: row {frame.index[np.argmax(empty)]}, field {field!r}: missing value"
+            )
+
+
+def _require_rows(frame: pd.DataFrame, path: Path | str) -> None:
+    if len(frame) == 0:
+        raise DataError(f"{path}: empty file (no data rows)")
+
+
+def _find_file(folder: Path, names: Sequence[str]) -> Path | None:
+    """The first of ``names`` in ``folder`` or in one of its immediate subfolders."""
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    if folder.is_dir():
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+            for name in names:
+                if (sub / name).is_file():
+                    return sub / name
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# feature tables
+# ---------------------------------------------------------------------------------------------
+
+
+def _split_tokens(series: pd.Series, sep: str | None = " ") -> tuple[np.ndarray, np.ndarray]:
+    """Positions (0-based, into ``series``) and tokens of a space-separated column."""
+    parts = pd.Series(series.to_numpy(), dtype=object).astype(str).str.split(sep)
+    exploded = parts.explode()
+    positions = exploded.index.to_numpy(dtype=np.int64)
+    tokens = exploded.to_numpy(dtype=object)
+    keep = pd.notna(tokens) & (tokens != "")
+    return positions[keep], tokens[keep].astype(str)
+
+
+def _multi_hot(
+    name: str, positions: np.ndarray, tokens: np.ndarray, rows: np.ndarray, n_rows: int
+) -> FeatureTable:
+    """A 0/1 CSR table: token ``tokens[k]`` set in row ``rows[positions[k]]`` (rows < 0 dropped)."""
+    target = rows[positions]
+    keep = target >= 0
+    target, tokens = target[keep], tokens[keep]
+    codes, uniques = pd.factorize(tokens, sort=False)
+    order = _natural_order(uniques)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    matrix = sp.csr_array(
+        (np.ones(len(codes), dtype=np.float32), (target, rank[codes])),
+        shape=(n_rows, len(uniques)),
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return FeatureTable(name, "multi_hot", matrix, [str(t) for t in np.asarray(uniques)[order]])
+
+
+def _categorical(name: str, values: pd.Series, rows: np.ndarray, n_rows: int) -> FeatureTable:
+    """Integer codes into a vocabulary in natural order; -1 where missing or empty."""
+    raw = values.to_numpy(dtype=object).astype(str)
+    present = (rows >= 0) & (raw != "")
+    codes, uniques = pd.factorize(raw[present], sort=False)
+    order = _natural_order(uniques)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    out = np.full(n_rows, -1, dtype=np.int64)
+    out[rows[present]] = rank[codes]
+    return FeatureTable(name, "categorical", out, [str(t) for t in np.asarray(uniques)[order]])
+
+
+def _dense_rows(
+    name: str,
+    values: np.ndarray,
+    rows: np.ndarray,
+    vocab: Vocabulary,
+    path: Path | str,
+) -> FeatureTable:
+    """Place ``values[k]`` at row ``rows[k]``; every row of ``vocab`` must be filled."""
+    n_rows = len(vocab)
+    out = np.zeros((n_rows, values.shape[1]), dtype=np.float32)
+    filled = np.zeros(n_rows, dtype=bool)
+    keep = rows >= 0
+    out[rows[keep]] = values[keep]
+    filled[rows[keep]] = True
+    if not filled.all():
+        missing = vocab.raw(np.flatnonzero(~filled)[:5]).tolist()
+        raise DataError(
+            f"{path}: dense field {name!r} has no row for {vocab.name} id(s) {missing} "
+            f"({int((~filled).sum())} in all); dense features need a value for every "
+            f"{vocab.name} with interactions"
+        )
+    return FeatureTable(name, "dense", out)
+
+
+def _float_seq(series: pd.Series, path: Path | str, field: str) -> np.ndarray:
+    """Parse a ``float_seq`` column (space-separated floats, equal length in every row)."""
+    positions, tokens = _split_tokens(series)
+    numbers = pd.to_numeric(pd.Series(tokens), errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(numbers)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise DataError(
+            f"{path}: row {series.index[positions[k]]}, field {field!r}: "
+            f"non-numeric value {tokens[k]!r}"
+        )
+    lengths = np.bincount(positions, minlength=len(series))
+    if len(lengths) and (lengths != lengths[0]).any():
+        k = int(np.argmax(lengths != lengths[0]))
+        raise DataError(
+            f"{path}: row {series.index[k]}, field {field!r}: {lengths[k]} values where row "
+            f"{series.index[0]} has {lengths[0]} (float_seq rows must have equal length)"
+        )
+    width = int(lengths[0]) if len(lengths) else 0
+    return numbers.reshape(len(series), width)
+
+
+# ---------------------------------------------------------------------------------------------
+# RecBole atomic files
+# ---------------------------------------------------------------------------------------------
+
+
+def _atomic_header(path: Path, encoding: str) -> list[tuple[str, str]]:
+    """Parse ``name:type`` header fields; raise :class:`DataError` on anything else."""
+    try:
+        with open(path, encoding=encoding, newline="") as fh:
+            line = fh.readline()
+    except FileNotFoundError as exc:
+        raise DatasetNotFoundError(f"{path}: file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: cannot decode header as {encoding}: {exc.reason}") from exc
+    line = line.rstrip("\r\n")
+    if not line.strip():
+        raise DataError(f"{path}: empty file (no header line)")
+    fields: list[tuple[str, str]] = []
+    for k, token in enumerate(line.split("\t"), start=1):
+        name, colon, kind = token.strip().rpartition(":")
+        if not colon or not name:
+            raise DataError(
+                f"{path}: unreadable header: field {k} {token!r} is not 'name:type' "
+                f"(type one of {', '.join(ATOMIC_TYPES)})"
+            )
+        if kind not in ATOMIC_TYPES:
+            raise DataError(
+                f"{path}: unreadable header: field {name!r} has unknown type {kind!r} "
+                f"(expected one of {', '.join(ATOMIC_TYPES)})"
+            )
+        if any(name == seen for seen, _ in fields):
+            raise DataError(f"{path}: unreadable header: field {name!r} appears twice")
+        fields.append((name, kind))
+    return fields
+
+
+def _find_field(fields: list[tuple[str, str]], base: str) -> str | None:
+    for name, _ in fields:
+        if name.lower() == base:
+            return name
+    return None
+
+
+def _read_atomic_frame(
+    path: Path, fields: list[tuple[str, str]], wanted: Sequence[str], encoding: str
+) -> pd.DataFrame:
+    kinds = dict(fields)
+    frame = _read_frame(
+        path,
+        [name for name, _ in fields],
+        sep="\t",
+        skiprows=1,
+        numeric=[name for name in wanted if kinds[name] == "float"],
+        usecols=list(wanted),
+        encoding=encoding,
+    )
+    _require_rows(frame, path)
+    return frame
+
+
+def _atomic_features(
+    path: Path, vocab: Vocabulary, id_base: str, encoding: str
+) -> dict[str, FeatureTable]:
+    """Feature tables from an ``.item`` or ``.user`` file, aligned with ``vocab``."""
+    fields = _atomic_header(path, encoding)
+    id_field = _find_field(fields, id_base)
+    if id_field is None:
+        raise DataError(
+            f"{path}: missing required column {id_base!r} "
+            f"(header has {', '.join(name for name, _ in fields)})"
+        )
+    frame = _read_atomic_frame(path, fields, [name for name, _ in fields], encoding)
+    _require_text(frame, path, [id_field])
+    ids = frame[id_field].to_numpy(dtype=object).astype(str)
+    dup = pd.Index(ids).duplicated()
+    if dup.any():
+        k = int(np.argmax(dup))
+        raise DataError(
+            f"{path}: row {frame.index[k]}, field {id_field!r}: duplicate id {ids[k]!r}"
+        )
+    rows = _lookup(vocab, ids)
+    n_rows = len(vocab)
+    tables: dict[str, FeatureTable] = {}
+    for name, kind in fields:
+        if name == id_field:
+            continue
+        column = frame[name]
+        if kind == "token_seq":
+            positions, tokens = _split_tokens(column)
+            tables[name] = _multi_hot(name, positions, tokens, rows, n_rows)
+        elif kind == "token":
+            tables[name] = _categorical(name, column, rows, n_rows)
+        elif kind == "float":
+            values = column.to_numpy(dtype=np.float64)[:, None]
+            tables[name] = _dense_rows(name, values, rows, vocab, path)
+        else:
+            values = _float_seq(column, path, name)
+            tables[name] = _dense_rows(name, values, rows, vocab, path)
+    for alias in _GENRE_ALIASES:
+        if alias in tables and "genre" not in tables:
+            src = tables[alias]
+            tables["genre"] = FeatureTable("genre", src.kind, src.values, src.vocab)
+    return tables
+
+
+def read_atomic(
+    folder_or_inter_path: str | os.PathLike[str],
+    name: str | None = None,
+    *,
+    keep: Keep = "last",
+    encoding: str = "utf-8",
+) -> Dataset:
+    """Read RecBole atomic files ``<name>.inter`` (+ ``<name>.item``, ``<name>.user``).
+
+    Args:
+        folder_or_inter_path: a folder holding ``<name>.inter`` or the ``.inter`` file itself.
+        name: the dataset name (file stem); defaults to the file stem or the folder name, or to
+            the only ``.inter`` file in the folder.
+        keep: which duplicate of a user-item pair to keep, by position in the file.
+        encoding: text encoding of the files.
+
+    The ``.inter`` header must have ``user_id`` and ``item_id`` fields (any type suffix) and
+    may have ``rating`` and ``timestamp`` (type ``float``); other fields are ignored. In
+    ``.item`` / ``.user`` files every field becomes a feature table: ``token_seq`` a multi-hot
+    matrix over space-separated tokens, ``token`` a categorical code (-1 when empty or when the
+    id is absent from the file), ``float`` a one-column dense matrix, ``float_seq`` a dense
+    matrix. A ``class`` field is also exposed as ``genre``. Rows for ids without interactions
+    are dropped; an id with interactions but no row gets zeros (multi-hot) or -1
+    (categorical), and a :class:`DataError` when the table has dense fields.
+
+    Returns:
+        Dataset: with ``ratings`` / ``timestamps`` when the ``.inter`` file has them.
+    """
+    _check_keep(keep)
+    inter = _atomic_inter_path(Path(folder_or_inter_path), name)
+    folder, stem = inter.parent, inter.name[: -len(".inter")]
+    fields = _atomic_header(inter, encoding)
+    user_field = _find_field(fields, "user_id")
+    item_field = _find_field(fields, "item_id")
+    for base, found in (("user_id", user_field), ("item_id", item_field)):
+        if found is None:
+            raise DataError(
+                f"{inter}: missing required column {base!r} "
+                f"(header has {', '.join(n for n, _ in fields)})"
+            )
+    assert user_field is not None and item_field is not None
+    optional = {base: _find_field(fields, base) for base in ("rating", "timestamp")}
+    kinds = dict(fields)
+    for found in optional.values():
+        if found is not None and kinds[found] != "float":
+            raise DataError(
+                f"{inter}: unreadable header: field {found!r} has type {kinds[found]!r}, "
+                f"expected 'float'"
+            )
+    wanted = [user_field, item_field] + [f for f in optional.values() if f is not None]
+    frame = _read_atomic_frame(inter, fields, wanted, encoding)
+    _require_text(frame, inter, [user_field, item_field])
+    rating_field, time_field = optional["rating"], optional["timestamp"]
+    ds = _build(
+        stem,
+        frame[user_field].to_numpy(dtype=object),
+        frame[item_field].to_numpy(dtype=object),
+        keep=keep,
+        ratings=None if rating_field is None else frame[rating_field].to_numpy(),
+        timestamps=None if time_field is None else frame[time_field].to_numpy(),
+        source=str(inter),
+    )
+    item_path, user_path = folder / f"{stem}.item", folder / f"{stem}.user"
+    items = (
+        _atomic_features(item_path, ds.items, "item_id", encoding) if item_path.is_file() else {}
+    )
+    users = (
+        _atomic_features(user_path, ds.users, "user_id", encoding) if user_path.is_file() else {}
+    )
+    return _with_features(ds, items, users)
+
+
+def _atomic_inter_path(path: Path, name: str | None) -> Path:
+    if path.is_file():
+        if not path.name.endswith(".inter"):
+            raise DataError(f"{path}: an atomic interaction file must end in .inter")
+        return path
+    if not path.is_dir():
+        raise DatasetNotFoundError(f"{path}: no such file or folder")
+    candidate = path / f"{name or path.name}.inter"
+    if candidate.is_file():
+        return candidate
+    inters = sorted(path.glob("*.inter"))
+    if name is None and len(inters) == 1:
+        return inters[0]
+    found = ", ".join(p.name for p in inters) or "none"
+    raise DatasetNotFoundError(
+        f"{path}: no {candidate.name} in this folder (.inter files found: {found})"
+    )
+
+
+def write_atomic(ds: Dataset, folder: str | os.PathLike[str], name: str | None = None) -> Path:
+    """Write ``ds`` as RecBole atomic files ``<name>.inter`` (+ ``.item``, ``.user``).
+
+    Multi-hot features become ``token_seq`` fields, categorical ``token``, one-column dense
+    ``float`` and wider dense ``float_seq``; the ``genre`` alias of a ``class`` feature is not
+    written twice. Floats are written with enough digits to read back exactly, so
+    ``read_atomic(write_atomic(ds, folder))`` equals ``ds`` whenever every user and item has an
+    interaction and ids sort the way the readers order them (numerically when all ids are
+    integers). ``split_labels`` are not written. Each file is written to a temporary file and
+    moved into place.
+
+    Returns:
+        Path: the ``.inter`` file.
+    """
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = name or ds.name
+    users, items = ds.coo()
+    columns = {
+        "user_id:token": _checked_text(ds.users.ids, "user id")[users],
+        "item_id:token": _checked_text(ds.items.ids, "item id")[items],
+    }
+    if ds.ratings is not None:
+        columns["rating:float"] = _format_floats(ds.ratings)
+    if ds.timestamps is not None:
+        columns["timestamp:float"] = _format_floats(ds.timestamps)
+    inter = out / f"{stem}.inter"
+    _write_table(inter, columns)
+    for suffix, vocab, tables, id_name in (
+        ("item", ds.items, ds.item_features, "item_id"),
+        ("user", ds.users, ds.user_features, "user_id"),
+    ):
+        if tables:
+            cols = {f"{id_name}:token": _checked_text(vocab.ids, f"{suffix} id")}
+            for key, table in tables.items():
+                if key == "genre" and _is_alias(tables, key):
+                    continue
+                cols.update(_feature_columns(key, table))
+            _write_table(out / f"{stem}.{suffix}", cols)
+    return inter
+
+
+def _is_alias(tables: dict[str, FeatureTable], key: str) -> bool:
+    table = tables[key]
+    for other in _GENRE_ALIASES:
+        src = tables.get(other)
+        if other == key or src is None or src.kind != table.kind or src.vocab != table.vocab:
+            continue
+        if src.values is table.values:
+            return True
+        if table.kind == "multi_hot" and (src.values != table.values).nnz == 0:
+            return True
+        if table.kind != "multi_hot" and np.array_equal(src.values, table.values):
+            return True
+    return False
+
+
+def _checked_text(values: np.ndarray, what: str) -> np.ndarray:
+    text = np.asarray(values, dtype=object).astype(str)
+    bad = pd.Series(text).str.contains(r"[\t\r\n]", regex=True).to_numpy()
+    if bad.any():
+        raise DataError(f"{what} {text[np.argmax(bad)]!r} contains a tab or newline")
+    return text
+
+
+def _format_floats(values: np.ndarray) -> np.ndarray:
+    """Shortest strings that read back to exactly the same value in the array's float dtype."""
+    arr = np.asarray(values)
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)
+    return arr.astype(str).astype(object)
+
+
+def _feature_columns(key: str, table: FeatureTable) -> dict[str, np.ndarray]:
+    if table.kind == "multi_hot":
+        matrix = sp.csr_array(table.values)
+        vocab = np.asarray(_checked_text(np.asarray(table.vocab or [], dtype=object), "token"))
+        spaced = pd.Series(vocab).str.contains(" ", regex=False).to_numpy()
+        if spaced.any():
+            raise DataError(f"feature {key!r}: token {vocab[np.argmax(spaced)]!r} contains a space")
+        rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+        joined = pd.Series(vocab[matrix.indices]).groupby(rows).agg(" ".join)
+        text = np.full(matrix.shape[0], "", dtype=object)
+        text[joined.index.to_numpy()] = joined.to_numpy()
+        return {f"{key}:token_seq": text}
+    if table.kind == "categorical":
+        vocab = _checked_text(np.asarray(table.vocab or [], dtype=object), "token")
+        codes = np.asarray(table.values, dtype=np.int64)
+        text = np.where(codes >= 0, vocab[np.maximum(codes, 0)] if len(vocab) else "", "")
+        return {f"{key}:token": text.astype(object)}
+    values = np.asarray(table.values)
+    if values.ndim == 1:
+        values = values[:, None]
+    if values.shape[1] == 1:
+        return {f"{key}:float": _format_floats(values[:, 0])}
+    cells = _format_floats(values.ravel()).reshape(values.shape)
+    return {f"{key}:float_seq": np.asarray([" ".join(row) for row in cells.tolist()], dtype=object)}
+
+
+def _write_table(path: Path, columns: dict[str, np.ndarray]) -> None:
+    """Write a tab-separated table with a typed header, atomically."""
+    frame = pd.DataFrame({k: np.asarray(v, dtype=object) for k, v in columns.items()})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            frame.to_csv(fh, sep="\t", index=False, quoting=csv.QUOTE_NONE, lineterminator="\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# MovieLens
+# ---------------------------------------------------------------------------------------------
+
+
+def read_movielens(folder: str | os.PathLike[str], *, keep: Keep = "last") -> Dataset:
+    """Read a GroupLens MovieLens release from its folder (or a folder one level above it).
+
+    Detects ``u.data`` (+ ``u.item``, ``u.user``, ``u.genre``; ML-100k, tab/pipe separated,
+    latin-1), ``ratings.dat`` (+ ``movies.dat``, ``users.dat``; ML-1M/10M, ``::`` separated,
+    latin-1) or ``ratings.csv`` (+ ``movies.csv``; ML-20M/25M/latest). Item features: ``genre``
+    (multi-hot) and ``year`` (categorical release year; -1 when unknown). User features, where
+    the release has them: ``age``, ``gender``, ``occupation``, ``zip_code`` (categorical).
+    """
+    root = Path(folder)
+    found = _find_file(root, ["u.data", "ratings.dat", "ratings.csv"])
+    if found is None:
+        raise DatasetNotFoundError(
+            f"{root}: no MovieLens ratings file (u.data, ratings.dat or ratings.csv) in this "
+            f"folder or its subfolders"
+        )
+    if found.name == "u.data":
+        return _read_ml100k(found.parent, keep)
+    if found.name == "ratings.dat":
+        return _read_ml_dat(found.parent, keep)
+    return _read_ml_csv(found.parent, keep)
+
+
+_RATING_NAMES = ["user_id", "item_id", "rating", "timestamp"]
+
+
+def _ratings_dataset(frame: pd.DataFrame, name: str, path: Path, keep: Keep) -> Dataset:
+    _require_rows(frame, path)
+    return _build(
+        name,
+        frame["user_id"].to_numpy(),
+        frame["item_id"].to_numpy(),
+        keep=keep,
+        ratings=frame["rating"].to_numpy(),
+        timestamps=frame["timestamp"].to_numpy(),
+        source=str(path),
+    )
+
+
+def _year_from(text: pd.Series, pattern: str) -> pd.Series:
+    return text.astype(str).str.extract(pattern, expand=False).fillna("")
+
+
+def _read_ml100k(folder: Path, keep: Keep) -> Dataset:
+    path = folder / "u.data"
+    frame = _read_frame(
+        path,
+        _RATING_NAMES,
+        sep="\t",
+        integer=["user_id", "item_id"],
+        numeric=["rating", "timestamp"],
+        encoding="latin-1",
+    )
+    ds = _ratings_dataset(frame, folder.name or "movielens", path, keep)
+    items: dict[str, FeatureTable] = {}
+    item_path = folder / "u.item"
+    if item_path.is_file():
+        genres = list(ML100K_GENRES)
+        genre_path = folder / "u.genre"
+        if genre_path.is_file():
+            gframe = _read_frame(
+                genre_path, ["name", "index"], sep="|", integer=["index"], encoding="latin-1"
+            )
+            genres = list(gframe.sort_values("index")["name"].astype(str))
+        names = ["item_id", "title", "release_date", "video_date", "url"]
+        names += [f"g{k}" for k in range(len(genres))]
+        iframe = _read_frame(
+            item_path,
+            names,
+            sep="|",
+            integer=["item_id", *names[5:]],
+            encoding="latin-1",
+        )
+        _require_rows(iframe, item_path)
+        rows = _lookup(ds.items, iframe["item_id"].to_numpy())
+        flags = iframe[names[5:]].to_numpy(dtype=np.int64)
+        present = rows >= 0
+        matrix = np.zeros((ds.n_items, len(genres)), dtype=np.float32)
+        matrix[rows[present]] = (flags[present] > 0).astype(np.float32)
+        items["genre"] = FeatureTable("genre", "multi_hot", sp.csr_array(matrix), genres)
+        year = _year_from(iframe["release_date"], r"(\d{4})\s*$")
+        items["year"] = _categorical("year", year, rows, ds.n_items)
+    users: dict[str, FeatureTable] = {}
+    user_path = folder / "u.user"
+    if user_path.is_file():
+        names = ["user_id", "age", "gender", "occupation", "zip_code"]
+        uframe = _read_frame(user_path, names, sep="|", integer=["user_id"], encoding="latin-1")
+        rows = _lookup(ds.users, uframe["user_id"].to_numpy())
+        for field in names[1:]:
+            users[field] = _categorical(field, uframe[field], rows, ds.n_users)
+    return _with_features(ds, items, users)
+
+
+def _genre_table(genres: pd.Series, rows: np.ndarray, n_rows: int) -> FeatureTable:
+    text = genres.astype(str).replace("(no genres listed)", "")
+    positions, tokens = _split_tokens(text, sep="|")
+    return _multi_hot("genre", positions, tokens, rows, n_rows)
+
+
+def _read_ml_dat(folder: Path, keep: Keep) -> Dataset:
+    path = folder / "ratings.dat"
+    # "u::i::r::t" split on ":" gives empty fields between the values; the C parser is fast.
+    frame = _read_frame(
+        path,
+        ["user_id", "_a", "item_id", "_b", "rating", "_c", "timestamp"],
+        sep=":",
+        usecols=_RATING_NAMES,
+        integer=["user_id", "item_id"],
+        numeric=["rating", "timestamp"],
+        encoding="latin-1",
+    )
+    ds = _ratings_dataset(frame, folder.name or "movielens", path, keep)
+    items: dict[str, FeatureTable] = {}
+    movie_path = folder / "movies.dat"
+    if movie_path.is_file():
+        mframe = _read_frame(
+            movie_path,
+            ["item_id", "title", "genres"],
+            sep="::",
+            integer=["item_id"],
+            encoding="latin-1",
+            engine="python",
+        )
+        rows = _lookup(ds.items, mframe["item_id"].to_numpy())
+        items["genre"] = _genre_table(mframe["genres"], rows, ds.n_items)
+        year = _year_from(mframe["title"], r"\((\d{4})\)\s*$")
+        items["year"] = _categorical("year", year, rows, ds.n_items)
+    users: dict[str, FeatureTable] = {}
+    user_path = folder / "users.dat"
+    if user_path.is_file():
+        names = ["user_id", "gender", "age", "occupation", "zip_code"]
+        uframe = _read_frame(
+            user_path, names, sep="::", integer=["user_id"], encoding="latin-1", engine="python"
+        )
+        rows = _lookup(ds.users, uframe["user_id"].to_numpy())
+        for field in names[1:]:
+            users[field] = _categorical(field, uframe[field], rows, ds.n_users)
+    return _with_features(ds, items, users)
+
+
+def _read_ml_csv(folder: Path, keep: Keep) -> Dataset:
+    path = folder / "ratings.csv"
+    ds = read_table(
+        path,
+        {"user": "userId", "item": "movieId", "rating": "rating", "timestamp": "timestamp"},
+        keep=keep,
+    )
+    ds.name = folder.name or "movielens"
+    movie_path = folder / "movies.csv"
+    items: dict[str, FeatureTable] = {}
+    if movie_path.is_file():
+        mframe = _read_csv_table(movie_path, ",")
+        _require_columns(mframe, movie_path, ["movieId", "title", "genres"])
+        rows = _lookup(ds.items, mframe["movieId"].to_numpy())
+        items["genre"] = _genre_table(mframe["genres"], rows, ds.n_items)
+        year = _year_from(mframe["title"], r"\((\d{4})\)\s*$")
+        items["year"] = _categorical("year", year, rows, ds.n_items)
+    return _with_features(ds, items)
+
+
+# ---------------------------------------------------------------------------------------------
+# LightGCN adjacency lists
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_adjacency(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(users of each pair, items of each pair, every user id on a line) from ``user i1 i2``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise DatasetNotFoundError(f"{path}: file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: cannot decode as utf-8: {exc.reason}") from exc
+    tokens = np.asarray(text.replace("\n", " \n ").split(" "), dtype=object)
+    newline = tokens == "\n"
+    line_of = np.cumsum(newline) + 1  # 1-based line number of every token
+    keep = ~newline & (tokens != "")
+    values, lines = tokens[keep].astype(str), line_of[keep]
+    if len(values) == 0:
+        raise DataError(f"{path}: empty file (no data rows)")
+    numbers = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (numbers < 0)
+    if bad.any():
+        k = int(np.argmax(bad))
+        first = k == 0 or lines[k - 1] != lines[k]
+        field = "user id" if first else "item id"
+        raise DataError(
+            f"{path}: row {lines[k]}, field {field!r}: not a non-negative integer: {values[k]!r}"
+        )
+    ids = numbers.astype(np.int64)
+    starts = np.ones(len(ids), dtype=bool)
+    starts[1:] = lines[1:] != lines[:-1]
+    line_user = ids[starts]
+    owner = line_user[np.cumsum(starts) - 1]
+    return owner[~starts], ids[~starts], line_user
+
+
+def read_lightgcn(folder: str | os.PathLike[str], *, keep: Keep = "last") -> Dataset:
+    """Read LightGCN-style ``train.txt`` / ``test.txt`` (+ optional ``valid.txt``).
+
+    Each line is a user id followed by the ids of the items it interacted with, separated by
+    spaces; a line may list no items. ``split_labels`` are 0 for train, 1 for valid and 2 for
+    test rows. Ids are non-negative integers and keep their numeric order as indices.
+    """
+    root = Path(folder)
+    train = _find_file(root, ["train.txt"])
+    if train is None:
+        raise DatasetNotFoundError(f"{root}: no train.txt in this folder or its subfolders")
+    base = train.parent
+    test = base / "test.txt"
+    if not test.is_file():
+        raise DatasetNotFoundError(f"{base}: train.txt found but no test.txt next to it")
+    parts = [(train, Dataset.SPLIT_TRAIN)]
+    if (base / "valid.txt").is_file():
+        parts.append((base / "valid.txt", Dataset.SPLIT_VALID))
+    parts.append((test, Dataset.SPLIT_TEST))
+    users, items, labels, line_users = [], [], [], []
+    for path, label in parts:
+        u, i, lu = _read_adjacency(path)
+        users.append(u)
+        items.append(i)
+        labels.append(np.full(len(u), label, dtype=np.int8))
+        line_users.append(lu)
+    all_users = np.concatenate(users)
+    if len(all_users) == 0:
+        raise DataError(f"{base}: train/test files list no interactions")
+    return _build(
+        base.name or "lightgcn",
+        all_users,
+        np.concatenate(items),
+        keep=keep,
+        split_labels=np.concatenate(labels),
+        source=str(base),
+        extra_users=np.concatenate(line_users),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# MMRec
+# ---------------------------------------------------------------------------------------------
+
+_MMREC_FEATURES = {"image": "image_feat.npy", "text": "text_feat.npy"}
+
+
+def read_mmrec(
+    folder: str | os.PathLike[str], name: str | None = None, *, keep: Keep = "last"
+) -> Dataset:
+    """Read an MMRec dataset folder: ``<name>.inter`` plus optional feature matrices.
+
+    ``<name>.inter`` is tab-separated with a plain header: ``userID``, ``itemID``, optional
+    ``rating`` and ``timestamp``, and ``x_label`` (0 train, 1 valid, 2 test) which becomes
+    ``split_labels``. ``image_feat.npy`` and ``text_feat.npy``, when present, hold one row per
+    item id (raw item id ``k`` is row ``k``) and become dense item features ``image`` and
+    ``text``; their row count must equal the largest item id plus one.
+    """
+    root = Path(folder)
+    if root.is_file():
+        inter = root
+    else:
+        inter = _find_file(root, [f"{name or root.name}.inter"])
+        if inter is None:
+            inters = sorted(root.glob("*.inter")) if root.is_dir() else []
+            if name is None and len(inters) == 1:
+                inter = inters[0]
+            else:
+                found = ", ".join(p.name for p in inters) or "none"
+                raise DatasetNotFoundError(
+                    f"{root}: no {name or root.name}.inter in this folder (.inter files: {found})"
+                )
+    frame = _read_csv_table(inter, "\t")
+    _require_columns(frame, inter, ["userID", "itemID", "x_label"])
+    user = _to_number(frame["userID"].astype(str), inter, "userID", integer=True)
+    item = _to_number(frame["itemID"].astype(str), inter, "itemID", integer=True)
+    label = _to_number(frame["x_label"].astype(str), inter, "x_label", integer=True).to_numpy()
+    bad = (label < 0) | (label > 2)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise DataError(
+            f"{inter}: row {frame.index[k]}, field 'x_label': value {label[k]} is not 0, 1 or 2"
+        )
+    ratings = _optional_number(frame, inter, "rating")
+    timestamps = _optional_number(frame, inter, "timestamp")
+    ds = _build(
+        inter.name[: -len(".inter")],
+        user.to_numpy(),
+        item.to_numpy(),
+        keep=keep,
+        ratings=ratings,
+        timestamps=timestamps,
+        split_labels=label.astype(np.int8),
+        source=str(inter),
+    )
+    item_ids = ds.items.ids.astype(np.int64)
+    n_expected = int(item_ids.max()) + 1
+    features: dict[str, FeatureTable] = {}
+    for key, filename in _MMREC_FEATURES.items():
+        path = inter.parent / filename
+        if not path.is_file():
+            continue
+        try:
+            matrix = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{path}: cannot read as a numpy array: {exc}") from exc
+        if matrix.ndim != 2:
+            raise DataError(f"{path}: expected a 2-d matrix, got shape {matrix.shape}")
+        if matrix.shape[0] != n_expected:
+            raise DataError(
+                f"{path}: has {matrix.shape[0]} rows but {inter.name} has item ids 0..."
+                f"{n_expected - 1}, so it needs {n_expected} rows (row k = item id k)"
+            )
+        values = np.asarray(matrix[item_ids], dtype=np.float32)
+        bad_rows = ~np.isfinite(values).all(axis=1)
+        if bad_rows.any():
+            k = int(np.argmax(bad_rows))
+            raise DataError(f"{path}: row {item_ids[k]} (item id {item_ids[k]}) has NaN or inf")
+        features[key] = FeatureTable(key, "dense", values)
+    return _with_features(ds, features)
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV / Parquet
+# ---------------------------------------------------------------------------------------------
+
+DEFAULT_COLUMNS = {
+    "user": "user_id",
+    "item": "item_id",
+    "rating": "rating",
+    "timestamp": "timestamp",
+}
+"""Default column mapping of :func:`read_table`."""
+
+
+def _read_csv_table(path: Path, sep: str) -> pd.DataFrame:
+    """A delimited file with a header row, every column as strings, indexed by data row."""
+    frame = _guarded_read(
+        path,
+        1,
+        sep=sep,
+        dtype=str,
+        keep_default_na=False,
+        na_filter=False,
+        skip_blank_lines=False,
+        index_col=False,
+        encoding="utf-8",
+    )
+    frame = _drop_blank(frame)
+    _require_rows(frame, path)
+    return frame
+
+
+def _require_columns(frame: pd.DataFrame, path: Path, names: Sequence[str]) -> None:
+    for col in names:
+        if col not in frame.columns:
+            have = ", ".join(str(c) for c in frame.columns)
+            raise DataError(f"{path}: missing required column {col!r} (columns found: {have})")
+
+
+def _optional_number(frame: pd.DataFrame, path: Path, col: str | None) -> np.ndarray | None:
+    if col is None or col not in frame.columns:
+        return None
+    series = frame[col]
+    if series.dtype.kind in "fiu":
+        values = series.to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise DataError(f"{path}: row {frame.index[k]}, field {col!r}: missing value")
+        return values
+    return _to_number(series.astype(str), path, col, integer=False).to_numpy()
+
+
+def read_table(
+    path: str | os.PathLike[str],
+    columns: dict[str, str] | None = None,
+    sep: str = ",",
+    *,
+    keep: Keep = "last",
+) -> Dataset:
+    """Read interactions from a CSV/TSV file or a Parquet file (``.parquet`` / ``.pq``).
+
+    Args:
+        path: the file.
+        columns: maps the roles ``user``, ``item`` (required) and ``rating``, ``timestamp``
+            (optional) to column names; unspecified roles take :data:`DEFAULT_COLUMNS`. A
+            rating or timestamp column named here explicitly must exist; a default one is used
+            only when present.
+        sep: field separator of a text file.
+        keep: which duplicate of a user-item pair to keep, by position in the file.
+    """
+    file = Path(path)
+    given = dict(columns or {})
+    unknown = set(given) - set(DEFAULT_COLUMNS)
+    if unknown:
+        raise DataError(
+            f"{file}: unknown column role(s) {sorted(unknown)}; use user, item, rating, timestamp"
+        )
+    mapping = {**DEFAULT_COLUMNS, **given}
+    if file.suffix.lower() in (".parquet", ".pq"):
+        frame = _read_parquet(file)
+    else:
+        frame = _read_csv_table(file, sep)
+    required = [mapping["user"], mapping["item"]]
+    required += [mapping[role] for role in ("rating", "timestamp") if role in given]
+    _require_columns(frame, file, required)
+    user_col, item_col = mapping["user"], mapping["item"]
+    for col in (user_col, item_col):
+        if frame[col].dtype.kind not in "fiu":
+            frame[col] = frame[col].astype(object).where(frame[col].notna(), "").astype(str)
+    _require_text(frame, file, [user_col, item_col])
+    return _build(
+        file.stem,
+        frame[user_col].to_numpy(),
+        frame[item_col].to_numpy(),
+        keep=keep,
+        ratings=_optional_number(frame, file, mapping["rating"]),
+        timestamps=_optional_number(frame, file, mapping["timestamp"]),
+        source=str(file),
+    )
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DatasetNotFoundError(f"{path}: file not found")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise DataError(f"{path}: cannot read as Parquet: {exc}") from exc
+    frame.index = pd.RangeIndex(1, len(frame) + 1)
+    _require_rows(frame, path)
+    return frame

@@ -1,0 +1,169 @@
+"""Vectorised batch samplers: one per batch kind a model can declare.
+
+A sampler turns the training CSR matrix into an epoch of batches of tensors. All sampling is
+done for the whole epoch at once with numpy, then cut into batches; there is no per-interaction
+Python work.
+
+- :class:`PairwiseSampler` (``"pairwise"``): BPR triplets ``(user, pos, neg)`` with negatives
+  drawn uniformly from the items the user has not interacted with in training.
+- :class:`UserRowSampler` (``"user_rows"``): batches of user indices with their training rows
+  as a dense float block (for autoencoders).
+- :class:`PairSampler` (``"pairs"``): shuffled ``(user, item)`` positives for in-batch-softmax
+  models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+BatchKind = Literal["pairwise", "user_rows", "pairs", "none"]
+Batch = dict[str, torch.Tensor]
+
+
+def _coo(train: sp.csr_array) -> tuple[np.ndarray, np.ndarray]:
+    users = np.repeat(np.arange(train.shape[0], dtype=np.int64), np.diff(train.indptr))
+    return users, train.indices.astype(np.int64)
+
+
+class Sampler:
+    """Base class: ``len(sampler)`` batches per epoch, iterate with ``sampler.epoch(rng)``."""
+
+    kind: BatchKind = "none"
+
+    def __init__(self, train: sp.csr_array, batch_size: int) -> None:
+        self.train = train
+        self.batch_size = int(batch_size)
+
+    def __len__(self) -> int:
+        return int(np.ceil(self._n_examples() / self.batch_size))
+
+    def _n_examples(self) -> int:
+        raise NotImplementedError
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
+        raise NotImplementedError
+
+
+class PairwiseSampler(Sampler):
+    """BPR triplets with uniform negatives that exclude each user's training positives.
+
+    Each training interaction appears once per epoch, in random order. Negatives are drawn
+    uniformly over all items; a draw that hits a positive of its user is redrawn (vectorised
+    rejection over the shrinking set of collisions), so the result is exactly uniform over the
+    user's non-positives. Membership is tested by binary search over the sorted keys
+    ``user * n_items + item``.
+
+    Args:
+        train (csr_array): binary ``n_users x n_items`` training matrix.
+        batch_size (int): triplets per batch.
+        n_negatives (int): negatives per positive (``neg`` has shape ``[B, n_negatives]``
+            when > 1). (default: ``1``)
+    """
+
+    kind: BatchKind = "pairwise"
+
+    def __init__(self, train: sp.csr_array, batch_size: int, n_negatives: int = 1) -> None:
+        super().__init__(train, batch_size)
+        self.n_negatives = int(n_negatives)
+        self.users, self.items = _coo(train)
+        self.n_items = train.shape[1]
+        # CSR order with sorted indices is already sorted by user * n_items + item
+        self.keys = self.users * self.n_items + self.items
+        full = np.diff(train.indptr) >= self.n_items
+        if full.any():
+            raise ValueError(
+                f"user index {int(np.flatnonzero(full)[0])} has interacted with every item; "
+                "no negative can be sampled"
+            )
+
+    def _n_examples(self) -> int:
+        return len(self.users)
+
+    def negatives(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Uniform non-positive items for each entry of ``users``."""
+        neg = rng.integers(0, self.n_items, size=users.shape)
+        todo = np.flatnonzero(self._is_positive(users.ravel(), neg.ravel()))
+        flat_users, flat_neg = users.ravel(), neg.ravel()
+        while len(todo):
+            flat_neg[todo] = rng.integers(0, self.n_items, size=len(todo))
+            todo = todo[self._is_positive(flat_users[todo], flat_neg[todo])]
+        return flat_neg.reshape(users.shape)
+
+    def _is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        query = users * self.n_items + items
+        pos = np.searchsorted(self.keys, query)
+        pos = np.minimum(pos, len(self.keys) - 1)
+        return self.keys[pos] == query
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
+        order = rng.permutation(len(self.users))
+        users = self.users[order]
+        pos = self.items[order]
+        shape = (len(users),) if self.n_negatives == 1 else (len(users), self.n_negatives)
+        user_block = users if self.n_negatives == 1 else np.repeat(users[:, None], self.n_negatives, 1)
+        neg = self.negatives(user_block, rng)
+        assert neg.shape == shape
+        u_t, p_t, n_t = (torch.from_numpy(a) for a in (users, pos, neg))
+        for start in range(0, len(users), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            yield {"user": u_t[sl], "pos": p_t[sl], "neg": n_t[sl]}
+
+
+class PairSampler(Sampler):
+    """Shuffled ``(user, item)`` training positives, for in-batch negatives."""
+
+    kind: BatchKind = "pairs"
+
+    def __init__(self, train: sp.csr_array, batch_size: int) -> None:
+        super().__init__(train, batch_size)
+        self.users, self.items = _coo(train)
+
+    def _n_examples(self) -> int:
+        return len(self.users)
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
+        order = rng.permutation(len(self.users))
+        u_t = torch.from_numpy(self.users[order])
+        i_t = torch.from_numpy(self.items[order])
+        for start in range(0, len(order), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            yield {"user": u_t[sl], "item": i_t[sl]}
+
+
+class UserRowSampler(Sampler):
+    """Shuffled users with at least one training item, and their rows as a dense block."""
+
+    kind: BatchKind = "user_rows"
+
+    def __init__(self, train: sp.csr_array, batch_size: int) -> None:
+        super().__init__(train, batch_size)
+        self.active = np.flatnonzero(np.diff(train.indptr) > 0)
+
+    def _n_examples(self) -> int:
+        return len(self.active)
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
+        order = self.active[rng.permutation(len(self.active))]
+        for start in range(0, len(order), self.batch_size):
+            users = order[start : start + self.batch_size]
+            rows = self.train[users].toarray().astype(np.float32)
+            yield {"user": torch.from_numpy(users), "rows": torch.from_numpy(rows)}
+
+
+SAMPLERS: dict[str, type[Sampler]] = {
+    "pairwise": PairwiseSampler,
+    "pairs": PairSampler,
+    "user_rows": UserRowSampler,
+}
+
+
+def make_sampler(kind: BatchKind, train: sp.csr_array, batch_size: int, **options: int) -> Sampler:
+    """The sampler for a model's declared batch kind."""
+    if kind not in SAMPLERS:
+        raise ValueError(f"no sampler for batch kind {kind!r}; known: {sorted(SAMPLERS)}")
+    return SAMPLERS[kind](train, batch_size, **options)

@@ -1,0 +1,258 @@
+"""Train/validation/test splits, seeded and vectorised.
+
+Every splitter is a pure function of the dataset and a seed, and returns a :class:`Split` of
+three binary CSR matrices with the dataset's shape. Per-user work is done with group-wise
+sorting over the whole interaction array, never a Python loop over users.
+
+Strategies (RecBole's names in brackets):
+
+- ``ratio``: per user, random order, ratios such as 8:1:1 [``RO``, ``RS``].
+- ``temporal``: per user, by timestamp, ratios [``TO``, ``RS``].
+- ``loo``: leave-one-out, the last item (by time, or random) for test and the one before for
+  validation [``TO``/``RO``, ``LS``].
+- ``given``: a published split read with the dataset (``Dataset.split_labels``); where it has
+  no validation part, validation is carved out of each user's training items, seeded, so
+  early stopping never sees the test set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from recsys.data.dataset import Dataset
+from recsys.errors import DataError
+
+SplitStrategy = Literal["ratio", "temporal", "loo", "given"]
+
+
+class SplitConfig(BaseModel):
+    """How to split interactions into train, validation and test."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: SplitStrategy | None = None
+    """``ratio``, ``temporal``, ``loo`` or ``given``; None takes the dataset card's default."""
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    """Train, validation and test shares for ``ratio`` and ``temporal``."""
+    valid_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of each user's training items carved out for validation in a ``given`` split
+    that has no validation part."""
+    seed: int = 2020
+    """Seed of the random order (``ratio``, ``given``; ties in ``temporal``)."""
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_valid(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(r < 0 for r in value) or value[0] <= 0 or abs(sum(value) - 1.0) > 1e-6:
+            raise ValueError(f"ratios must be non-negative, train > 0, summing to 1; got {value}")
+        return value
+
+
+@dataclass
+class Split:
+    """Three disjoint binary CSR matrices of shape ``n_users x n_items``."""
+
+    train: sp.csr_array
+    valid: sp.csr_array
+    test: sp.csr_array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.train.shape
+
+    def __repr__(self) -> str:
+        return (
+            f"Split(train={self.train.nnz}, valid={self.valid.nnz}, test={self.test.nnz}, "
+            f"shape={self.shape})"
+        )
+
+    def save(self, path: Path) -> None:
+        """Write the split as an ``.npz`` of the three parts' coordinates (atomic)."""
+        path = Path(path)
+        arrays = {}
+        for part in ("train", "valid", "test"):
+            m = getattr(self, part).tocoo()
+            arrays[f"{part}_row"] = m.row.astype(np.int32)
+            arrays[f"{part}_col"] = m.col.astype(np.int32)
+        arrays["shape"] = np.asarray(self.shape, dtype=np.int64)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Split:
+        with np.load(path, allow_pickle=False) as z:
+            shape = tuple(int(x) for x in z["shape"])
+            parts = {
+                part: _csr(z[f"{part}_row"], z[f"{part}_col"], shape)
+                for part in ("train", "valid", "test")
+            }
+        return cls(**parts)
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_array:
+    m = sp.csr_array(
+        (np.ones(len(rows), dtype=np.float32), (rows.astype(np.int64), cols.astype(np.int64))),
+        shape=shape,
+    )
+    m.sum_duplicates()
+    m.sort_indices()
+    return m
+
+
+def _parts_from_labels(ds: Dataset, labels: np.ndarray) -> Split:
+    users, items = ds.coo()
+    shape = (ds.n_users, ds.n_items)
+    return Split(*(_csr(users[labels == k], items[labels == k], shape) for k in range(3)))
+
+
+def _rank_within_user(users: np.ndarray, sort_key: np.ndarray) -> np.ndarray:
+    """Position of each interaction within its user's interactions ordered by ``sort_key``."""
+    order = np.lexsort((sort_key, users))
+    counts = np.bincount(users, minlength=users.max() + 1 if len(users) else 0)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.empty(len(users), dtype=np.int64)
+    rank[order] = np.arange(len(users)) - np.repeat(starts, counts)
+    return rank
+
+
+def ratio_counts(n: np.ndarray, ratios: tuple[float, float, float]) -> np.ndarray:
+    """Per-user part sizes with RecBole's arithmetic (``Dataset._calcu_split_ids``).
+
+    Of a user's ``n`` interactions, each non-train part gets ``int(ratio * n)``; then, from
+    the last part backwards, a part whose ``ratio * n`` lies in (0, 1) gets one interaction
+    taken from train, as long as train keeps more than one. Returns an ``[n_users, 3]`` array.
+    """
+    n = np.asarray(n, dtype=np.int64)
+    cnt = np.stack([(r * n).astype(np.int64) for r in ratios], axis=1)
+    cnt[:, 0] = n - cnt[:, 1:].sum(axis=1)
+    for part in (2, 1):
+        exact = ratios[part] * n
+        bump = (cnt[:, 0] > 1) & (exact > 0) & (exact < 1)
+        cnt[bump, part] += 1
+        cnt[bump, 0] -= 1
+    return cnt
+
+
+def _labels_by_rank(
+    users: np.ndarray, rank: np.ndarray, counts: np.ndarray
+) -> np.ndarray:
+    train_end = counts[:, 0][users]
+    valid_end = train_end + counts[:, 1][users]
+    labels = np.full(len(users), Dataset.SPLIT_TEST, dtype=np.int8)
+    labels[rank < valid_end] = Dataset.SPLIT_VALID
+    labels[rank < train_end] = Dataset.SPLIT_TRAIN
+    return labels
+
+
+def split_ratio(
+    ds: Dataset, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 2020
+) -> Split:
+    """Random order per user, then RecBole's ratio arithmetic (``RO``, ``RS``)."""
+    users, _ = ds.coo()
+    rng = np.random.default_rng(seed)
+    rank = _rank_within_user(users, rng.random(len(users)))
+    counts = ratio_counts(np.diff(ds.interactions.indptr), ratios)
+    return _parts_from_labels(ds, _labels_by_rank(users, rank, counts))
+
+
+def split_temporal(
+    ds: Dataset, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 2020
+) -> Split:
+    """Timestamp order per user (ties broken at random, seeded), then ratios (``TO``, ``RS``)."""
+    if ds.timestamps is None:
+        raise DataError(f"{ds.name}: the temporal split needs timestamps, and this dataset has none")
+    users, _ = ds.coo()
+    rng = np.random.default_rng(seed)
+    # add a sub-unit random fraction so equal timestamps are ordered at random
+    ts = ds.timestamps
+    tie = rng.random(len(users))
+    order_key = np.lexsort((tie, ts))
+    key = np.empty(len(users), dtype=np.int64)
+    key[order_key] = np.arange(len(users))
+    rank = _rank_within_user(users, key)
+    counts = ratio_counts(np.diff(ds.interactions.indptr), ratios)
+    return _parts_from_labels(ds, _labels_by_rank(users, rank, counts))
+
+
+def split_leave_one_out(ds: Dataset, seed: int = 2020, by_time: bool | None = None) -> Split:
+    """Last interaction to test, the one before to validation, per user (``LS``).
+
+    Order is by timestamp when the dataset has timestamps (``by_time`` None or True), else
+    random. A user with fewer than 3 interactions keeps them all in training.
+    """
+    users, _ = ds.coo()
+    rng = np.random.default_rng(seed)
+    if by_time is None:
+        by_time = ds.timestamps is not None
+    if by_time and ds.timestamps is None:
+        raise DataError(f"{ds.name}: a time-ordered leave-one-out split needs timestamps")
+    if by_time:
+        order = np.lexsort((rng.random(len(users)), ds.timestamps))
+        key = np.empty(len(users), dtype=np.int64)
+        key[order] = np.arange(len(users))
+    else:
+        key = rng.random(len(users))
+    rank = _rank_within_user(users, key)
+    n = np.diff(ds.interactions.indptr)
+    held = (n >= 3).astype(np.int64)
+    counts = np.stack([n - 2 * held, held, held], axis=1)
+    return _parts_from_labels(ds, _labels_by_rank(users, rank, counts))
+
+
+def split_given(ds: Dataset, valid_ratio: float = 0.1, seed: int = 2020) -> Split:
+    """The dataset's published split; validation carved from train where none is given."""
+    if ds.split_labels is None:
+        raise DataError(
+            f"{ds.name}: split strategy 'given' needs a published split, and this dataset has "
+            "none (use 'ratio', 'temporal' or 'loo')"
+        )
+    labels = ds.split_labels.astype(np.int8).copy()
+    if not (labels == Dataset.SPLIT_VALID).any() and valid_ratio > 0:
+        users, _ = ds.coo()
+        in_train = labels == Dataset.SPLIT_TRAIN
+        t_users = users[in_train]
+        rng = np.random.default_rng(seed)
+        rank = _rank_within_user(t_users, rng.random(len(t_users)))
+        n_train = np.bincount(t_users, minlength=ds.n_users)
+        counts = ratio_counts(n_train, (1.0 - valid_ratio, valid_ratio, 0.0))
+        sub = _labels_by_rank(t_users, rank, counts)
+        labels[np.flatnonzero(in_train)[sub == Dataset.SPLIT_VALID]] = Dataset.SPLIT_VALID
+    return _parts_from_labels(ds, labels)
+
+
+def make_split(ds: Dataset, cfg: SplitConfig, default: SplitStrategy = "ratio") -> Split:
+    """Split ``ds`` as ``cfg`` says, then check that every user keeps a training interaction."""
+    strategy = cfg.strategy or default
+    if strategy == "ratio":
+        split = split_ratio(ds, cfg.ratios, cfg.seed)
+    elif strategy == "temporal":
+        split = split_temporal(ds, cfg.ratios, cfg.seed)
+    elif strategy == "loo":
+        split = split_leave_one_out(ds, cfg.seed)
+    elif strategy == "given":
+        split = split_given(ds, cfg.valid_ratio, cfg.seed)
+    else:  # pragma: no cover - the config validates the name
+        raise DataError(f"unknown split strategy {strategy!r}")
+    check_split(ds, split)
+    return split
+
+
+def check_split(ds: Dataset, split: Split) -> None:
+    """Raise :class:`DataError` naming the first user left with no training interaction."""
+    n_train = np.diff(split.train.indptr)
+    n_all = np.diff(ds.interactions.indptr)
+    empty = np.flatnonzero((n_train == 0) & (n_all > 0))
+    if len(empty):
+        raw = ds.users.raw(empty[:1])[0]
+        raise DataError(
+            f"{ds.name}: the split leaves user {raw!r} (and {len(empty) - 1} more) with no "
+            f"training interactions; filter users with few interactions "
+            f"(data.min_user_interactions) or choose another split"
+        )

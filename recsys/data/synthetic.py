@@ -1,0 +1,385 @@
+"""Synthetic interaction data with planted structure, of any size.
+
+:func:`make_synthetic` draws user and item factors, a power-law (Zipf-like) item popularity,
+and then lets every user pick distinct items with probability proportional to
+
+.. math::
+
+    p(i \\mid u) \\propto \\mathrm{pop}_i^{a} \\, \\exp(\\langle x_u, y_i \\rangle / \\tau)
+
+where :math:`\\mathrm{pop}_i = 1 / \\mathrm{rank}_i` (a random rank per item), :math:`a` is
+``popularity_exponent`` and :math:`\\tau` is ``temperature``. Items also get dense modality
+features (``text``, ``image``, ...) made from their factors through a random projection plus
+noise, and a multi-hot ``genre`` naming the factors on which they are extreme, so multimodal
+models and probes have something real to find.
+
+Sampling is vectorised in blocks of users. Each user draws a candidate pool from the
+popularity distribution (inverse CDF) and keeps the top items of
+``affinity / temperature + log(multiplicity) + Gumbel noise``: a sampling-importance-resampling
+version of Gumbel top-k without replacement that needs memory proportional to the number of
+interactions, not users times items. Users whose pool would cover most of the catalogue are
+sampled exactly over all items.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.data.dataset import Dataset, FeatureTable, Vocabulary
+from recsys.errors import ConfigError
+
+__all__ = ["SYNTHETIC_DEFAULT", "make_synthetic", "parse_synthetic_name", "planted_factors"]
+
+SYNTHETIC_DEFAULT = (1000, 500, 20000)
+"""(users, items, interactions) of the dataset named plain ``synthetic``."""
+
+_NAME = re.compile(r"^synthetic(?:-(\d+)x(\d+)x(\d+))?$")
+_POOL_FACTOR = 3
+_POOL_MIN = 32
+_BLOCK = 1 << 21  # candidate pairs scored per block
+
+
+def parse_synthetic_name(name: str) -> tuple[int, int, int] | None:
+    """``(users, items, interactions)`` for ``synthetic`` or ``synthetic-UxIxN``, else None."""
+    match = _NAME.match(name)
+    if match is None:
+        return None
+    if match.group(1) is None:
+        return SYNTHETIC_DEFAULT
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
+
+
+def planted_factors(
+    n_users: int,
+    n_items: int,
+    *,
+    n_factors: int = 8,
+    popularity_exponent: float = 1.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The planted truth behind :func:`make_synthetic` with the same arguments and seed.
+
+    Returns:
+        tuple: user factors ``(n_users, n_factors)``, item factors ``(n_items, n_factors)``
+        (entries scaled so an affinity has unit variance) and the log popularity weight
+        ``a * log(pop)`` of every item ``(n_items,)``.
+    """
+    rng = np.random.default_rng(seed)
+    scale = float(n_factors) ** -0.25
+    users = (rng.standard_normal((n_users, n_factors)) * scale).astype(np.float32)
+    items = (rng.standard_normal((n_items, n_factors)) * scale).astype(np.float32)
+    rank = rng.permutation(n_items)
+    log_pop = -float(popularity_exponent) * np.log1p(rank).astype(np.float64)
+    return users, items, log_pop
+
+
+def make_synthetic(
+    n_users: int = SYNTHETIC_DEFAULT[0],
+    n_items: int = SYNTHETIC_DEFAULT[1],
+    n_interactions: int = SYNTHETIC_DEFAULT[2],
+    *,
+    n_factors: int = 8,
+    popularity_exponent: float = 1.0,
+    temperature: float = 0.5,
+    modalities: Mapping[str, int] | None = None,
+    modality_noise: float = 0.1,
+    genres: bool = True,
+    label_noise: float = 0.0,
+    timestamps: bool = True,
+    min_per_user: int = 5,
+    seed: int = 0,
+    name: str | None = None,
+) -> Dataset:
+    """Make a dataset with planted latent factors and power-law popularity.
+
+    Args:
+        n_users: number of users (every one gets interactions).
+        n_items: number of items (items that nobody picks stay in the vocabulary).
+        n_interactions: exact number of distinct (user, item) interactions.
+        n_factors: dimension of the planted factors.
+        popularity_exponent: exponent ``a`` of the Zipf-like popularity ``(1/rank)^a``;
+            0 makes popularity uniform.
+        temperature: divides the user-item affinity; lower means choices follow the factors
+            more closely.
+        modalities: name -> width of dense item features made as ``factors @ projection``
+            (standardised) plus ``modality_noise`` times standard normal noise. ``None`` gives
+            ``{"text": 64, "image": 32}``; ``{}`` gives none.
+        modality_noise: noise level of the modality features relative to their signal.
+        genres: add a multi-hot item feature ``genre`` with tokens ``f{k}+`` / ``f{k}-`` for
+            items whose factor ``k`` is more than one standard deviation above / below the mean.
+        label_noise: fraction of interactions whose item is replaced by a uniformly random item
+            the user did not pick.
+        timestamps: add timestamps, strictly increasing within each user in a random order.
+        min_per_user: the least number of interactions of any user (capped at ``n_items``).
+        seed: seed of every random draw.
+        name: dataset name; defaults to ``synthetic-{users}x{items}x{interactions}``.
+
+    Returns:
+        Dataset: ``ratings`` holds the noise flags: 1.0 for an interaction drawn from the
+        model, 0.0 for one replaced by label noise. Raw ids are ``"0"..."n-1"``.
+    """
+    _check_args(n_users, n_items, n_interactions, n_factors, temperature, label_noise)
+    if modalities is None:
+        modalities = {"text": 64, "image": 32}
+    rng = np.random.default_rng(seed)
+    user_f, item_f, log_pop = planted_factors(
+        n_users,
+        n_items,
+        n_factors=n_factors,
+        popularity_exponent=popularity_exponent,
+        seed=seed,
+    )
+    counts = _user_counts(rng, n_users, n_items, n_interactions, min_per_user)
+    users, items = _sample(rng, user_f, item_f, log_pop, counts, temperature)
+    clean = np.ones(len(users), dtype=bool)
+    if label_noise > 0:
+        items, clean = _add_label_noise(rng, users, items, n_items, label_noise)
+    times = _timestamps(rng, users, n_users) if timestamps else None
+
+    features: dict[str, FeatureTable] = {}
+    for key, width in modalities.items():
+        if int(width) <= 0:
+            raise ConfigError(f"modalities[{key!r}] must be a positive width, got {width}")
+        projection = rng.standard_normal((n_factors, int(width))).astype(np.float32)
+        signal = item_f @ projection
+        signal /= max(float(signal.std()), 1e-12)
+        noise = rng.standard_normal(signal.shape).astype(np.float32)
+        features[key] = FeatureTable(
+            key, "dense", (signal + modality_noise * noise).astype(np.float32)
+        )
+    if genres:
+        features["genre"] = _genre_table(item_f)
+
+    ids_u = Vocabulary(np.arange(n_users).astype(str), "user")
+    ids_i = Vocabulary(np.arange(n_items).astype(str), "item")
+    return Dataset.from_arrays(
+        name or f"synthetic-{n_users}x{n_items}x{n_interactions}",
+        ids_u,
+        ids_i,
+        users,
+        items,
+        ratings=clean.astype(np.float32),
+        timestamps=times,
+        item_features=features,
+        source=f"make_synthetic(seed={seed})",
+    )
+
+
+def _check_args(
+    n_users: int,
+    n_items: int,
+    n_interactions: int,
+    n_factors: int,
+    temperature: float,
+    label_noise: float,
+) -> None:
+    if n_users <= 0 or n_items <= 0 or n_interactions <= 0:
+        raise ConfigError(
+            f"synthetic sizes must be positive, got users={n_users}, items={n_items}, "
+            f"interactions={n_interactions}"
+        )
+    if n_interactions > n_users * n_items:
+        raise ConfigError(
+            f"synthetic: {n_interactions} interactions do not fit in {n_users} users x "
+            f"{n_items} items"
+        )
+    if n_factors <= 0:
+        raise ConfigError(f"synthetic: n_factors must be positive, got {n_factors}")
+    if temperature <= 0:
+        raise ConfigError(f"synthetic: temperature must be positive, got {temperature}")
+    if not 0.0 <= label_noise < 1.0:
+        raise ConfigError(f"synthetic: label_noise must be in [0, 1), got {label_noise}")
+
+
+def _user_counts(
+    rng: np.random.Generator, n_users: int, n_items: int, n_interactions: int, min_per_user: int
+) -> np.ndarray:
+    """Interactions per user: a floor plus a log-normal activity share, capped at n_items."""
+    floor = min(max(int(min_per_user), 1), n_items)
+    if n_interactions < n_users * floor:
+        raise ConfigError(
+            f"synthetic: {n_interactions} interactions cannot give {n_users} users at least "
+            f"{floor} each (min_per_user); ask for at least {n_users * floor}"
+        )
+    activity = rng.lognormal(0.0, 1.0, n_users)
+    counts = np.full(n_users, floor, dtype=np.int64)
+    counts += rng.multinomial(n_interactions - n_users * floor, activity / activity.sum())
+    while True:
+        excess = int(np.maximum(counts - n_items, 0).sum())
+        if excess == 0:
+            return counts
+        counts = np.minimum(counts, n_items)
+        room = (n_items - counts).astype(np.float64)
+        counts += rng.multinomial(excess, room / room.sum())
+
+
+def _sample(
+    rng: np.random.Generator,
+    user_f: np.ndarray,
+    item_f: np.ndarray,
+    log_pop: np.ndarray,
+    counts: np.ndarray,
+    temperature: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct items for every user: ``counts[u]`` of them, in blocks of users."""
+    n_users, n_items = len(counts), len(item_f)
+    weights = np.exp(log_pop - log_pop.max())
+    cdf = np.cumsum(weights)
+    cdf /= cdf[-1]
+    pool = _POOL_FACTOR * counts + _POOL_MIN
+    out_users: list[np.ndarray] = []
+    out_items: list[np.ndarray] = []
+    pending = np.arange(n_users)
+    while len(pending):
+        exact = pool[pending] * 2 >= n_items
+        cost = np.where(exact, n_items, pool[pending])
+        starts = _block_starts(cost)
+        retry: list[np.ndarray] = []
+        for lo, hi in itertools.pairwise(starts):
+            block = pending[lo:hi]
+            got_u, got_i, short = _sample_block(
+                rng,
+                block,
+                exact[lo:hi],
+                pool[block],
+                counts[block],
+                user_f,
+                item_f,
+                log_pop,
+                cdf,
+                temperature,
+            )
+            out_users.append(got_u)
+            out_items.append(got_i)
+            retry.append(short)
+        pending = np.concatenate(retry) if retry else np.zeros(0, dtype=np.int64)
+        pool[pending] *= 4
+    users = np.concatenate(out_users)
+    items = np.concatenate(out_items)
+    order = np.argsort(users, kind="stable")
+    return users[order], items[order]
+
+
+def _block_starts(cost: np.ndarray) -> np.ndarray:
+    """Boundaries that cut ``cost`` into consecutive runs of at most ``_BLOCK`` (>= 1 each)."""
+    total = np.cumsum(cost)
+    bounds = [0]
+    while bounds[-1] < len(cost):
+        base = total[bounds[-1] - 1] if bounds[-1] else 0
+        nxt = int(np.searchsorted(total, base + _BLOCK, side="right"))
+        bounds.append(max(nxt, bounds[-1] + 1))
+    return np.asarray(bounds)
+
+
+def _sample_block(
+    rng: np.random.Generator,
+    block: np.ndarray,
+    exact: np.ndarray,
+    pool: np.ndarray,
+    want: np.ndarray,
+    user_f: np.ndarray,
+    item_f: np.ndarray,
+    log_pop: np.ndarray,
+    cdf: np.ndarray,
+    temperature: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sample one block; returns (users, items) and the users whose pool was too small."""
+    n_items = len(item_f)
+    rows_e = np.flatnonzero(exact)
+    rows_s = np.flatnonzero(~exact)
+    # exact rows: every item, weighted by its popularity
+    row_e = np.repeat(rows_e, n_items)
+    item_e = np.tile(np.arange(n_items), len(rows_e))
+    logw_e = np.tile(log_pop, len(rows_e))
+    # pooled rows: candidates from the popularity distribution, weighted by multiplicity
+    row_s = np.repeat(rows_s, pool[rows_s])
+    draws = np.minimum(np.searchsorted(cdf, rng.random(len(row_s))), n_items - 1)
+    key, mult = np.unique(row_s * n_items + draws, return_counts=True)
+    row_s, item_s = key // n_items, key % n_items
+    logw_s = np.log(mult)
+
+    rows = np.concatenate([row_e, row_s])
+    items = np.concatenate([item_e, item_s])
+    logw = np.concatenate([logw_e, logw_s])
+    affinity = np.einsum("ij,ij->i", user_f[block[rows]], item_f[items], dtype=np.float64)
+    gumbel = -np.log(-np.log(rng.random(len(rows)) + 1e-300))
+    score = affinity / temperature + logw + gumbel
+    order = np.lexsort((-score, rows))
+    rows, items = rows[order], items[order]
+    first = np.searchsorted(rows, np.arange(len(block)))
+    rank = np.arange(len(rows)) - first[rows]
+    distinct = np.bincount(rows, minlength=len(block))
+    short = distinct < want
+    keep = (rank < want[rows]) & ~short[rows]
+    return block[rows[keep]], items[keep], block[short]
+
+
+def _add_label_noise(
+    rng: np.random.Generator,
+    users: np.ndarray,
+    items: np.ndarray,
+    n_items: int,
+    fraction: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replace a ``fraction`` of items by random items the user did not pick."""
+    n = len(users)
+    n_noisy = round(fraction * n)
+    original = users * n_items + items
+    taken = np.sort(original)
+    noisy = np.sort(rng.choice(n, size=n_noisy, replace=False))
+    new_items = rng.integers(0, n_items, size=n_noisy)
+    todo = np.ones(n_noisy, dtype=bool)
+    for _ in range(32):
+        key = users[noisy] * n_items + new_items
+        clash = _isin_sorted(key, taken)
+        _, first = np.unique(key, return_index=True)
+        repeat = np.ones(n_noisy, dtype=bool)
+        repeat[first] = False
+        todo = clash | repeat
+        if not todo.any():
+            break
+        new_items[todo] = rng.integers(0, n_items, size=int(todo.sum()))
+    keep_noisy = noisy[~todo]
+    out = items.copy()
+    out[keep_noisy] = new_items[~todo]
+    clean = np.ones(n, dtype=bool)
+    clean[keep_noisy] = False
+    return out, clean
+
+
+def _isin_sorted(values: np.ndarray, sorted_ref: np.ndarray) -> np.ndarray:
+    pos = np.searchsorted(sorted_ref, values)
+    pos = np.minimum(pos, len(sorted_ref) - 1)
+    return sorted_ref[pos] == values
+
+
+def _timestamps(rng: np.random.Generator, users: np.ndarray, n_users: int) -> np.ndarray:
+    """Integer-valued seconds, strictly increasing within each user in a random order."""
+    n = len(users)
+    order = np.lexsort((rng.random(n), users))
+    gaps = 1.0 + np.floor(rng.exponential(86400.0, n))
+    cum = np.cumsum(gaps)
+    sorted_users = users[order]
+    first = np.searchsorted(sorted_users, np.arange(n_users))
+    offset = np.concatenate([[0.0], cum])[first]
+    start = 1.5e9 + np.floor(rng.uniform(0.0, 3.0e7, n_users))
+    local = cum - offset[sorted_users]
+    out = np.empty(n, dtype=np.float64)
+    out[order] = start[sorted_users] + local
+    return out
+
+
+def _genre_table(item_f: np.ndarray) -> FeatureTable:
+    """Multi-hot ``f{k}+`` / ``f{k}-`` tokens for items extreme on factor ``k``."""
+    z = (item_f - item_f.mean(axis=0)) / np.maximum(item_f.std(axis=0), 1e-12)
+    n_factors = item_f.shape[1]
+    flags = np.empty((len(item_f), 2 * n_factors), dtype=np.float32)
+    flags[:, 0::2] = z > 1.0
+    flags[:, 1::2] = z < -1.0
+    vocab = [f"f{k}{sign}" for k in range(n_factors) for sign in "+-"]
+    return FeatureTable("genre", "multi_hot", sp.csr_array(flags), vocab)

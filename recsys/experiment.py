@@ -1,0 +1,271 @@
+"""A training run end to end, and the run folder it leaves behind.
+
+``train_run`` checks the tracker, loads and splits the data, trains with early stopping, tests
+the best epoch once, writes top-k recommendations, and records everything in a run folder::
+
+    runs/<model>-<dataset>-<time>/
+        config.yaml          resolved configuration (every default filled in)
+        split.npz            the exact train/valid/test split
+        metrics.json         best-epoch validation and test metrics per K, timings
+        history.json         per-epoch losses and validation metrics
+        checkpoints/best.pt  model weights of the best validation epoch
+        checkpoints/last.pt  full training state for --resume
+        recommendations.csv  user,item,rank,score (raw ids), top recommend_k per user
+        train.log            the log
+        run.json             MLflow run id and tracking URI
+
+``evaluate_run`` and ``recommend_run`` rebuild data, split and model from such a folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from recsys.config import RunConfig, validate
+from recsys.data.catalog import load_dataset
+from recsys.data.dataset import Dataset
+from recsys.data.split import Split, make_split
+from recsys.errors import ConfigError, DataError
+from recsys.eval.evaluator import Evaluator
+from recsys.models.base import Recommender
+from recsys.models.registry import create_model
+from recsys.tracking import Tracker, flatten_params, make_tracker
+from recsys.train.checkpoint import atomic_write_text, load_checkpoint
+from recsys.train.trainer import EpochReport, Trainer, default_num_threads
+
+log = logging.getLogger("recsys")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    valid: dict[str, float]
+    test: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    tracking_run_id: str | None
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = cfg.run_name or f"{cfg.model['name']}-{Path(cfg.data.name).name}-{stamp}"
+    run_dir = cfg.output_dir / name
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = cfg.output_dir / f"{name}-{suffix}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def _attach_log_file(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    if logging.getLogger().level > logging.INFO or logging.getLogger().level == 0:
+        logging.getLogger().setLevel(logging.INFO)
+    return handler
+
+
+def make_evaluator(cfg: RunConfig) -> Evaluator:
+    return Evaluator(
+        topk=cfg.eval.topk,
+        metrics=cfg.eval.metrics,
+        batch_size=cfg.eval.batch_size,
+        device=cfg.train.device,
+    )
+
+
+def build_model(cfg: RunConfig, split: Split, dataset: Dataset | None) -> Recommender:
+    return create_model(cfg.model["name"], **cfg.model_params()).setup(split.train, dataset)
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run folder: {path.name} is missing")
+    return validate(RunConfig, yaml.safe_load(path.read_text()))
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=float) + "\n")
+
+
+def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
+    """Run ``cfg`` (or resume the run in ``resume_dir``) and return its metrics and folder."""
+    tic = time.perf_counter()
+    torch.set_num_threads(cfg.train.num_threads or default_num_threads())
+    # the tracker is checked before any data is read, so a bad URI fails fast
+    tracker = make_tracker(cfg.tracking.enabled, cfg.tracking.uri, cfg.output_dir.resolve(),
+                           cfg.tracking.experiment)
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+    else:
+        run_dir = new_run_dir(cfg)
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    handler = _attach_log_file(run_dir)
+    try:
+        log.info("run folder %s", run_dir)
+        dataset = load_dataset(cfg.data)
+        log.info("dataset %s", dataset)
+        split_path = run_dir / "split.npz"
+        if resume_dir is not None and split_path.is_file():
+            split = Split.load(split_path)
+        else:
+            default = "given" if dataset.split_labels is not None else "ratio"
+            split = make_split(dataset, cfg.split, default=default)
+            split.save(split_path)
+        log.info("split %s", split)
+        tracker.start(run_dir.name, flatten_params(cfg.model_dump(mode="json")),
+                      tags={"model": cfg.model["name"], "dataset": dataset.name,
+                            "run_dir": str(run_dir.resolve())})
+        _write_json(run_dir / "run.json", {"tracking_run_id": tracker.run_id})
+        tracker.log_dict(cfg.model_dump(mode="json"), "config.yaml")
+        result = _train_and_test(cfg, dataset, split, run_dir, tracker, resume_dir is not None)
+        result.seconds = time.perf_counter() - tic
+        tracker.log_artifact(run_dir / "metrics.json")
+        tracker.log_artifact(run_dir / "recommendations.csv")
+        tracker.log_artifact(run_dir / "checkpoints" / "best.pt", "checkpoints")
+        tracker.log_artifact(run_dir / "train.log")
+        tracker.end("FINISHED")
+        return result
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _train_and_test(
+    cfg: RunConfig,
+    dataset: Dataset,
+    split: Split,
+    run_dir: Path,
+    tracker: Tracker,
+    resume: bool,
+) -> RunResult:
+    model = create_model(cfg.model["name"], **cfg.model_params())
+
+    def log_epoch(report: EpochReport) -> None:
+        metrics = {f"train/{k}": v for k, v in report.train.items()}
+        if report.valid:
+            metrics.update({f"valid/{k}": v for k, v in report.valid.items() if k != "n_users"})
+        metrics["epoch_seconds"] = report.seconds
+        tracker.log_metrics(metrics, step=report.epoch)
+
+    trainer = Trainer(
+        model,
+        split,
+        cfg.train,
+        make_evaluator(cfg),
+        checkpoint_dir=run_dir / "checkpoints",
+        callbacks=[log_epoch],
+        dataset=dataset,
+    )
+    fit = trainer.fit(resume=resume)
+    test = trainer.evaluate("test")
+    log.info("best epoch %d; valid %s=%.4f", fit.best_epoch, cfg.train.valid_metric,
+             fit.best_valid.get(cfg.train.valid_metric, float("nan")))
+    tracker.log_metrics({f"test/{k}": v for k, v in test.items() if k != "n_users"})
+    tracker.log_metrics({"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run})
+    metrics = {
+        "model": cfg.model["name"],
+        "dataset": dataset.name,
+        "best_epoch": fit.best_epoch,
+        "epochs_run": fit.epochs_run,
+        "stopped_early": fit.stopped_early,
+        "valid": fit.best_valid,
+        "test": test,
+    }
+    _write_json(run_dir / "metrics.json", metrics)
+    _write_json(run_dir / "history.json", fit.history)
+    recs = recommend(model, dataset, split, make_evaluator(cfg), cfg.recommend_k)
+    recs.to_csv(run_dir / "recommendations.csv", index=False)
+    return RunResult(run_dir, fit.best_valid, test, fit.best_epoch, fit.epochs_run, 0.0,
+                     tracker.run_id)
+
+
+def load_run(run_dir: Path) -> tuple[RunConfig, Dataset, Split, Recommender]:
+    """Config, dataset, split and best model of a finished run folder."""
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    dataset = load_dataset(cfg.data)
+    split_path = run_dir / "split.npz"
+    if not split_path.is_file():
+        raise DataError(f"{run_dir}: split.npz is missing; the run did not get past splitting")
+    split = Split.load(split_path)
+    if split.shape != (dataset.n_users, dataset.n_items):
+        raise DataError(
+            f"{run_dir}: the dataset now has {dataset.n_users} users x {dataset.n_items} items "
+            f"but the run's split has shape {split.shape}; the data changed since the run"
+        )
+    model = build_model(cfg, split, dataset)
+    state = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    model.load_state_dict(state["model"])
+    model.eval()
+    return cfg, dataset, split, model
+
+
+def evaluate_run(run_dir: Path) -> dict[str, dict[str, float]]:
+    """Re-evaluate a run's best checkpoint on its validation and test parts."""
+    cfg, dataset, split, model = load_run(run_dir)
+    trainer = Trainer(model, split, cfg.train.model_copy(update={"progress": False}),
+                      make_evaluator(cfg), dataset=dataset)
+    return {"valid": trainer.evaluate("valid"), "test": trainer.evaluate("test")}
+
+
+def recommend(
+    model: Recommender,
+    dataset: Dataset,
+    split: Split,
+    evaluator: Evaluator,
+    k: int,
+    users: np.ndarray | None = None,
+    exclude_seen: bool = True,
+) -> pd.DataFrame:
+    """Top-``k`` items per user as a frame ``user,item,rank,score`` with raw ids.
+
+    Items the user has interacted with anywhere in the split are excluded unless
+    ``exclude_seen`` is false.
+    """
+    if users is None:
+        users = np.arange(dataset.n_users)
+    k = min(k, dataset.n_items)
+    exclude: list[sp.csr_array] = [split.train, split.valid, split.test] if exclude_seen else []
+    model.eval()
+    with torch.no_grad():
+        items, scores = evaluator.topk(model.scorer(), users, k, exclude=exclude)
+    # slots past a user's rankable items come back as item -1 with score -inf
+    keep = (items >= 0).reshape(-1)
+    return pd.DataFrame(
+        {
+            "user": np.repeat(dataset.users.raw(users), k)[keep],
+            "item": dataset.items.raw(items.reshape(-1)[keep]),
+            "rank": np.tile(np.arange(1, k + 1), len(users))[keep],
+            "score": scores.reshape(-1)[keep],
+        }
+    )
+
+
+def recommend_run(
+    run_dir: Path, k: int = 10, users: list[str] | None = None, exclude_seen: bool = True
+) -> pd.DataFrame:
+    """Top-``k`` recommendations from a run folder's best model, for all or the given users."""
+    cfg, dataset, split, model = load_run(run_dir)
+    index = None if not users else dataset.users.index(users)
+    return recommend(model, dataset, split, make_evaluator(cfg), k, index, exclude_seen)

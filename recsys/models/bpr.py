@@ -1,0 +1,95 @@
+"""Matrix factorisation trained with Bayesian Personalised Ranking."""
+
+from __future__ import annotations
+
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from recsys.data.dataset import Dataset
+from recsys.models.base import ModelConfig, Recommender, ScoreFn
+from recsys.models.registry import register
+
+
+def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
+    r"""Mean BPR loss :math:`-\frac{1}{B}\sum \ln \sigma(\hat{y}_{ui} - \hat{y}_{uj})`.
+
+    ``neg_scores`` may have a trailing negatives dimension; each negative is one pair.
+    """
+    if neg_scores.dim() > pos_scores.dim():
+        pos_scores = pos_scores.unsqueeze(-1)
+    return -F.logsigmoid(pos_scores - neg_scores).mean()
+
+
+def l2_penalty(*embeddings: Tensor) -> Tensor:
+    r""":math:`\frac{1}{2B}\sum_e \lVert e \rVert_2^2` over the batch's embedding rows."""
+    batch = embeddings[0].shape[0]
+    return sum(e.pow(2).sum() for e in embeddings) / (2 * batch)
+
+
+class BPRConfig(ModelConfig):
+    """Hyper-parameters of :class:`BPR`."""
+
+    embedding_size: int = Field(64, gt=0)
+    """Dimension :math:`d` of user and item embeddings."""
+    reg_weight: float = Field(0.0, ge=0.0)
+    """:math:`\\lambda`, L2 penalty on the batch's embeddings."""
+
+
+@register
+class BPR(Recommender):
+    r"""BPR-MF from `"BPR: Bayesian Personalized Ranking from Implicit Feedback"
+    <https://arxiv.org/abs/1205.2618>`_ (Rendle et al., UAI 2009).
+
+    .. math::
+        \hat{y}_{ui} = \mathbf{e}_u^\top \mathbf{e}_i, \qquad
+        \mathcal{L} = -\frac{1}{B}\sum_{(u,i,j)} \ln \sigma(\hat{y}_{ui} - \hat{y}_{uj})
+        + \frac{\lambda}{2B} \sum_{(u,i,j)} \left(\lVert\mathbf{e}_u\rVert^2
+        + \lVert\mathbf{e}_i\rVert^2 + \lVert\mathbf{e}_j\rVert^2\right)
+
+    with :math:`j` a uniformly sampled item the user has not interacted with.
+    Embeddings start from Xavier-normal initialisation (as RecBole's ``BPR``).
+
+    Shapes:
+        - loss: batch ``user`` :math:`[B]`, ``pos`` :math:`[B]`, ``neg`` :math:`[B]` or
+          :math:`[B, n]`
+        - score: users :math:`[B]` -> :math:`[B, |\mathcal{I}|]`
+    """
+
+    name = "bpr"
+    config_class = BPRConfig
+    batch_kind = "pairwise"
+
+    def build(self, train: sp.csr_array, dataset: Dataset | None) -> None:
+        d = self.config.embedding_size
+        self.user_embedding = nn.Embedding(self.n_users, d)
+        self.item_embedding = nn.Embedding(self.n_items, d)
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_normal_(self.user_embedding.weight)
+        nn.init.xavier_normal_(self.item_embedding.weight)
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        u = self.user_embedding(batch["user"])
+        i = self.item_embedding(batch["pos"])
+        j = self.item_embedding(batch["neg"])
+        pos = (u * i).sum(-1)
+        neg = (u.unsqueeze(-2) * j).sum(-1) if j.dim() == 3 else (u * j).sum(-1)
+        terms = {"bpr": bpr_loss(pos, neg)}
+        if self.config.reg_weight > 0:
+            terms["reg"] = self.config.reg_weight * l2_penalty(u, i, j)
+        return terms
+
+    def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
+        self.check_fitted()
+        items = self.item_embedding.weight
+
+        def score(users: Tensor) -> Tensor:
+            return self.user_embedding(users.to(items.device)) @ items.T
+
+        return score
+
+    def representations(self) -> dict[str, Tensor]:
+        return {"user": self.user_embedding.weight, "item": self.item_embedding.weight}

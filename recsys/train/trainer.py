@@ -1,0 +1,396 @@
+"""One Trainer for every model: the epoch loop, early stopping, checkpoints and resume.
+
+The trainer owns the loop; a model only defines :meth:`Recommender.loss` for a batch of its
+declared kind. Each epoch is one pass of the model's sampler, then (every ``eval_every``
+epochs) a full-ranking validation. The best validation epoch is saved atomically to
+``checkpoints/best.pt``; the full training state (model, optimiser, RNG, counters) to
+``checkpoints/last.pt`` after every epoch, so an interrupted run resumes where it stopped and
+gives the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from recsys.data.samplers import Sampler, make_sampler
+from recsys.data.split import Split
+from recsys.errors import ConfigError
+from recsys.eval.evaluator import Evaluator, validate_metric_name
+from recsys.models.base import Recommender
+from recsys.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    """Optimisation and early-stopping settings (defaults follow RecBole 1.2.1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(300, ge=0)
+    """Maximum number of epochs."""
+    batch_size: int = Field(2048, gt=0)
+    """Training examples per batch."""
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
+    n_negatives: int = Field(1, gt=0)
+    """Negatives per positive for pairwise models."""
+    eval_every: int = Field(1, gt=0)
+    """Validate every this many epochs."""
+    patience: int = Field(10, ge=1)
+    """Stop after this many validations without improvement (RecBole's ``stopping_step``)."""
+    valid_metric: str = "ndcg_at_10"
+    """Metric that selects the best epoch, e.g. ``ndcg_at_10`` or ``recall_at_20``."""
+    seed: int = 2020
+    """Seeds parameter initialisation and sampling."""
+    device: str = "cpu"
+    """``cpu``, ``cuda`` or ``cuda:N``."""
+    num_threads: int | None = Field(None, gt=0)
+    """CPU threads for torch; None uses every core of the machine."""
+    clip_grad_norm: float | None = Field(None, gt=0)
+    progress: bool = True
+    """Show progress bars."""
+
+    @field_validator("valid_metric")
+    @classmethod
+    def _metric_known(cls, value: str) -> str:
+        validate_metric_name(value)
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device_valid(cls, value: str) -> str:
+        try:
+            torch.device(value)
+        except RuntimeError as exc:
+            raise ValueError(f"not a torch device: {value!r}") from exc
+        return value
+
+
+@dataclass
+class EpochReport:
+    """What one epoch produced; passed to every callback."""
+
+    epoch: int
+    train: dict[str, float]
+    valid: dict[str, float] | None
+    seconds: float
+    is_best: bool
+    best_epoch: int
+    best_value: float
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_valid: dict[str, float]
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+Callback = Callable[[EpochReport], None]
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device for a device string; asking for CUDA without it is a clear error."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={device!r} but CUDA is not available on this machine")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA) for reproducible initialisation."""
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def train_step(
+    model: Recommender,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, Tensor],
+    clip_grad_norm: float | None = None,
+) -> dict[str, float]:
+    """zero_grad -> loss terms -> sum -> backward -> (clip) -> step; returns detached terms."""
+    optimizer.zero_grad(set_to_none=True)
+    terms = model.loss(batch)
+    total = sum(terms.values())
+    if not torch.isfinite(total):
+        raise FloatingPointError(
+            f"loss became {total.item()} ({ {k: v.item() for k, v in terms.items()} }); "
+            "lower train.learning_rate or check the data"
+        )
+    total.backward()
+    if clip_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    optimizer.step()
+    out = {k: float(v.detach()) for k, v in terms.items()}
+    out["loss"] = float(total.detach())
+    return out
+
+
+def make_optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    kinds = {
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+        "sgd": torch.optim.SGD,
+        "adagrad": torch.optim.Adagrad,
+    }
+    return kinds[cfg.optimizer](params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+class Trainer:
+    """Train ``model`` on ``split.train``, select on ``split.valid``, evaluate on ``split.test``.
+
+    Args:
+        model: a :class:`Recommender` (set up or not; :meth:`fit` sets it up on ``split.train``).
+        split: the data split.
+        config: :class:`TrainConfig`.
+        evaluator: the full-ranking :class:`Evaluator` (its metrics must include the
+            validation metric).
+        checkpoint_dir: where ``best.pt`` and ``last.pt`` go; None keeps the best weights in
+            memory only.
+        callbacks: functions called with an :class:`EpochReport` after every epoch.
+        dataset: passed to ``model.setup`` for models that read features.
+    """
+
+    def __init__(
+        self,
+        model: Recommender,
+        split: Split,
+        config: TrainConfig | None = None,
+        evaluator: Evaluator | None = None,
+        checkpoint_dir: Path | None = None,
+        callbacks: list[Callback] | None = None,
+        dataset: object | None = None,
+    ) -> None:
+        self.model = model
+        self.split = split
+        self.config = config or TrainConfig()
+        self.evaluator = evaluator or Evaluator()
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.callbacks = list(callbacks or [])
+        self.dataset = dataset
+        self.device = resolve_device(self.config.device)
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+        self.item_popularity = np.bincount(split.train.indices, minlength=split.shape[1])
+        self._best_state: dict[str, Tensor] | None = None
+
+    # -- evaluation -------------------------------------------------------------------------
+    def evaluate(self, part: Literal["valid", "test"] = "valid") -> dict[str, float]:
+        """Full-ranking metrics on ``part``; test masks training and validation items."""
+        self.model.eval()
+        exclude = [self.split.train] if part == "valid" else [self.split.train, self.split.valid]
+        truth = self.split.valid if part == "valid" else self.split.test
+        with torch.no_grad():
+            return self.evaluator.evaluate(
+                self.model.scorer(),
+                truth,
+                exclude=exclude,
+                item_popularity=self.item_popularity,
+            )
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train to the epoch limit or early stop; leaves the model at its best epoch."""
+        cfg = self.config
+        seed_everything(cfg.seed)
+        if not self.model.is_fitted():
+            self.model.setup(self.split.train, self.dataset)
+        self.model.to(self.device)
+        if self.model.batch_kind == "none":
+            return self._fit_closed_form()
+
+        sampler = self._sampler()
+        optimizer = make_optimizer(self.model, cfg)
+        rng = np.random.default_rng(cfg.seed)
+        start_epoch, best_epoch, best_value, bad = 0, -1, -math.inf, 0
+        history: list[dict[str, float]] = []
+        best_valid: dict[str, float] = {}
+        if resume:
+            state = self._load_last(optimizer, rng)
+            if state is not None:
+                start_epoch = state["epoch"] + 1
+                best_epoch, best_value = state["best_epoch"], state["best_value"]
+                bad, history = state["bad_evals"], list(state["history"])
+                best_valid = dict(state["best_valid"])
+                log.info("resuming at epoch %d (best so far: epoch %d)", start_epoch, best_epoch)
+        stopped_early = bad >= cfg.patience
+        bar = tqdm(
+            range(start_epoch, cfg.epochs),
+            desc=f"train {self.model.name}",
+            unit="epoch",
+            disable=not cfg.progress,
+            initial=start_epoch,
+            total=cfg.epochs,
+        )
+        epoch = start_epoch - 1
+        for epoch in bar if not stopped_early else ():
+            tic = time.perf_counter()
+            train_terms = self._train_epoch(sampler, optimizer, rng)
+            valid, is_best = None, False
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                valid = self.evaluate("valid")
+                value = valid[cfg.valid_metric]
+                if value > best_value:
+                    best_epoch, best_value, best_valid, bad, is_best = epoch, value, valid, 0, True
+                    self._save_best(epoch, valid)
+                else:
+                    bad += 1
+                stopped_early = bad >= cfg.patience
+            seconds = time.perf_counter() - tic
+            row = {"epoch": epoch, "seconds": seconds, **train_terms}
+            if valid:
+                row.update({f"valid_{k}": v for k, v in valid.items()})
+            history.append(row)
+            self._save_last(epoch, optimizer, rng, best_epoch, best_value, bad, history, best_valid)
+            bar.set_postfix(
+                loss=f"{train_terms['loss']:.4f}",
+                **({cfg.valid_metric: f"{valid[cfg.valid_metric]:.4f}"} if valid else {}),
+                best=best_epoch,
+            )
+            report = EpochReport(
+                epoch, train_terms, valid, seconds, is_best, best_epoch, best_value
+            )
+            for callback in self.callbacks:
+                callback(report)
+            if stopped_early:
+                break
+        bar.close()
+        self._restore_best()
+        return TrainResult(
+            best_epoch=best_epoch,
+            best_valid=best_valid,
+            epochs_run=epoch + 1,
+            history=history,
+            stopped_early=stopped_early,
+        )
+
+    def _fit_closed_form(self) -> TrainResult:
+        tic = time.perf_counter()
+        self.model.fit(self.split.train)
+        valid = self.evaluate("valid")
+        self._save_best(0, valid)
+        report = EpochReport(
+            0, {}, valid, time.perf_counter() - tic, True, 0, valid[self.config.valid_metric]
+        )
+        for callback in self.callbacks:
+            callback(report)
+        return TrainResult(0, valid, 1, [{"epoch": 0, **{f"valid_{k}": v for k, v in valid.items()}}])
+
+    def _sampler(self) -> Sampler:
+        options = {}
+        if self.model.batch_kind == "pairwise":
+            options["n_negatives"] = self.config.n_negatives
+        return make_sampler(
+            self.model.batch_kind, self.split.train, self.config.batch_size, **options
+        )
+
+    def _train_epoch(
+        self, sampler: Sampler, optimizer: torch.optim.Optimizer, rng: np.random.Generator
+    ) -> dict[str, float]:
+        self.model.train()
+        sums: dict[str, float] = {}
+        n = 0
+        for batch in sampler.epoch(rng):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            terms = train_step(self.model, optimizer, batch, self.config.clip_grad_norm)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _model_state(self) -> dict[str, Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    def _save_best(self, epoch: int, valid: dict[str, float]) -> None:
+        self._best_state = self._model_state()
+        if self.checkpoint_dir is None:
+            return
+        save_checkpoint(
+            self.checkpoint_dir / "best.pt",
+            {
+                "model": self._best_state,
+                "model_name": self.model.name,
+                "model_config": self.model.config.model_dump(mode="json"),
+                "epoch": epoch,
+                "valid": valid,
+            },
+        )
+
+    def _save_last(
+        self,
+        epoch: int,
+        optimizer: torch.optim.Optimizer,
+        rng: np.random.Generator,
+        best_epoch: int,
+        best_value: float,
+        bad: int,
+        history: list[dict[str, float]],
+        best_valid: dict[str, float],
+    ) -> None:
+        if self.checkpoint_dir is None:
+            return
+        save_checkpoint(
+            self.checkpoint_dir / "last.pt",
+            {
+                "model": self._model_state(),
+                "optimizer": optimizer.state_dict(),
+                "numpy_rng": rng_state(rng),
+                "torch_rng": torch.get_rng_state(),
+                "epoch": epoch,
+                "best_epoch": best_epoch,
+                "best_value": best_value,
+                "bad_evals": bad,
+                "history": history,
+                "best_valid": best_valid,
+            },
+        )
+
+    def _load_last(
+        self, optimizer: torch.optim.Optimizer, rng: np.random.Generator
+    ) -> dict[str, object] | None:
+        path = self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
+        if path is None or not path.is_file():
+            log.warning("no checkpoint to resume from in %s; starting fresh", self.checkpoint_dir)
+            return None
+        state = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng(rng, state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        best = self.checkpoint_dir / "best.pt"
+        if best.is_file():
+            self._best_state = load_checkpoint(best)["model"]
+        return state
+
+    def _restore_best(self) -> None:
+        if self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+
+
+def default_num_threads() -> int:
+    """Torch threads for this machine: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from recsys.data.samplers import PairSampler, PairwiseSampler, UserRowSampler, make_sampler
+from tests.conftest import csr
+
+
+def test_pairwise_negatives_are_never_positives(planted_split):
+    train = planted_split.train
+    sampler = PairwiseSampler(train, batch_size=512)
+    dense = train.toarray() > 0
+    seen = 0
+    for batch in sampler.epoch(np.random.default_rng(0)):
+        u, p, n = (batch[k].numpy() for k in ("user", "pos", "neg"))
+        assert dense[u, p].all()
+        assert not dense[u, n].any()
+        seen += len(u)
+    assert seen == train.nnz
+    assert len(sampler) == int(np.ceil(train.nnz / 512))
+
+
+def test_pairwise_negatives_are_uniform_over_non_positives():
+    # user 0 owns items 0 and 1 of 5: negatives must be uniform over {2, 3, 4}
+    train = csr([[0, 1]], 5)
+    sampler = PairwiseSampler(train, batch_size=10)
+    draws = sampler.negatives(np.zeros(30000, dtype=np.int64), np.random.default_rng(1))
+    freq = np.bincount(draws, minlength=5) / len(draws)
+    assert freq[:2].sum() == 0
+    assert np.allclose(freq[2:], 1 / 3, atol=0.015)
+
+
+def test_pairwise_several_negatives_shape(planted_split):
+    sampler = PairwiseSampler(planted_split.train, batch_size=64, n_negatives=4)
+    batch = next(sampler.epoch(np.random.default_rng(0)))
+    assert batch["neg"].shape == (64, 4)
+
+
+def test_pairwise_rejects_user_with_every_item():
+    with pytest.raises(ValueError, match="every item"):
+        PairwiseSampler(csr([[0, 1, 2]], 3), batch_size=4)
+
+
+def test_pair_and_row_samplers(planted_split):
+    train = planted_split.train
+    pairs = list(PairSampler(train, 100).epoch(np.random.default_rng(0)))
+    assert sum(len(b["user"]) for b in pairs) == train.nnz
+    rows = list(UserRowSampler(train, 50).epoch(np.random.default_rng(0)))
+    users = np.concatenate([b["user"].numpy() for b in rows])
+    assert sorted(users.tolist()) == np.flatnonzero(np.diff(train.indptr)).tolist()
+    first = rows[0]
+    assert np.array_equal(first["rows"].numpy(), train[first["user"].numpy()].toarray())
+
+
+def test_same_seed_same_epoch(planted_split):
+    sampler = make_sampler("pairwise", planted_split.train, 256)
+    a = next(sampler.epoch(np.random.default_rng(5)))
+    b = next(sampler.epoch(np.random.default_rng(5)))
+    assert all((a[k] == b[k]).all() for k in a)

@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+import torch
+
+from recsys.data.samplers import make_sampler
+from recsys.errors import ConfigError
+from recsys.eval.evaluator import Evaluator
+from recsys.models.registry import create_model
+from recsys.train.checkpoint import load_checkpoint
+from recsys.train.trainer import TrainConfig, Trainer, make_optimizer, train_step
+
+FAST = {"epochs": 6, "batch_size": 512, "learning_rate": 0.01, "progress": False}
+
+
+def _trainer(split, model="bpr", checkpoint_dir=None, callbacks=None, **overrides):
+    cfg = TrainConfig(**{**FAST, **overrides})
+    params = {"embedding_size": 16} if model in ("bpr", "lightgcn") else {}
+    return Trainer(
+        create_model(model, **params),
+        split,
+        cfg,
+        Evaluator(topk=(10,)),
+        checkpoint_dir=checkpoint_dir,
+        callbacks=callbacks,
+    )
+
+
+def test_train_step_uses_one_batch_of_gradients(planted_split):
+    torch.manual_seed(0)
+    model = create_model("bpr", embedding_size=8).setup(planted_split.train)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    batches = list(make_sampler("pairwise", planted_split.train, 64).epoch(np.random.default_rng(0)))
+    train_step(model, opt, batches[0])
+    train_step(model, opt, batches[1])
+    after_two = model.user_embedding.weight.grad.clone()
+    opt.zero_grad()
+    sum(model.loss(batches[1]).values()).backward()
+    assert torch.allclose(after_two, model.user_embedding.weight.grad)
+
+
+def test_two_runs_with_the_same_seed_agree(planted_split):
+    a = _trainer(planted_split).fit()
+    b = _trainer(planted_split).fit()
+    assert a.best_valid == b.best_valid
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+
+
+def test_bpr_learns_beyond_popularity(planted_split):
+    trainer = _trainer(planted_split, epochs=30)
+    trainer.fit()
+    bpr = trainer.evaluate("test")
+    pop = _trainer(planted_split, model="pop")
+    pop.fit()
+    assert bpr["ndcg_at_10"] > pop.evaluate("test")["ndcg_at_10"] * 1.2
+
+
+def test_early_stopping_and_best_restored(planted_split, tmp_path):
+    # a learning rate this high overfits fast, so validation peaks early
+    trainer = _trainer(planted_split, checkpoint_dir=tmp_path, epochs=60, patience=3,
+                       learning_rate=0.2)
+    result = trainer.fit()
+    assert result.stopped_early
+    assert result.epochs_run == result.best_epoch + 1 + 3
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["epoch"] == result.best_epoch
+    for key, value in best["model"].items():
+        assert torch.equal(trainer.model.state_dict()[key], value)
+    assert trainer.evaluate("valid")["ndcg_at_10"] == pytest.approx(result.best_valid["ndcg_at_10"])
+
+
+def test_resume_continues_exactly(planted_split, tmp_path):
+    straight = _trainer(planted_split, checkpoint_dir=tmp_path / "a").fit()
+
+    def crash(report):
+        if report.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(planted_split, checkpoint_dir=tmp_path / "b", callbacks=[crash]).fit()
+    resumed_trainer = _trainer(planted_split, checkpoint_dir=tmp_path / "b")
+    resumed = resumed_trainer.fit(resume=True)
+    assert len(resumed.history) == len(straight.history)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    assert resumed.best_valid == straight.best_valid
+
+
+def test_closed_form_model_trains_in_one_step(planted_split, tmp_path):
+    trainer = _trainer(planted_split, model="itemknn", checkpoint_dir=tmp_path)
+    result = trainer.fit()
+    assert result.epochs_run == 1 and (tmp_path / "best.pt").is_file()
+
+
+def test_bad_train_config_values():
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig(learning_rate=-1)
+    with pytest.raises(ValueError, match="unknown metric|not a known metric|ndgc"):
+        TrainConfig(valid_metric="ndgc_at_10")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        if torch.cuda.is_available():
+            pytest.skip("machine has CUDA")
+        Trainer(create_model("bpr"), None, TrainConfig(device="cuda"))  # type: ignore[arg-type]
+
+
+def test_optimizer_choices(planted_split):
+    model = create_model("bpr").setup(planted_split.train)
+    for name in ("adam", "adamw", "sgd", "adagrad"):
+        assert make_optimizer(model, TrainConfig(optimizer=name)).__class__.__name__.lower() == name
