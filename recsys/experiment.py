@@ -143,6 +143,9 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
         tracker.log_artifact(run_dir / "train.log")
         tracker.end("FINISHED")
         return result
+    except KeyboardInterrupt:
+        tracker.end("KILLED")
+        raise
     except BaseException:
         tracker.end("FAILED")
         raise

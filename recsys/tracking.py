@@ -59,6 +59,7 @@ __all__ = [
     "default_tracking_uri",
     "flatten_params",
     "make_tracker",
+    "redact_uri",
     "resolve_tracking_uri",
     "sanitize_key",
 ]

@@ -125,7 +125,10 @@ def test_sqlite_default_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert list(elsewhere.iterdir()) == []
 
 
-def test_new_sqlite_store_is_quiet(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_new_sqlite_store_is_quiet(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)  # which would keep the chatter
     tracker = MlflowTracker(default_tracking_uri(tmp_path / "quiet"), experiment="quiet")
     assert tracker.experiment_id
     captured = capfd.readouterr()

@@ -194,7 +194,7 @@ def _read_frame(
         "sep": sep,
         "header": None,
         "names": names,
-        "usecols": wanted,
+        "usecols": None if usecols is None else wanted,
         "skiprows": skiprows,
         "keep_default_na": False,
         "na_filter": False,
@@ -205,23 +205,16 @@ def _read_frame(
         "index_col": False,
     }
     try:
-        frame = _guarded_read(path, skiprows, dtype=typed, **kwargs)
+        frame = _drop_blank(_guarded_read(path, skiprows, dtype=typed, **kwargs))
+        if all(np.isfinite(frame[col].to_numpy()).all() for col in numeric):
+            return frame
     except _TypedReadFailed:
-        frame = _guarded_read(path, skiprows, dtype=str, **kwargs)
-        frame = _drop_blank(frame)
-        for col in wanted:
-            if col in numeric or col in integer:
-                frame[col] = _to_number(frame[col], path, col, integer=col in integer)
-        return frame
-    frame = _drop_blank(frame)
-    for col in numeric:
-        values = frame[col].to_numpy()
-        bad = ~np.isfinite(values)
-        if bad.any():
-            row = int(frame.index[np.argmax(bad)])
-            raise DataError(
-                f"{path}: row {row}, field {col!r}: non-finite value {values[bad][0]!r}"
-            )
+        pass
+    # something did not parse: read as text to name the first bad row, field and value
+    frame = _drop_blank(_guarded_read(path, skiprows, dtype=str, **kwargs))
+    for col in wanted:
+        if col in numeric or col in integer:
+            frame[col] = _to_number(frame[col], path, col, integer=col in integer)
     return frame
 
 
@@ -242,7 +235,9 @@ def _guarded_read(path: Path, header_lines: int, **kwargs: object) -> pd.DataFra
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: empty file (no data rows)") from exc
     except pd.errors.ParserWarning as exc:
-        raise DataError(f"{path}: a row has more fields than the header ({exc})") from exc
+        raise DataError(
+            f"{path}: row 1 (line {header_lines + 1}) has more fields than the header names"
+        ) from exc
     except pd.errors.ParserError as exc:
         raise DataError(f"{path}: {_parser_message(str(exc), header_lines)}") from exc
     except (ValueError, TypeError, OverflowError) as exc:
@@ -425,12 +420,13 @@ def _float_seq(series: pd.Series, path: Path | str, field: str) -> np.ndarray:
 def _atomic_header(path: Path, encoding: str) -> list[tuple[str, str]]:
     """Parse ``name:type`` header fields; raise :class:`DataError` on anything else."""
     try:
-        with open(path, encoding=encoding, newline="") as fh:
-            line = fh.readline()
+        with open(path, "rb") as fh:
+            line = fh.readline().decode(encoding)
     except FileNotFoundError as exc:
         raise DatasetNotFoundError(f"{path}: file not found") from exc
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: cannot decode header as {encoding}: {exc.reason}") from exc
+        raise DataError(f"{path}: cannot decode the header as {encoding}: {exc.reason}") from exc
+    line = line.removeprefix("\ufeff")
     line = line.rstrip("\r\n")
     if not line.strip():
         raise DataError(f"{path}: empty file (no header line)")
@@ -470,11 +466,10 @@ def _read_atomic_frame(
         sep="\t",
         skiprows=1,
         numeric=[name for name in wanted if kinds[name] == "float"],
-        usecols=list(wanted),
         encoding=encoding,
     )
     _require_rows(frame, path)
-    return frame
+    return frame[list(wanted)]
 
 
 def _atomic_features(
@@ -674,7 +669,7 @@ def _checked_text(values: np.ndarray, what: str) -> np.ndarray:
     text = np.asarray(values, dtype=object).astype(str)
     bad = pd.Series(text).str.contains(r"[\t\r\n]", regex=True).to_numpy()
     if bad.any():
-        raise DataError(f"{what} {text[np.argmax(bad)]!r} contains a tab or newline")
+        raise DataError(f"{what} {str(text[np.argmax(bad)])!r} contains a tab or newline")
     return text
 
 
@@ -692,7 +687,8 @@ def _feature_columns(key: str, table: FeatureTable) -> dict[str, np.ndarray]:
         vocab = np.asarray(_checked_text(np.asarray(table.vocab or [], dtype=object), "token"))
         spaced = pd.Series(vocab).str.contains(" ", regex=False).to_numpy()
         if spaced.any():
-            raise DataError(f"feature {key!r}: token {vocab[np.argmax(spaced)]!r} contains a space")
+            token = str(vocab[np.argmax(spaced)])
+            raise DataError(f"feature {key!r}: token {token!r} contains a space")
         rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
         joined = pd.Series(vocab[matrix.indices]).groupby(rows).agg(" ".join)
         text = np.full(matrix.shape[0], "", dtype=object)

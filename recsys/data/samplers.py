@@ -55,8 +55,9 @@ class PairwiseSampler(Sampler):
     Each training interaction appears once per epoch, in random order. Negatives are drawn
     uniformly over all items; a draw that hits a positive of its user is redrawn (vectorised
     rejection over the shrinking set of collisions), so the result is exactly uniform over the
-    user's non-positives. Membership is tested by binary search over the sorted keys
-    ``user * n_items + item``.
+    user's non-positives. Membership of ``user * n_items + item`` is tested in a bitmap of all
+    user-item cells when that fits in ``bitmap_limit`` bytes (one random byte read per test),
+    else by binary search over the sorted keys of the positives.
 
     Args:
         train (csr_array): binary ``n_users x n_items`` training matrix.
@@ -67,13 +68,24 @@ class PairwiseSampler(Sampler):
 
     kind: BatchKind = "pairwise"
 
-    def __init__(self, train: sp.csr_array, batch_size: int, n_negatives: int = 1) -> None:
+    def __init__(
+        self,
+        train: sp.csr_array,
+        batch_size: int,
+        n_negatives: int = 1,
+        bitmap_limit: int = 256 * 2**20,
+    ) -> None:
         super().__init__(train, batch_size)
         self.n_negatives = int(n_negatives)
         self.users, self.items = _coo(train)
         self.n_items = train.shape[1]
         # CSR order with sorted indices is already sorted by user * n_items + item
         self.keys = self.users * self.n_items + self.items
+        n_cells = train.shape[0] * self.n_items
+        self.bitmap: np.ndarray | None = None
+        if (n_cells + 7) // 8 <= bitmap_limit:
+            self.bitmap = np.zeros((n_cells + 7) // 8, dtype=np.uint8)
+            np.bitwise_or.at(self.bitmap, self.keys >> 3, (1 << (self.keys & 7)).astype(np.uint8))
         full = np.diff(train.indptr) >= self.n_items
         if full.any():
             raise ValueError(
@@ -96,6 +108,8 @@ class PairwiseSampler(Sampler):
 
     def _is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         query = users * self.n_items + items
+        if self.bitmap is not None:
+            return ((self.bitmap[query >> 3] >> (query & 7).astype(np.uint8)) & 1).astype(bool)
         pos = np.searchsorted(self.keys, query)
         pos = np.minimum(pos, len(self.keys) - 1)
         return self.keys[pos] == query

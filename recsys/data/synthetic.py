@@ -23,7 +23,6 @@ sampled exactly over all items.
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Mapping
 
@@ -226,38 +225,38 @@ def _sample(
     counts: np.ndarray,
     temperature: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct items for every user: ``counts[u]`` of them, in blocks of users."""
-    n_users, n_items = len(counts), len(item_f)
-    weights = np.exp(log_pop - log_pop.max())
-    cdf = np.cumsum(weights)
+    """Distinct items for every user, ``counts[u]`` of them, in blocks of similar users.
+
+    Users are processed in order of their count so a block's padded matrices waste little.
+    A user whose pool held fewer distinct items than it needs is retried with a pool four
+    times larger (and eventually exactly, over all items).
+    """
+    n_items = len(item_f)
+    cdf = np.cumsum(np.exp(log_pop - log_pop.max()))
     cdf /= cdf[-1]
     pool = _POOL_FACTOR * counts + _POOL_MIN
     out_users: list[np.ndarray] = []
     out_items: list[np.ndarray] = []
-    pending = np.arange(n_users)
+    pending = np.argsort(counts, kind="stable")
     while len(pending):
-        exact = pool[pending] * 2 >= n_items
-        cost = np.where(exact, n_items, pool[pending])
-        starts = _block_starts(cost)
+        cost = np.where(pool[pending] * 2 >= n_items, n_items, pool[pending])
         retry: list[np.ndarray] = []
-        for lo, hi in itertools.pairwise(starts):
-            block = pending[lo:hi]
-            got_u, got_i, short = _sample_block(
-                rng,
-                block,
-                exact[lo:hi],
-                pool[block],
-                counts[block],
-                user_f,
-                item_f,
-                log_pop,
-                cdf,
-                temperature,
-            )
+        start = 0
+        while start < len(pending):
+            width = np.maximum.accumulate(cost[start:])
+            size = np.arange(1, len(width) + 1) * width
+            stop = start + max(1, int(np.searchsorted(size, _BLOCK, side="right")))
+            block = pending[start:stop]
+            args = (rng, block, counts[block], user_f, item_f, temperature)
+            if int(width[stop - start - 1]) >= n_items:
+                got_u, got_i, short = _sample_exact(*args, log_pop)
+            else:
+                got_u, got_i, short = _sample_pooled(*args, int(pool[block].max()), cdf)
             out_users.append(got_u)
             out_items.append(got_i)
             retry.append(short)
-        pending = np.concatenate(retry) if retry else np.zeros(0, dtype=np.int64)
+            start = stop
+        pending = np.concatenate(retry)
         pool[pending] *= 4
     users = np.concatenate(out_users)
     items = np.concatenate(out_items)
@@ -265,58 +264,78 @@ def _sample(
     return users[order], items[order]
 
 
-def _block_starts(cost: np.ndarray) -> np.ndarray:
-    """Boundaries that cut ``cost`` into consecutive runs of at most ``_BLOCK`` (>= 1 each)."""
-    total = np.cumsum(cost)
-    bounds = [0]
-    while bounds[-1] < len(cost):
-        base = total[bounds[-1] - 1] if bounds[-1] else 0
-        nxt = int(np.searchsorted(total, base + _BLOCK, side="right"))
-        bounds.append(max(nxt, bounds[-1] + 1))
-    return np.asarray(bounds)
+def _top_per_row(
+    block: np.ndarray, score: np.ndarray, items: np.ndarray, want: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``want[r]`` highest-scoring entries of every row of ``score`` (-inf = empty)."""
+    k_max = int(want.max())
+    if k_max < score.shape[1]:
+        part = np.argpartition(-score, k_max - 1, axis=1)[:, :k_max]
+    else:
+        part = np.broadcast_to(np.arange(score.shape[1]), score.shape)
+    top_score = np.take_along_axis(score, part, axis=1)
+    order = np.argsort(-top_score, axis=1, kind="stable")
+    cols = np.take_along_axis(part, order, axis=1)
+    keep = np.arange(cols.shape[1])[None, :] < want[:, None]
+    rows = np.broadcast_to(np.arange(len(block))[:, None], cols.shape)
+    chosen_items = np.take_along_axis(items, cols, axis=1) if items.ndim == 2 else cols
+    return block[rows[keep]], chosen_items[keep]
 
 
-def _sample_block(
+def _sample_exact(
     rng: np.random.Generator,
     block: np.ndarray,
-    exact: np.ndarray,
-    pool: np.ndarray,
     want: np.ndarray,
     user_f: np.ndarray,
     item_f: np.ndarray,
-    log_pop: np.ndarray,
-    cdf: np.ndarray,
     temperature: float,
+    log_pop: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sample one block; returns (users, items) and the users whose pool was too small."""
-    n_items = len(item_f)
-    rows_e = np.flatnonzero(exact)
-    rows_s = np.flatnonzero(~exact)
-    # exact rows: every item, weighted by its popularity
-    row_e = np.repeat(rows_e, n_items)
-    item_e = np.tile(np.arange(n_items), len(rows_e))
-    logw_e = np.tile(log_pop, len(rows_e))
-    # pooled rows: candidates from the popularity distribution, weighted by multiplicity
-    row_s = np.repeat(rows_s, pool[rows_s])
-    draws = np.minimum(np.searchsorted(cdf, rng.random(len(row_s))), n_items - 1)
-    key, mult = np.unique(row_s * n_items + draws, return_counts=True)
-    row_s, item_s = key // n_items, key % n_items
-    logw_s = np.log(mult)
+    """Gumbel top-k over every item: exact sampling without replacement."""
+    logits = (user_f[block] @ item_f.T).astype(np.float64) / temperature + log_pop
+    logits += rng.gumbel(size=logits.shape)
+    users, items = _top_per_row(block, logits, np.zeros((0,), dtype=np.int64), want)
+    return users, items, np.zeros(0, dtype=np.int64)
 
-    rows = np.concatenate([row_e, row_s])
-    items = np.concatenate([item_e, item_s])
-    logw = np.concatenate([logw_e, logw_s])
+
+def _sample_pooled(
+    rng: np.random.Generator,
+    block: np.ndarray,
+    want: np.ndarray,
+    user_f: np.ndarray,
+    item_f: np.ndarray,
+    temperature: float,
+    pool: int,
+    cdf: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates from the popularity distribution, then Gumbel top-k by affinity.
+
+    Returns the sampled (users, items) and the users whose pool had too few distinct items.
+    """
+    n_rows, n_items = len(block), len(item_f)
+    uniform = rng.random((n_rows, pool))
+    uniform.sort(axis=1)  # sorted queries make the inverse-CDF lookup cache friendly
+    cand = np.minimum(np.searchsorted(cdf, uniform.ravel()), n_items - 1)
+    flat = cand + np.repeat(np.arange(n_rows, dtype=np.int64) * n_items, pool)
+    new = np.ones(len(flat), dtype=bool)
+    new[1:] = flat[1:] != flat[:-1]
+    starts = np.flatnonzero(new)
+    mult = np.diff(np.append(starts, len(flat)))
+    key = flat[starts]
+    rows, items = key // n_items, key % n_items
     affinity = np.einsum("ij,ij->i", user_f[block[rows]], item_f[items], dtype=np.float64)
-    gumbel = -np.log(-np.log(rng.random(len(rows)) + 1e-300))
-    score = affinity / temperature + logw + gumbel
-    order = np.lexsort((-score, rows))
-    rows, items = rows[order], items[order]
-    first = np.searchsorted(rows, np.arange(len(block)))
-    rank = np.arange(len(rows)) - first[rows]
-    distinct = np.bincount(rows, minlength=len(block))
+    score = affinity / temperature + np.log(mult) + rng.gumbel(size=len(rows))
+    distinct = np.bincount(rows, minlength=n_rows)
+    first = np.concatenate([[0], np.cumsum(distinct)[:-1]])
+    col = np.arange(len(rows)) - first[rows]
+    width = int(distinct.max())
+    score_m = np.full((n_rows, width), -np.inf)
+    score_m[rows, col] = score
+    item_m = np.zeros((n_rows, width), dtype=np.int64)
+    item_m[rows, col] = items
     short = distinct < want
-    keep = (rank < want[rows]) & ~short[rows]
-    return block[rows[keep]], items[keep], block[short]
+    users, chosen = _top_per_row(block[~short], score_m[~short], item_m[~short], want[~short])
+    return users, chosen, block[short]
 
 
 def _add_label_noise(
@@ -361,7 +380,7 @@ def _isin_sorted(values: np.ndarray, sorted_ref: np.ndarray) -> np.ndarray:
 def _timestamps(rng: np.random.Generator, users: np.ndarray, n_users: int) -> np.ndarray:
     """Integer-valued seconds, strictly increasing within each user in a random order."""
     n = len(users)
-    order = np.lexsort((rng.random(n), users))
+    order = np.argsort(users + 0.5 * rng.random(n))  # users in order, random within a user
     gaps = 1.0 + np.floor(rng.exponential(86400.0, n))
     cum = np.cumsum(gaps)
     sorted_users = users[order]

@@ -72,9 +72,14 @@ class BPR(Recommender):
         nn.init.xavier_normal_(self.item_embedding.weight)
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        u = self.user_embedding(batch["user"])
-        i = self.item_embedding(batch["pos"])
-        j = self.item_embedding(batch["neg"])
+        users, pos_items, neg_items = batch["user"], batch["pos"], batch["neg"]
+        # one gather for positives and negatives together; index_select's backward
+        # (index_add) is cheaper on CPU than nn.Embedding's
+        u = self.user_embedding.weight.index_select(0, users)
+        items = self.item_embedding.weight.index_select(
+            0, torch.cat([pos_items, neg_items.reshape(-1)])
+        )
+        i, j = items[: len(users)], items[len(users) :].view(*neg_items.shape, -1)
         pos = (u * i).sum(-1)
         neg = (u.unsqueeze(-2) * j).sum(-1) if j.dim() == 3 else (u * j).sum(-1)
         terms = {"bpr": bpr_loss(pos, neg)}
@@ -84,10 +89,10 @@ class BPR(Recommender):
 
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         self.check_fitted()
-        items = self.item_embedding.weight
+        users_w, items_w = self.user_embedding.weight, self.item_embedding.weight
 
         def score(users: Tensor) -> Tensor:
-            return self.user_embedding(users.to(items.device)) @ items.T
+            return users_w.index_select(0, users.to(items_w.device)) @ items_w.T
 
         return score
 

@@ -56,3 +56,16 @@ def test_same_seed_same_epoch(planted_split):
     a = next(sampler.epoch(np.random.default_rng(5)))
     b = next(sampler.epoch(np.random.default_rng(5)))
     assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_bitmap_and_binary_search_membership_agree(planted_split):
+    train = planted_split.train
+    with_bitmap = PairwiseSampler(train, 64)
+    without = PairwiseSampler(train, 64, bitmap_limit=0)
+    assert with_bitmap.bitmap is not None and without.bitmap is None
+    rng = np.random.default_rng(3)
+    users = rng.integers(0, train.shape[0], 5000)
+    items = rng.integers(0, train.shape[1], 5000)
+    expected = train.toarray()[users, items] > 0
+    assert np.array_equal(with_bitmap._is_positive(users, items), expected)
+    assert np.array_equal(without._is_positive(users, items), expected)

@@ -1,0 +1,708 @@
+"""Dataset cards, downloads with checksums, and :func:`load_dataset`.
+
+A *card* is a YAML file ``datasets/<name>.yaml`` (in the repository, plus any folder listed in
+``$RECSYS_DATASET_CARDS``, ``os.pathsep``-separated, whose cards take precedence). It says
+where a dataset comes from, its format, checksums, and its default preprocessing and split;
+see ``datasets/README.md`` for the list and :class:`DatasetCard` for the fields.
+
+Files live in a cache folder, ``<cache>/<name>/``, where ``<cache>`` is ``DataConfig.cache_dir``,
+else ``$RECSYS_DATA_DIR``, else ``~/.cache/recsys/datasets``. A file is downloaded to a
+temporary name, checked, and only then moved into place, so a failed or corrupt download never
+leaves a file that looks complete. When a card gives no sha256 the first download's checksum is
+recorded in ``<cache>/<name>/CHECKSUMS`` ("trust on first use") and checked on every later load.
+
+The names ``synthetic`` and ``synthetic-<users>x<items>x<interactions>`` need no card: they
+load :func:`recsys.data.synthetic.make_synthetic` with those sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import tarfile
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from recsys.errors import ConfigError, DataError, DatasetNotFoundError
+
+if TYPE_CHECKING:
+    from recsys.data.dataset import Dataset
+
+log = logging.getLogger(__name__)
+
+CARDS_DIR = Path(__file__).resolve().parents[2] / "datasets"
+"""The repository's card folder."""
+CARDS_ENV = "RECSYS_DATASET_CARDS"
+"""Extra card folders, ``os.pathsep``-separated; their cards override same-named ones."""
+DATA_DIR_ENV = "RECSYS_DATA_DIR"
+"""Cache folder for downloaded datasets."""
+CHECKSUMS = "CHECKSUMS"
+"""Name of the per-dataset file recording ``sha256  file`` lines (trust on first use)."""
+DOWNLOAD_TIMEOUT = 30.0
+"""Seconds before an unresponsive download is given up."""
+
+Format = Literal["atomic", "movielens", "lightgcn", "mmrec", "csv", "parquet"]
+SplitName = Literal["ratio", "temporal", "loo", "given"]  # as recsys.data.split.SplitStrategy
+
+__all__ = [
+    "DataConfig",
+    "DatasetCard",
+    "cache_root",
+    "download",
+    "fetch",
+    "get_card",
+    "list_cards",
+    "load_dataset",
+    "read_path",
+    "sha256_file",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration and cards
+# ---------------------------------------------------------------------------------------------
+
+
+class DataConfig(BaseModel):
+    """Which dataset to load and how to filter it (the ``data`` section of a run config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "ml-100k"
+    """A card name (``recsys data list``), or ``synthetic`` / ``synthetic-UxIxN``."""
+    path: Path | None = None
+    """Local files (a folder or a file) to read instead of the card's source."""
+    format: Format | None = None
+    """Format of ``path``; detected from the files when left out."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """CSV/Parquet column mapping: roles ``user``, ``item``, ``rating``, ``timestamp``."""
+    sep: str = ","
+    """CSV field separator."""
+    rating_threshold: float | None = None
+    """Keep ratings ``>=`` this; None takes the card's default (none for the built-in cards)."""
+    min_user_interactions: int = Field(0, ge=0)
+    """k-core bound on users; 0 takes the card's default, 1 keeps every user."""
+    min_item_interactions: int = Field(0, ge=0)
+    """k-core bound on items; 0 takes the card's default, 1 keeps every item."""
+    dedup: Literal["last", "first"] = "last"
+    """Which row of a repeated user-item pair to keep, by position in the file."""
+    cache_dir: Path | None = None
+    """Cache folder; None uses ``$RECSYS_DATA_DIR`` or ``~/.cache/recsys/datasets``."""
+    seed: int = 0
+    """Seed of the synthetic generator (only used by ``synthetic*`` names)."""
+
+
+class CardFile(BaseModel):
+    """One file of a dataset: a plain file, or an archive to extract."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    """File name in ``<cache>/<dataset>/``."""
+    url: str | None = None
+    """Where to download it; None for files the user must place by hand."""
+    sha256: str | None = None
+    """Expected checksum; None records the first download's checksum and checks it later."""
+    size: int | None = None
+    """Size in bytes, informational (progress bar total when the server does not send one)."""
+    extract: bool = False
+    """Extract ``members`` (all regular files when empty) after download."""
+    members: list[str] = Field(default_factory=list)
+    """Archive member paths to extract, relative to the archive root."""
+    optional: bool = False
+    """Load without this file when it is missing."""
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower()
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise ValueError(f"sha256 must be 64 hex digits, got {value!r}")
+        return value
+
+
+class PackageData(BaseModel):
+    """Files shipped inside an installed Python package (found without importing it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    package: str
+    """Top-level package name, e.g. ``recbole``."""
+    path: str
+    """Folder inside the package, e.g. ``dataset_example/ml-100k``."""
+    format: Format = "atomic"
+    """Format of the files there."""
+    sha256: dict[str, str] = Field(default_factory=dict)
+    """File name -> expected checksum; every listed file must exist and match."""
+
+
+class CardPreprocessing(BaseModel):
+    """Default filters of a dataset (overridden by ``DataConfig``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rating_threshold: float | None = None
+    min_user_interactions: int = Field(0, ge=0)
+    min_item_interactions: int = Field(0, ge=0)
+
+
+class CardSplit(BaseModel):
+    """Default split of a dataset (``SplitConfig.strategy=None`` takes it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: SplitName = "ratio"
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
+
+class CardStats(BaseModel):
+    """Expected sizes after loading with the card's default preprocessing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users: int | None = None
+    items: int | None = None
+    interactions: int | None = None
+
+
+class DatasetCard(BaseModel):
+    """A dataset card: source, files, format, defaults and expected sizes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    """Same as the card's file stem."""
+    description: str = ""
+    source: str = ""
+    """Homepage of the data."""
+    citation: str = ""
+    license: str = ""
+    format: Format
+    """Format of the downloaded (or hand-placed) ``files``."""
+    root: str = ""
+    """Sub-folder of ``<cache>/<name>/`` where the reader looks (an archive's top folder)."""
+    files: list[CardFile] = Field(default_factory=list)
+    manual: str = ""
+    """How to obtain files that have no URL (shown when they are missing)."""
+    package_data: PackageData | None = None
+    """Preferred source when the package is installed."""
+    preprocessing: CardPreprocessing = Field(default_factory=CardPreprocessing)
+    split: CardSplit = Field(default_factory=CardSplit)
+    stats: CardStats | None = None
+    card_path: Path | None = Field(default=None, exclude=True)
+    """Where the card was read from (set by the loader)."""
+
+
+def card_folders() -> list[Path]:
+    """Card folders in increasing priority: the repository's, then ``$RECSYS_DATASET_CARDS``."""
+    folders = [CARDS_DIR]
+    extra = os.environ.get(CARDS_ENV, "")
+    folders += [Path(p).expanduser() for p in extra.split(os.pathsep) if p.strip()]
+    return folders
+
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _read_card(path: Path) -> DatasetCard:
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"dataset card {path}: cannot read YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"dataset card {path}: expected a mapping of fields")
+    try:
+        card = DatasetCard.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"dataset card {path}: {problems}") from None
+    if card.name != path.stem:
+        raise ConfigError(f"dataset card {path}: name {card.name!r} differs from the file name")
+    card.card_path = path
+    return card
+
+
+def _card_paths() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in card_folders():
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
+                found[path.stem] = path
+    return found
+
+
+def list_cards() -> list[DatasetCard]:
+    """Every card, sorted by name (a name in ``$RECSYS_DATASET_CARDS`` overrides the built-in)."""
+    return [_read_card(path) for _, path in sorted(_card_paths().items())]
+
+
+def get_card(name: str) -> DatasetCard:
+    """The card named ``name``; an unknown name raises :class:`DatasetNotFoundError`."""
+    for folder in reversed(card_folders()):
+        for suffix in (".yaml", ".yml"):
+            path = folder / f"{name}{suffix}"
+            if path.is_file():
+                return _read_card(path)
+    known = ", ".join(sorted(_card_paths())) or "none"
+    raise DatasetNotFoundError(
+        f"unknown dataset {name!r}; known cards: {known} (also synthetic, "
+        f"synthetic-<users>x<items>x<interactions>); or set data.path to local files"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# cache, checksums, downloads
+# ---------------------------------------------------------------------------------------------
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cache folder: ``cache_dir``, else ``$RECSYS_DATA_DIR``, else the user cache."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "recsys" / "datasets"
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_checksums(folder: Path) -> dict[str, str]:
+    path = folder / CHECKSUMS
+    if not path.is_file():
+        return {}
+    out: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split(maxsplit=1)
+        if len(parts) == 2:
+            out[parts[1].strip()] = parts[0].lower()
+    return out
+
+
+def _record_checksum(folder: Path, name: str, digest: str) -> None:
+    """Add or replace ``name``'s line in ``CHECKSUMS`` (written atomically)."""
+    sums = _read_checksums(folder)
+    sums[name] = digest
+    text = "".join(f"{value}  {key}\n" for key, value in sorted(sums.items()))
+    _atomic_write(folder / CHECKSUMS, text.encode("utf-8"))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike[str],
+    *,
+    sha256: str | None = None,
+    timeout: float = DOWNLOAD_TIMEOUT,
+    size: int | None = None,
+    progress: bool = True,
+) -> str:
+    """Download ``url`` to ``dest`` through a temporary file; return the file's sha256.
+
+    Any URL urllib understands works (``https://``, ``http://``, ``file://``). The file only
+    appears at ``dest`` once it is complete and, when ``sha256`` is given, matches it.
+
+    Raises:
+        DatasetNotFoundError: the URL cannot be reached or answers with an error; the message
+            says where to put the file by hand.
+        DataError: the checksum differs from ``sha256`` (the download is removed).
+    """
+    import urllib.error
+    import urllib.request
+    from http.client import HTTPException
+
+    from tqdm.auto import tqdm
+
+    target = Path(dest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    digest = hashlib.sha256()
+    try:
+        try:
+            request = urllib.request.Request(url, headers={"User-Agent": "recsys"})
+            with (
+                os.fdopen(fd, "wb") as out,
+                urllib.request.urlopen(request, timeout=timeout) as response,
+            ):
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else size
+                with tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    desc=target.name,
+                    disable=None if progress else True,
+                ) as bar:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
+        except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise DatasetNotFoundError(
+                f"cannot download {url}: {reason}. Download it by hand into "
+                f"{target.parent}{os.sep} (as {target.name}), or pass data.path=<folder or "
+                f"file> to read local files"
+            ) from exc
+        actual = digest.hexdigest()
+        if sha256 is not None and actual != sha256.lower():
+            raise DataError(
+                f"{target.name} (from {url}): checksum mismatch: expected sha256 {sha256}, "
+                f"got {actual}; the download was removed"
+            )
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return actual
+
+
+def _verify(folder: Path, spec: CardFile, sums: dict[str, str]) -> None:
+    """Check a present file against the card's or the recorded checksum (record if neither)."""
+    path = folder / spec.name
+    expected = spec.sha256 or sums.get(spec.name)
+    actual = sha256_file(path)
+    if expected is None:
+        _record_checksum(folder, spec.name, actual)
+        sums[spec.name] = actual
+        log.info("recorded sha256 %s of %s (trust on first use)", actual, path)
+        return
+    if actual == expected:
+        return
+    origin = "the card" if spec.sha256 else f"{folder / CHECKSUMS} (first download)"
+    if spec.url is not None:
+        path.unlink(missing_ok=True)
+        action = "the file was removed; load again to download it afresh"
+    else:
+        action = f"if you replaced it on purpose, delete its line from {folder / CHECKSUMS}"
+    raise DataError(
+        f"{path}: checksum mismatch: expected sha256 {expected} (from {origin}), got {actual}; "
+        f"{action}"
+    )
+
+
+def _extract(archive: Path, members: list[str], dest: Path) -> None:
+    """Extract ``members`` (all regular files when empty) of a zip or tar archive safely."""
+    root = dest.resolve()
+
+    def target_of(member: str) -> Path:
+        target = (dest / member).resolve()
+        if root != target and root not in target.parents:
+            raise DataError(f"{archive}: member {member!r} would be written outside {dest}")
+        return target
+
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                names = members or [i.filename for i in zf.infolist() if not i.is_dir()]
+                for member in names:
+                    try:
+                        data = zf.read(member)
+                    except KeyError:
+                        raise DataError(
+                            f"{archive}: the card lists member {member!r}, which the archive "
+                            f"does not contain"
+                        ) from None
+                    _atomic_write(target_of(member), data)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive, "r:*") as tf:
+                infos = {i.name: i for i in tf.getmembers() if i.isfile()}
+                for member in members or list(infos):
+                    if member not in infos:
+                        raise DataError(
+                            f"{archive}: the card lists member {member!r}, which the archive "
+                            f"does not contain"
+                        )
+                    handle = tf.extractfile(infos[member])
+                    assert handle is not None
+                    _atomic_write(target_of(member), handle.read())
+        else:
+            raise DataError(f"{archive}: not a zip or tar archive")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        raise DataError(f"{archive}: corrupt archive: {exc}") from exc
+
+
+def _members_present(folder: Path, spec: CardFile) -> bool:
+    return bool(spec.members) and all((folder / m).is_file() for m in spec.members)
+
+
+@dataclass
+class _Source:
+    folder: Path
+    format: Format
+    origin: str
+
+
+def _package_folder(pkg: PackageData) -> Path | None:
+    """The package's data folder, found without importing the package; None if absent."""
+    try:
+        spec = importlib.util.find_spec(pkg.package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for base in spec.submodule_search_locations:
+        folder = Path(base) / pkg.path
+        if folder.is_dir() and all((folder / name).is_file() for name in pkg.sha256):
+            return folder
+    return None
+
+
+def _verify_package(folder: Path, pkg: PackageData) -> None:
+    for name, expected in pkg.sha256.items():
+        actual = sha256_file(folder / name)
+        if actual != expected.lower():
+            raise DataError(
+                f"{folder / name}: checksum mismatch: expected sha256 {expected} (from the "
+                f"card's package_data), got {actual}; the installed {pkg.package} ships a "
+                f"different file"
+            )
+
+
+def _locate(card: DatasetCard, cache_dir: Path | None) -> _Source:
+    """Where to read ``card``'s files from, downloading them when needed."""
+    folder = cache_root(cache_dir) / card.name
+    required = [f for f in card.files if not f.optional]
+    cached = bool(card.files) and all(_file_ready(folder, f) for f in required)
+    if not cached and card.package_data is not None:
+        package = _package_folder(card.package_data)
+        if package is not None:
+            _verify_package(package, card.package_data)
+            return _Source(package, card.package_data.format, f"{card.package_data.package}")
+    if not card.files:
+        raise DatasetNotFoundError(
+            f"dataset {card.name!r}: the card lists no files and its package_data "
+            f"({card.package_data.package if card.package_data else 'none'}) is not installed"
+        )
+    sums = _read_checksums(folder)
+    missing_manual = [
+        f.name
+        for f in card.files
+        if f.url is None and not f.optional and not _file_ready(folder, f)
+    ]
+    if missing_manual:
+        how = f" {card.manual.strip()}" if card.manual.strip() else ""
+        raise DatasetNotFoundError(
+            f"dataset {card.name!r}: {', '.join(missing_manual)} cannot be downloaded "
+            f"automatically.{how} Place the files in {folder}{os.sep} or pass "
+            f"data.path=<folder with the files>. Source: {card.source or 'see the card'}"
+        )
+    for spec in card.files:
+        archive = folder / spec.name
+        fresh = False
+        if spec.url is not None and not archive.is_file() and not _members_present(folder, spec):
+            log.info("downloading %s to %s", spec.url, archive)
+            recorded = sums.get(spec.name)
+            try:
+                digest = download(spec.url, archive, sha256=spec.sha256 or recorded, size=spec.size)
+            except DataError as exc:
+                if spec.sha256 is None and recorded is not None:
+                    raise DataError(
+                        f"{exc} (the expected sha256 was recorded in {folder / CHECKSUMS} on the "
+                        f"first download; delete that line if the file changed upstream)"
+                    ) from exc
+                raise
+            fresh = True
+            if spec.sha256 is None and recorded is None:
+                _record_checksum(folder, spec.name, digest)
+                sums[spec.name] = digest
+        if archive.is_file():
+            if not fresh:
+                _verify(folder, spec, sums)
+            if spec.extract and not _members_present(folder, spec):
+                _extract(archive, spec.members, folder)
+    return _Source(folder / card.root if card.root else folder, card.format, str(folder))
+
+
+def _file_ready(folder: Path, spec: CardFile) -> bool:
+    if spec.extract:
+        return _members_present(folder, spec) or (
+            not spec.members and (folder / spec.name).is_file()
+        )
+    return (folder / spec.name).is_file()
+
+
+def fetch(card: DatasetCard, cache_dir: Path | None = None) -> Path:
+    """The folder holding ``card``'s files, downloading (and checking) them if needed.
+
+    An installed ``package_data`` source is preferred unless the cache already holds the
+    card's files. Files without a URL must be placed by hand (the error says where).
+    """
+    return _locate(card, cache_dir).folder
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------
+
+
+def detect_format(path: str | os.PathLike[str]) -> Format | None:
+    """Guess the format of a file or folder from names and the ``.inter`` header."""
+    p = Path(path)
+    if p.is_file():
+        suffix = p.suffix.lower()
+        if suffix in (".parquet", ".pq"):
+            return "parquet"
+        if suffix in (".csv", ".tsv"):
+            return "csv"
+        if suffix == ".inter":
+            return _inter_kind(p)
+        return None
+    if not p.is_dir():
+        return None
+    candidates = [p, *sorted(c for c in p.iterdir() if c.is_dir())]
+    for folder in candidates:
+        if (folder / "train.txt").is_file():
+            return "lightgcn"
+        if any((folder / n).is_file() for n in ("u.data", "ratings.dat", "ratings.csv")):
+            return "movielens"
+        inters = sorted(folder.glob("*.inter"))
+        if inters:
+            return _inter_kind(inters[0])
+    return None
+
+
+def _inter_kind(path: Path) -> Format:
+    """``atomic`` when the header has ``name:type`` fields, else ``mmrec``."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            header = fh.readline()
+    except OSError:
+        return "atomic"
+    return "atomic" if ":" in header else "mmrec"
+
+
+def read_path(
+    path: str | os.PathLike[str],
+    fmt: Format,
+    *,
+    name: str | None = None,
+    columns: dict[str, str] | None = None,
+    sep: str = ",",
+    keep: Literal["last", "first"] = "last",
+) -> Dataset:
+    """Read local files in format ``fmt`` with the matching reader of :mod:`recsys.data.readers`."""
+    from recsys.data import readers
+
+    p = Path(path)
+    if not p.exists():
+        raise DatasetNotFoundError(f"{p}: no such file or folder")
+    if fmt == "atomic":
+        return readers.read_atomic(p, name, keep=keep)
+    if fmt == "movielens":
+        return readers.read_movielens(p, keep=keep)
+    if fmt == "lightgcn":
+        return readers.read_lightgcn(p, keep=keep)
+    if fmt == "mmrec":
+        return readers.read_mmrec(p, name, keep=keep)
+    if p.is_dir():
+        raise DataError(f"{p}: format {fmt!r} needs a file, not a folder")
+    if fmt == "csv" and p.suffix.lower() == ".tsv" and sep == ",":
+        sep = "\t"
+    return readers.read_table(p, columns or None, sep, keep=keep)
+
+
+def _card_exists(name: str) -> bool:
+    return any((f / f"{name}{s}").is_file() for f in card_folders() for s in (".yaml", ".yml"))
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Load the dataset ``cfg`` names: card or path -> reader -> preprocessing.
+
+    * ``cfg.path`` set: read those files (format from ``cfg.format``, else detected, else the
+      card's when ``cfg.name`` was given and names a card). The dataset is named after the
+      card, or else the file or folder.
+    * else ``synthetic`` / ``synthetic-UxIxN``: generate it (``cfg.seed``).
+    * else the card ``cfg.name``: fetch its files (installed package data, cache, download).
+
+    Then the rating threshold and k-core filter run, each taking the card's default where
+    ``cfg`` leaves it unset (None / 0). With the card's defaults, the sizes are compared with
+    the card's ``stats`` and a mismatch beyond 1% is a warning.
+    """
+    from recsys.data.preprocess import PreprocessConfig, preprocess
+    from recsys.data.synthetic import make_synthetic, parse_synthetic_name
+
+    card: DatasetCard | None = None
+    if cfg.path is not None:
+        if "name" in cfg.model_fields_set and _card_exists(cfg.name):
+            card = get_card(cfg.name)
+        fmt = cfg.format or detect_format(cfg.path) or (card.format if card else None)
+        if fmt is None:
+            raise ConfigError(
+                f"data.path={cfg.path}: cannot tell its format; set data.format to one of "
+                f"atomic, movielens, lightgcn, mmrec, csv, parquet"
+            )
+        ds = read_path(cfg.path, fmt, columns=cfg.columns, sep=cfg.sep, keep=cfg.dedup, name=None)
+        if card is not None:
+            ds.name = card.name
+    elif (sizes := parse_synthetic_name(cfg.name)) is not None:
+        ds = make_synthetic(*sizes, seed=cfg.seed, name=cfg.name)
+    else:
+        if cfg.format is not None:
+            raise ConfigError(
+                f"data.format={cfg.format!r} applies only with data.path; the card "
+                f"{cfg.name!r} sets its own format"
+            )
+        card = get_card(cfg.name)
+        source = _locate(card, cfg.cache_dir)
+        atomic_name = card.name if source.format == "atomic" else None
+        ds = read_path(source.folder, source.format, name=atomic_name, keep=cfg.dedup)
+        ds.name = card.name
+
+    defaults = card.preprocessing if card is not None else CardPreprocessing()
+    options = PreprocessConfig(
+        rating_threshold=(
+            cfg.rating_threshold if cfg.rating_threshold is not None else defaults.rating_threshold
+        ),
+        min_user_interactions=cfg.min_user_interactions or defaults.min_user_interactions,
+        min_item_interactions=cfg.min_item_interactions or defaults.min_item_interactions,
+    )
+    ds = preprocess(ds, options)
+    default_filters = options == PreprocessConfig(**defaults.model_dump())
+    if card is not None and card.stats is not None and cfg.path is None and default_filters:
+        _check_stats(ds, card)
+    return ds
+
+
+def _check_stats(ds: Dataset, card: DatasetCard) -> None:
+    assert card.stats is not None
+    found = {"users": ds.n_users, "items": ds.n_items, "interactions": ds.n_interactions}
+    for key, value in found.items():
+        expected = getattr(card.stats, key)
+        if expected and abs(value - expected) > 0.01 * expected:
+            warnings.warn(
+                f"dataset {card.name!r}: loaded {value} {key}, the card expects {expected}; "
+                f"the files may be a different release",
+                stacklevel=3,
+            )

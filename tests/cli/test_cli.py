@@ -1,0 +1,172 @@
+"""The `recsys` command end to end, in-process through `main(argv)`."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from recsys.cli import main
+
+DATA = "synthetic-120x80x2400"
+FAST = ["--set", "train.epochs=3", "--set", "train.batch_size=256", "--quiet"]
+
+
+def _train(tmp_path, *args: str) -> int:
+    return main(["train", "--dataset", DATA, "-o", str(tmp_path / "runs"), *FAST, *args])
+
+
+def _run_dirs(tmp_path):
+    return sorted(p.parent for p in (tmp_path / "runs").glob("*/config.yaml"))
+
+
+def test_train_writes_a_complete_run_folder_and_mlflow_run(tmp_path, capsys):
+    assert _train(tmp_path, "--model", "bpr", "--model", "pop") == 0
+    out = capsys.readouterr().out
+    assert "recall@10" in out and "bpr" in out and "pop" in out
+    runs = _run_dirs(tmp_path)
+    assert len(runs) == 2
+    run = next(r for r in runs if r.name.startswith("bpr"))
+    assert f"run folder: {run}" in out
+    for name in ("config.yaml", "metrics.json", "split.npz", "history.json",
+                 "recommendations.csv", "train.log", "checkpoints/best.pt", "checkpoints/last.pt"):
+        assert (run / name).is_file(), name
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"] == {"name": "bpr", "embedding_size": 64, "reg_weight": 0.0}
+    assert config["train"]["epochs"] == 3
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["test"]) >= {"recall_at_10", "ndcg_at_20", "map_at_10", "item_coverage_at_10"}
+    assert len(json.loads((run / "history.json").read_text())) == 3
+    recs = pd.read_csv(run / "recommendations.csv", dtype={"user": str, "item": str})
+    assert list(recs.columns) == ["user", "item", "rank", "score"]
+    assert recs.groupby("user").size().max() == 10
+
+    # the MLflow run in the default local store has params, per-epoch and final metrics
+    client = mlflow.MlflowClient(f"sqlite:///{(tmp_path / 'runs' / 'mlflow.db').resolve()}")
+    run_id = json.loads((run / "run.json").read_text())["tracking_run_id"]
+    record = client.get_run(run_id)
+    assert record.info.status == "FINISHED"
+    assert record.data.params["model.embedding_size"] == "64"
+    assert len(client.get_metric_history(run_id, "valid/ndcg_at_10")) == 3
+    assert record.data.metrics["test/recall_at_10"] == pytest.approx(metrics["test"]["recall_at_10"])
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"metrics.json", "recommendations.csv", "config.yaml"} <= artifacts
+
+
+def test_evaluate_and_recommend_from_a_run_folder(tmp_path, capsys):
+    assert _train(tmp_path, "--model", "lightgcn", "--no-tracking") == 0
+    run = _run_dirs(tmp_path)[0]
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    saved = json.loads((run / "metrics.json").read_text())
+    assert again["test"]["ndcg_at_10"] == pytest.approx(saved["test"]["ndcg_at_10"])
+
+    recs_path = tmp_path / "recs.csv"
+    users = pd.read_csv(run / "recommendations.csv", dtype=str)["user"].unique()[:2]
+    args = ["recommend", str(run), "-k", "5", "-o", str(recs_path)]
+    assert main([*args, "--user", users[0], "--user", users[1]]) == 0
+    recs = pd.read_csv(recs_path, dtype={"user": str, "item": str})
+    assert recs["user"].tolist() == [users[0]] * 5 + [users[1]] * 5
+    assert recs["rank"].tolist() == [1, 2, 3, 4, 5] * 2
+    assert recs.groupby("user")["score"].is_monotonic_decreasing.all()
+
+    assert main(["recommend", str(run), "--user", "no-such-user"]) == 2
+    assert "unknown user id 'no-such-user'" in capsys.readouterr().err
+
+
+def test_resume_finishes_an_interrupted_run(tmp_path, capsys):
+    assert _train(tmp_path, "--model", "bpr", "--no-tracking", "--set", "train.epochs=2") == 0
+    run = _run_dirs(tmp_path)[0]
+    # pretend the run was stopped after 2 of 4 epochs: raise the limit and resume
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["train"]["epochs"] = 4
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert len(json.loads((run / "history.json").read_text())) == 4
+
+
+def test_config_file_and_overrides(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        data: {{name: {DATA}}}
+        model: {{name: bpr, embedding_size: 8}}
+        train: {{epochs: 2, valid_metric: recall_at_20}}
+        tracking: {{enabled: false}}
+        output_dir: {tmp_path / "runs"}
+        """))
+    assert main(["train", "-c", str(config), "--set", "model.embedding_size=16", "--quiet"]) == 0
+    saved = yaml.safe_load((_run_dirs(tmp_path)[0] / "config.yaml").read_text())
+    assert saved["model"]["embedding_size"] == 16
+    assert saved["train"]["valid_metric"] == "recall_at_20"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "train.learnin_rate=0.1"], "unknown key 'train.learnin_rate'"),
+        (["--set", "model.embeding_size=3"], "unknown key 'model.embeding_size'"),
+        (["--set", "train.learning_rate=-1"], "train.learning_rate"),
+        (["--set", "train.valid_metric=ndcg_at_50"], "ndcg_at_50"),
+        (["--set", "nonsense"], "not of the form key=value"),
+        (["--model", "no-such-model"], "unknown model 'no-such-model'"),
+        (["--dataset", "no-such-dataset"], "no-such-dataset"),
+    ],
+)
+def test_bad_configuration_is_a_clear_error(tmp_path, capsys, args, message):
+    code = main(["train", "--dataset", DATA, "--model", "bpr", "-o", str(tmp_path / "runs"),
+                 "--no-tracking", *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_unreachable_tracking_server_fails_before_training(tmp_path, capsys):
+    code = _train(tmp_path, "--model", "bpr", "--tracking-uri", "http://127.0.0.1:9")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "http://127.0.0.1:9" in err
+    assert not (tmp_path / "runs").exists() or not _run_dirs(tmp_path)
+
+
+@pytest.mark.network
+def test_train_logs_to_a_live_mlflow_server(tmp_path, mlflow_server):
+    assert _train(tmp_path, "--model", "pop", "--tracking-uri", mlflow_server) == 0
+    run = _run_dirs(tmp_path)[0]
+    run_id = json.loads((run / "run.json").read_text())["tracking_run_id"]
+    record = mlflow.MlflowClient(mlflow_server).get_run(run_id)
+    assert record.info.status == "FINISHED"
+    assert "test/ndcg_at_10" in record.data.metrics
+
+
+def test_models_lists_builtins_with_params(capsys):
+    assert main(["models", "--params"]) == 0
+    out = capsys.readouterr().out
+    for name in ("pop", "itemknn", "bpr", "lightgcn"):
+        assert name in out
+    assert "embedding_size = 64" in out
+
+
+def test_data_commands(capsys):
+    assert main(["data", "list"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("ml-100k", "ml-1m", "ml-20m", "gowalla", "yelp2018", "amazon-book", "baby",
+                 "sports", "clothing"):
+        assert name in listed
+    assert main(["data", "stats", "ml-100k", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1682, 100000)
+    assert main(["data", "stats", "ml-100k", "--json", "--set", "rating_threshold=4"]) == 0
+    assert json.loads(capsys.readouterr().out)["interactions"] == 55375
+
+
+def test_version_and_help(capsys):
+    assert main(["--version"]) == 0
+    assert "recsys" in capsys.readouterr().out
+    assert main(["train", "--help"]) == 0
+    assert "--set" in capsys.readouterr().out
