@@ -70,11 +70,22 @@ def run(models: list[str], seeds: list[int]) -> dict:
                     flush=True,
                 )
             summary = {}
-            for key in ("recall_at_10", "ndcg_at_10", "recall_at_20", "ndcg_at_20", "mrr_at_10",
-                        "hit_at_10", "precision_at_10"):
+            for key in (
+                "recall_at_10",
+                "ndcg_at_10",
+                "recall_at_20",
+                "ndcg_at_20",
+                "mrr_at_10",
+                "hit_at_10",
+                "precision_at_10",
+            ):
                 values = np.array([r["test"][key] for r in runs])
-                summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=0)),
-                                "min": float(values.min()), "max": float(values.max())}
+                summary[key] = {
+                    "mean": float(values.mean()),
+                    "std": float(values.std(ddof=0)),
+                    "min": float(values.min()),
+                    "max": float(values.max()),
+                }
             ref = RECBOLE.get(model)
             verdict = None
             if ref:
@@ -111,9 +122,7 @@ def markdown(result: dict) -> str:
     for model, r in result["models"].items():
         s = r["summary"]
         ref = r["recbole_1_2_1"] or {}
-        met = (
-            all(v["meets_bar"] for v in r["verdict"].values()) if r["verdict"] else "n/a"
-        )
+        met = all(v["meets_bar"] for v in r["verdict"].values()) if r["verdict"] else "n/a"
         epochs = ", ".join(str(x["best_epoch"]) for x in r["runs"])
         secs = np.mean([x["seconds"] for x in r["runs"]])
         lines.append(
@@ -122,8 +131,13 @@ def markdown(result: dict) -> str:
             f"{ref.get('recall_at_10', '')} / {ref.get('ndcg_at_10', '')} | {met} | {epochs} | "
             f"{secs:.0f} |"
         )
-    lines += ["", "Per seed:", "", "| model | seed | R@10 | N@10 | R@20 | N@20 | best epoch |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Per seed:",
+        "",
+        "| model | seed | R@10 | N@10 | R@20 | N@20 | best epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for model, r in result["models"].items():
         for x in r["runs"]:
             t = x["test"]

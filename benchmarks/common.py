@@ -64,8 +64,14 @@ def git_sha() -> str:
 def write_result(name: str, payload: dict, markdown: str) -> Path:
     """Write ``results/<name>.json`` and ``results/<name>.md`` with command, date and machine."""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    script = Path(sys.argv[0])
+    command = (
+        ["python", "-m", f"benchmarks.{script.stem}", *sys.argv[1:]]
+        if script.parent.name == "benchmarks"
+        else ["python", *sys.argv]
+    )
     meta = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join(command),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git": git_sha(),
         "machine": machine(),

@@ -110,8 +110,9 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
     tic = time.perf_counter()
     torch.set_num_threads(cfg.train.num_threads or default_num_threads())
     # the tracker is checked before any data is read, so a bad URI fails fast
-    tracker = make_tracker(cfg.tracking.enabled, cfg.tracking.uri, cfg.output_dir.resolve(),
-                           cfg.tracking.experiment)
+    tracker = make_tracker(
+        cfg.tracking.enabled, cfg.tracking.uri, cfg.output_dir.resolve(), cfg.tracking.experiment
+    )
     if resume_dir is not None:
         run_dir = Path(resume_dir)
     else:
@@ -130,9 +131,15 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
             split = make_split(dataset, cfg.split, default=default)
             split.save(split_path)
         log.info("split %s", split)
-        tracker.start(run_dir.name, flatten_params(cfg.model_dump(mode="json")),
-                      tags={"model": cfg.model["name"], "dataset": dataset.name,
-                            "run_dir": str(run_dir.resolve())})
+        tracker.start(
+            run_dir.name,
+            flatten_params(cfg.model_dump(mode="json")),
+            tags={
+                "model": cfg.model["name"],
+                "dataset": dataset.name,
+                "run_dir": str(run_dir.resolve()),
+            },
+        )
         _write_json(run_dir / "run.json", {"tracking_run_id": tracker.run_id})
         tracker.log_dict(cfg.model_dump(mode="json"), "config.yaml")
         result = _train_and_test(cfg, dataset, split, run_dir, tracker, resume_dir is not None)
@@ -182,8 +189,12 @@ def _train_and_test(
     )
     fit = trainer.fit(resume=resume)
     test = trainer.evaluate("test")
-    log.info("best epoch %d; valid %s=%.4f", fit.best_epoch, cfg.train.valid_metric,
-             fit.best_valid.get(cfg.train.valid_metric, float("nan")))
+    log.info(
+        "best epoch %d; valid %s=%.4f",
+        fit.best_epoch,
+        cfg.train.valid_metric,
+        fit.best_valid.get(cfg.train.valid_metric, float("nan")),
+    )
     tracker.log_metrics({f"test/{k}": v for k, v in test.items() if k != "n_users"})
     tracker.log_metrics({"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run})
     metrics = {
@@ -199,8 +210,9 @@ def _train_and_test(
     _write_json(run_dir / "history.json", fit.history)
     recs = recommend(model, dataset, split, make_evaluator(cfg), cfg.recommend_k)
     recs.to_csv(run_dir / "recommendations.csv", index=False)
-    return RunResult(run_dir, fit.best_valid, test, fit.best_epoch, fit.epochs_run, 0.0,
-                     tracker.run_id)
+    return RunResult(
+        run_dir, fit.best_valid, test, fit.best_epoch, fit.epochs_run, 0.0, tracker.run_id
+    )
 
 
 def load_run(run_dir: Path) -> tuple[RunConfig, Dataset, Split, Recommender]:
@@ -227,8 +239,13 @@ def load_run(run_dir: Path) -> tuple[RunConfig, Dataset, Split, Recommender]:
 def evaluate_run(run_dir: Path) -> dict[str, dict[str, float]]:
     """Re-evaluate a run's best checkpoint on its validation and test parts."""
     cfg, dataset, split, model = load_run(run_dir)
-    trainer = Trainer(model, split, cfg.train.model_copy(update={"progress": False}),
-                      make_evaluator(cfg), dataset=dataset)
+    trainer = Trainer(
+        model,
+        split,
+        cfg.train.model_copy(update={"progress": False}),
+        make_evaluator(cfg),
+        dataset=dataset,
+    )
     return {"valid": trainer.evaluate("valid"), "test": trainer.evaluate("test")}
 
 

@@ -12,7 +12,6 @@ from recsys.data.synthetic import make_synthetic
 from tests.mlflow_server import mlflow_server  # noqa: F401  (fixture)
 
 
-
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
     """No test reads the user's caches, tracking server or plugins by accident."""

@@ -8,14 +8,22 @@ def test_overrides_parse_values_as_yaml():
     assert parse_override("train.learning_rate=0.01") == (["train", "learning_rate"], 0.01)
     assert parse_override("eval.topk=[5, 10]") == (["eval", "topk"], [5, 10])
     assert parse_override("tracking.enabled=false") == (["tracking", "enabled"], False)
-    assert apply_overrides({"a": {"b": 1}}, ["a.c=2", "d.e=x"]) == {"a": {"b": 1, "c": 2},
-                                                                   "d": {"e": "x"}}
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=2", "d.e=x"]) == {
+        "a": {"b": 1, "c": 2},
+        "d": {"e": "x"},
+    }
 
 
 def test_resolved_config_fills_model_defaults():
     cfg = build_run_config(model={"name": "lightgcn"})
-    assert cfg.model == {"name": "lightgcn", "embedding_size": 64, "n_layers": 2,
-                         "reg_weight": 1e-4, "propagation": "sparse"}
+    assert cfg.model == {
+        "name": "lightgcn",
+        "embedding_size": 64,
+        "n_layers": 2,
+        "reg_weight": 1e-4,
+        "init_std": 0.1,
+        "propagation": "sparse",
+    }
 
 
 @pytest.mark.parametrize(

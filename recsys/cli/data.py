@@ -26,8 +26,11 @@ def list_() -> None:
 
 @data.command()
 @click.argument("name")
-@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Cache folder (default: $RECSYS_DATA_DIR or ~/.cache/recsys/datasets).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Cache folder (default: $RECSYS_DATA_DIR or ~/.cache/recsys/datasets).",
+)
 def prepare(name: str, cache_dir: Path | None) -> None:
     """Download (with checksum checks) and load dataset NAME, then print where it lives."""
     from recsys.data.catalog import DataConfig, fetch, get_card, load_dataset
@@ -42,8 +45,14 @@ def prepare(name: str, cache_dir: Path | None) -> None:
 @data.command()
 @click.argument("name", default="ml-100k")
 @click.option("--data-path", type=click.Path(path_type=Path), help="Local files for the dataset.")
-@click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a data key, e.g. --set rating_threshold=4.")
+@click.option(
+    "-s",
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a data key, e.g. --set rating_threshold=4.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def stats(name: str, data_path: Path | None, overrides: tuple[str, ...], as_json: bool) -> None:
     """Sizes, density and interactions per user/item of a dataset after preprocessing."""
@@ -60,5 +69,8 @@ def stats(name: str, data_path: Path | None, overrides: tuple[str, ...], as_json
     width = max(len(k) for k in numbers)
     click.echo(f"{ds!r}")
     for key, value in numbers.items():
-        click.echo(f"  {key.ljust(width)}  {value:.6g}" if isinstance(value, float)
-                   else f"  {key.ljust(width)}  {value}")
+        click.echo(
+            f"  {key.ljust(width)}  {value:.6g}"
+            if isinstance(value, float)
+            else f"  {key.ljust(width)}  {value}"
+        )

@@ -8,7 +8,9 @@ import click
 
 
 @click.command()
-@click.option("--params", is_flag=True, help="Also show each model's hyper-parameters and defaults.")
+@click.option(
+    "--params", is_flag=True, help="Also show each model's hyper-parameters and defaults."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(params: bool, as_json: bool) -> None:
     """List the models that `recsys train --model NAME` accepts."""

@@ -12,21 +12,48 @@ from recsys.cli.table import metrics_table
 
 
 @click.command()
-@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path),
-              help="YAML run config (sections data, split, model, train, eval, tracking).")
-@click.option("-m", "--model", "models", multiple=True,
-              help="Model name (repeat to train several in turn); see `recsys models`.")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="YAML run config (sections data, split, model, train, eval, tracking).",
+)
+@click.option(
+    "-m",
+    "--model",
+    "models",
+    multiple=True,
+    help="Model name (repeat to train several in turn); see `recsys models`.",
+)
 @click.option("-d", "--dataset", help="Dataset card name (see `recsys data list`).")
-@click.option("--data-path", type=click.Path(path_type=Path),
-              help="Local data files instead of the card's source.")
-@click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config key, e.g. --set train.learning_rate=0.01 (repeatable).")
-@click.option("-o", "--output-dir", type=click.Path(path_type=Path),
-              help="Where run folders go (default: runs).")
+@click.option(
+    "--data-path",
+    type=click.Path(path_type=Path),
+    help="Local data files instead of the card's source.",
+)
+@click.option(
+    "-s",
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key, e.g. --set train.learning_rate=0.01 (repeatable).",
+)
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(path_type=Path),
+    help="Where run folders go (default: runs).",
+)
 @click.option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the output dir).")
 @click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
-@click.option("--resume", "resume_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Resume the interrupted run in this run folder.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Resume the interrupted run in this run folder.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(
     config_path: Path | None,
@@ -60,8 +87,7 @@ def train(
         if models or dataset or data_path or config_path:
             raise click.UsageError("--resume takes the run's own config; drop other options")
         base = load_run_config(resume_dir).model_dump(mode="json")
-        from recsys.config import apply_overrides, validate
-        from recsys.config import RunConfig
+        from recsys.config import RunConfig, apply_overrides, validate
 
         cfg = validate(RunConfig, apply_overrides(base, extra))
         result = train_run(cfg, resume_dir=resume_dir)
@@ -110,20 +136,35 @@ def evaluate(run_dir: Path, as_json: bool) -> None:
         click.echo(json.dumps(metrics, indent=2))
         return
     topk = load_run_config(run_dir).eval.topk
-    click.echo(metrics_table([(part, "", None, m) for part, m in metrics.items()], topk,
-                             first="part"))
+    click.echo(
+        metrics_table([(part, "", None, m) for part, m in metrics.items()], topk, first="part")
+    )
 
 
 @click.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("-k", "--top", "k", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Recommendations per user.")
+@click.option(
+    "-k",
+    "--top",
+    "k",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Recommendations per user.",
+)
 @click.option("-u", "--user", "users", multiple=True, help="Raw user id (repeatable; default all).")
-@click.option("--users-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="File with one raw user id per line.")
+@click.option(
+    "--users-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="File with one raw user id per line.",
+)
 @click.option("--include-seen", is_flag=True, help="Allow items the user already interacted with.")
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="CSV file to write (default: standard output).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="CSV file to write (default: standard output).",
+)
 def recommend(
     run_dir: Path,
     k: int,

@@ -14,10 +14,7 @@ def metrics_table(
 ) -> str:
     """Rows of (name, best epoch, seconds, metrics) as an aligned table, one column per metric@K."""
     columns = [
-        f"{m}@{k}"
-        for k in topk
-        for m in TABLE_METRICS
-        if any(f"{m}_at_{k}" in r[3] for r in rows)
+        f"{m}@{k}" for k in topk for m in TABLE_METRICS if any(f"{m}_at_{k}" in r[3] for r in rows)
     ]
     header = [first, "epoch", "time_s", *columns]
     body = []

@@ -21,13 +21,14 @@ import hashlib
 import importlib.util
 import logging
 import os
+import shutil
 import tarfile
 import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -412,6 +413,19 @@ def _verify(folder: Path, spec: CardFile, sums: dict[str, str]) -> None:
     )
 
 
+def _copy_atomic(source: BinaryIO, path: Path) -> None:
+    """Stream ``source`` to ``path`` through a temporary file in the same folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(source, out, 1 << 20)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _extract(archive: Path, members: list[str], dest: Path) -> None:
     """Extract ``members`` (all regular files when empty) of a zip or tar archive safely."""
     root = dest.resolve()
@@ -422,31 +436,32 @@ def _extract(archive: Path, members: list[str], dest: Path) -> None:
             raise DataError(f"{archive}: member {member!r} would be written outside {dest}")
         return target
 
+    def absent(member: str) -> DataError:
+        return DataError(
+            f"{archive}: the card lists member {member!r}, which the archive does not contain"
+        )
+
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
-                names = members or [i.filename for i in zf.infolist() if not i.is_dir()]
-                for member in names:
-                    try:
-                        data = zf.read(member)
-                    except KeyError:
-                        raise DataError(
-                            f"{archive}: the card lists member {member!r}, which the archive "
-                            f"does not contain"
-                        ) from None
-                    _atomic_write(target_of(member), data)
+                present = {i.filename for i in zf.infolist() if not i.is_dir()}
+                for member in members or sorted(present):
+                    if member not in present:
+                        raise absent(member)
+                    target = target_of(member)
+                    with zf.open(member) as handle:
+                        _copy_atomic(handle, target)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive, "r:*") as tf:
                 infos = {i.name: i for i in tf.getmembers() if i.isfile()}
                 for member in members or list(infos):
                     if member not in infos:
-                        raise DataError(
-                            f"{archive}: the card lists member {member!r}, which the archive "
-                            f"does not contain"
-                        )
+                        raise absent(member)
+                    target = target_of(member)
                     handle = tf.extractfile(infos[member])
                     assert handle is not None
-                    _atomic_write(target_of(member), handle.read())
+                    with handle:
+                        _copy_atomic(handle, target)
         else:
             raise DataError(f"{archive}: not a zip or tar archive")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
@@ -461,7 +476,6 @@ def _members_present(folder: Path, spec: CardFile) -> bool:
 class _Source:
     folder: Path
     format: Format
-    origin: str
 
 
 def _package_folder(pkg: PackageData) -> Path | None:
@@ -491,15 +505,13 @@ def _verify_package(folder: Path, pkg: PackageData) -> None:
 
 
 def _locate(card: DatasetCard, cache_dir: Path | None) -> _Source:
-    """Where to read ``card``'s files from, downloading them when needed."""
+    """Where to read ``card``'s files from: installed package data, else the cache (download)."""
     folder = cache_root(cache_dir) / card.name
-    required = [f for f in card.files if not f.optional]
-    cached = bool(card.files) and all(_file_ready(folder, f) for f in required)
-    if not cached and card.package_data is not None:
+    if card.package_data is not None:
         package = _package_folder(card.package_data)
         if package is not None:
             _verify_package(package, card.package_data)
-            return _Source(package, card.package_data.format, f"{card.package_data.package}")
+            return _Source(package, card.package_data.format)
     if not card.files:
         raise DatasetNotFoundError(
             f"dataset {card.name!r}: the card lists no files and its package_data "
@@ -521,7 +533,7 @@ def _locate(card: DatasetCard, cache_dir: Path | None) -> _Source:
     for spec in card.files:
         archive = folder / spec.name
         fresh = False
-        if spec.url is not None and not archive.is_file() and not _members_present(folder, spec):
+        if spec.url is not None and not archive.is_file() and not _extracted(folder, spec):
             log.info("downloading %s to %s", spec.url, archive)
             recorded = sums.get(spec.name)
             try:
@@ -540,24 +552,32 @@ def _locate(card: DatasetCard, cache_dir: Path | None) -> _Source:
         if archive.is_file():
             if not fresh:
                 _verify(folder, spec, sums)
-            if spec.extract and not _members_present(folder, spec):
+            if spec.extract and not _extracted(folder, spec):
                 _extract(archive, spec.members, folder)
-    return _Source(folder / card.root if card.root else folder, card.format, str(folder))
+                if not spec.members:
+                    _atomic_write(folder / f".{spec.name}.extracted", b"")
+    return _Source(folder / card.root if card.root else folder, card.format)
+
+
+def _extracted(folder: Path, spec: CardFile) -> bool:
+    """Whether an archive's members are in place (a marker file when it lists none)."""
+    if spec.members:
+        return _members_present(folder, spec)
+    return (folder / f".{spec.name}.extracted").is_file()
 
 
 def _file_ready(folder: Path, spec: CardFile) -> bool:
-    if spec.extract:
-        return _members_present(folder, spec) or (
-            not spec.members and (folder / spec.name).is_file()
-        )
+    if spec.extract and _extracted(folder, spec):
+        return True
     return (folder / spec.name).is_file()
 
 
 def fetch(card: DatasetCard, cache_dir: Path | None = None) -> Path:
     """The folder holding ``card``'s files, downloading (and checking) them if needed.
 
-    An installed ``package_data`` source is preferred unless the cache already holds the
-    card's files. Files without a URL must be placed by hand (the error says where).
+    An installed ``package_data`` source is preferred (its checksums are verified); otherwise
+    the files are looked up in, or downloaded to, ``<cache>/<name>/``. Files without a URL must
+    be placed there by hand (the error says where).
     """
     return _locate(card, cache_dir).folder
 
@@ -571,6 +591,10 @@ def detect_format(path: str | os.PathLike[str]) -> Format | None:
     """Guess the format of a file or folder from names and the ``.inter`` header."""
     p = Path(path)
     if p.is_file():
+        if p.name in ("u.data", "ratings.dat", "ratings.csv"):
+            return "movielens"
+        if p.name in ("train.txt", "test.txt"):
+            return "lightgcn"
         suffix = p.suffix.lower()
         if suffix in (".parquet", ".pq"):
             return "parquet"
@@ -696,13 +720,16 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 
 
 def _check_stats(ds: Dataset, card: DatasetCard) -> None:
+    """Warn (once) when the loaded sizes differ from the card's ``stats`` by more than 1%."""
     assert card.stats is not None
     found = {"users": ds.n_users, "items": ds.n_items, "interactions": ds.n_interactions}
+    off = []
     for key, value in found.items():
         expected = getattr(card.stats, key)
         if expected and abs(value - expected) > 0.01 * expected:
-            warnings.warn(
-                f"dataset {card.name!r}: loaded {value} {key}, the card expects {expected}; "
-                f"the files may be a different release",
-                stacklevel=3,
-            )
+            off.append(f"{value} {key} (the card expects {expected})")
+    if off:
+        warnings.warn(
+            f"dataset {card.name!r}: loaded {', '.join(off)}; the files may be a different release",
+            stacklevel=3,
+        )

@@ -166,7 +166,9 @@ class Dataset:
         for attr in ("ratings", "timestamps", "split_labels"):
             arr = getattr(self, attr)
             if arr is not None and len(arr) != m.nnz:
-                raise DataError(f"{self.name}: {attr} has {len(arr)} values for {m.nnz} interactions")
+                raise DataError(
+                    f"{self.name}: {attr} has {len(arr)} values for {m.nnz} interactions"
+                )
         for table in self.item_features.values():
             table.validate(self.n_items, f"{self.name}: item")
         for table in self.user_features.values():

@@ -89,13 +89,13 @@ def binarize(ds: Dataset, threshold: float) -> Dataset:
     """
     if ds.ratings is None:
         raise DataError(
-            f"{ds.name}: rating_threshold={threshold} needs ratings, but the dataset has none"
+            f"{ds.name}: rating_threshold={threshold:g} needs ratings, but the dataset has none"
         )
     mask = ds.ratings >= threshold
     if not mask.any():
         low, high = float(ds.ratings.min()), float(ds.ratings.max())
         raise DataError(
-            f"{ds.name}: rating_threshold={threshold} removed every interaction "
+            f"{ds.name}: rating_threshold={threshold:g} removed every interaction "
             f"(ratings range from {low:g} to {high:g})"
         )
     if mask.all():

@@ -21,6 +21,8 @@ an identical dataset.
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import os
 import re
 import tempfile
@@ -235,8 +237,10 @@ def _guarded_read(path: Path, header_lines: int, **kwargs: object) -> pd.DataFra
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: empty file (no data rows)") from exc
     except pd.errors.ParserWarning as exc:
+        names = kwargs.get("names")
+        expected = f"expected {len(names)} fields" if isinstance(names, list) else "header"
         raise DataError(
-            f"{path}: row 1 (line {header_lines + 1}) has more fields than the header names"
+            f"{path}: row 1 (line {header_lines + 1}): more fields than the {expected}"
         ) from exc
     except pd.errors.ParserError as exc:
         raise DataError(f"{path}: {_parser_message(str(exc), header_lines)}") from exc
@@ -392,6 +396,10 @@ def _dense_rows(
 
 def _float_seq(series: pd.Series, path: Path | str, field: str) -> np.ndarray:
     """Parse a ``float_seq`` column (space-separated floats, equal length in every row)."""
+    fast = _float_seq_fast(series)
+    if fast is not None:
+        return fast
+    # locate the problem: token by token
     positions, tokens = _split_tokens(series)
     numbers = pd.to_numeric(pd.Series(tokens), errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(numbers)
@@ -399,7 +407,7 @@ def _float_seq(series: pd.Series, path: Path | str, field: str) -> np.ndarray:
         k = int(np.argmax(bad))
         raise DataError(
             f"{path}: row {series.index[positions[k]]}, field {field!r}: "
-            f"non-numeric value {tokens[k]!r}"
+            f"non-numeric value {str(tokens[k])!r}"
         )
     lengths = np.bincount(positions, minlength=len(series))
     if len(lengths) and (lengths != lengths[0]).any():
@@ -410,6 +418,30 @@ def _float_seq(series: pd.Series, path: Path | str, field: str) -> np.ndarray:
         )
     width = int(lengths[0]) if len(lengths) else 0
     return numbers.reshape(len(series), width)
+
+
+def _float_seq_fast(series: pd.Series) -> np.ndarray | None:
+    """The C parser's reading of a well-formed ``float_seq`` column; None if anything is off."""
+    if len(series) == 0:
+        return None
+    text = "\n".join(series.astype(str).tolist())
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep=" ",
+            header=None,
+            dtype=np.float64,
+            na_filter=False,
+            skip_blank_lines=False,
+            quoting=csv.QUOTE_NONE,
+            index_col=False,
+        )
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+    values = frame.to_numpy(dtype=np.float64)
+    if values.shape[0] != len(series) or not np.isfinite(values).all():
+        return None
+    return values
 
 
 # ---------------------------------------------------------------------------------------------
@@ -689,11 +721,11 @@ def _feature_columns(key: str, table: FeatureTable) -> dict[str, np.ndarray]:
         if spaced.any():
             token = str(vocab[np.argmax(spaced)])
             raise DataError(f"feature {key!r}: token {token!r} contains a space")
-        rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-        joined = pd.Series(vocab[matrix.indices]).groupby(rows).agg(" ".join)
-        text = np.full(matrix.shape[0], "", dtype=object)
-        text[joined.index.to_numpy()] = joined.to_numpy()
-        return {f"{key}:token_seq": text}
+        matrix.sort_indices()
+        tokens = vocab[matrix.indices].tolist()
+        bounds = matrix.indptr.tolist()
+        text = [" ".join(tokens[a:b]) for a, b in itertools.pairwise(bounds)]
+        return {f"{key}:token_seq": np.asarray(text, dtype=object)}
     if table.kind == "categorical":
         vocab = _checked_text(np.asarray(table.vocab or [], dtype=object), "token")
         codes = np.asarray(table.values, dtype=np.int64)
@@ -704,8 +736,10 @@ def _feature_columns(key: str, table: FeatureTable) -> dict[str, np.ndarray]:
         values = values[:, None]
     if values.shape[1] == 1:
         return {f"{key}:float": _format_floats(values[:, 0])}
-    cells = _format_floats(values.ravel()).reshape(values.shape)
-    return {f"{key}:float_seq": np.asarray([" ".join(row) for row in cells.tolist()], dtype=object)}
+    fmt = "%.9g" if values.dtype == np.float32 else "%.17g"  # enough digits to read back exactly
+    buffer = io.StringIO()
+    np.savetxt(buffer, values, fmt=fmt, delimiter=" ")
+    return {f"{key}:float_seq": np.asarray(buffer.getvalue().splitlines(), dtype=object)}
 
 
 def _write_table(path: Path, columns: dict[str, np.ndarray]) -> None:
@@ -727,7 +761,8 @@ def _write_table(path: Path, columns: dict[str, np.ndarray]) -> None:
 
 
 def read_movielens(folder: str | os.PathLike[str], *, keep: Keep = "last") -> Dataset:
-    """Read a GroupLens MovieLens release from its folder (or a folder one level above it).
+    """Read a GroupLens MovieLens release from its folder (or a folder one level above it, or
+    one of its files).
 
     Detects ``u.data`` (+ ``u.item``, ``u.user``, ``u.genre``; ML-100k, tab/pipe separated,
     latin-1), ``ratings.dat`` (+ ``movies.dat``, ``users.dat``; ML-1M/10M, ``::`` separated,
@@ -736,6 +771,8 @@ def read_movielens(folder: str | os.PathLike[str], *, keep: Keep = "last") -> Da
     the release has them: ``age``, ``gender``, ``occupation``, ``zip_code`` (categorical).
     """
     root = Path(folder)
+    if root.is_file():
+        root = root.parent
     found = _find_file(root, ["u.data", "ratings.dat", "ratings.csv"])
     if found is None:
         raise DatasetNotFoundError(
@@ -931,6 +968,8 @@ def read_lightgcn(folder: str | os.PathLike[str], *, keep: Keep = "last") -> Dat
     test rows. Ids are non-negative integers and keep their numeric order as indices.
     """
     root = Path(folder)
+    if root.is_file():
+        root = root.parent
     train = _find_file(root, ["train.txt"])
     if train is None:
         raise DatasetNotFoundError(f"{root}: no train.txt in this folder or its subfolders")

@@ -119,7 +119,9 @@ class PairwiseSampler(Sampler):
         users = self.users[order]
         pos = self.items[order]
         shape = (len(users),) if self.n_negatives == 1 else (len(users), self.n_negatives)
-        user_block = users if self.n_negatives == 1 else np.repeat(users[:, None], self.n_negatives, 1)
+        user_block = (
+            users if self.n_negatives == 1 else np.repeat(users[:, None], self.n_negatives, 1)
+        )
         neg = self.negatives(user_block, rng)
         assert neg.shape == shape
         u_t, p_t, n_t = (torch.from_numpy(a) for a in (users, pos, neg))

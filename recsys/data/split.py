@@ -140,9 +140,7 @@ def ratio_counts(n: np.ndarray, ratios: tuple[float, float, float]) -> np.ndarra
     return cnt
 
 
-def _labels_by_rank(
-    users: np.ndarray, rank: np.ndarray, counts: np.ndarray
-) -> np.ndarray:
+def _labels_by_rank(users: np.ndarray, rank: np.ndarray, counts: np.ndarray) -> np.ndarray:
     train_end = counts[:, 0][users]
     valid_end = train_end + counts[:, 1][users]
     labels = np.full(len(users), Dataset.SPLIT_TEST, dtype=np.int8)
@@ -167,7 +165,9 @@ def split_temporal(
 ) -> Split:
     """Timestamp order per user (ties broken at random, seeded), then ratios (``TO``, ``RS``)."""
     if ds.timestamps is None:
-        raise DataError(f"{ds.name}: the temporal split needs timestamps, and this dataset has none")
+        raise DataError(
+            f"{ds.name}: the temporal split needs timestamps, and this dataset has none"
+        )
     users, _ = ds.coo()
     rng = np.random.default_rng(seed)
     # add a sub-unit random fraction so equal timestamps are ordered at random

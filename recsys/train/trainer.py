@@ -304,7 +304,9 @@ class Trainer:
         )
         for callback in self.callbacks:
             callback(report)
-        return TrainResult(0, valid, 1, [{"epoch": 0, **{f"valid_{k}": v for k, v in valid.items()}}])
+        return TrainResult(
+            0, valid, 1, [{"epoch": 0, **{f"valid_{k}": v for k, v in valid.items()}}]
+        )
 
     def _sampler(self) -> Sampler:
         options = {}

@@ -32,14 +32,27 @@ def test_train_writes_a_complete_run_folder_and_mlflow_run(tmp_path, capsys):
     assert len(runs) == 2
     run = next(r for r in runs if r.name.startswith("bpr"))
     assert f"run folder: {run}" in out
-    for name in ("config.yaml", "metrics.json", "split.npz", "history.json",
-                 "recommendations.csv", "train.log", "checkpoints/best.pt", "checkpoints/last.pt"):
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "split.npz",
+        "history.json",
+        "recommendations.csv",
+        "train.log",
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+    ):
         assert (run / name).is_file(), name
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"] == {"name": "bpr", "embedding_size": 64, "reg_weight": 0.0}
     assert config["train"]["epochs"] == 3
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics["test"]) >= {"recall_at_10", "ndcg_at_20", "map_at_10", "item_coverage_at_10"}
+    assert set(metrics["test"]) >= {
+        "recall_at_10",
+        "ndcg_at_20",
+        "map_at_10",
+        "item_coverage_at_10",
+    }
     assert len(json.loads((run / "history.json").read_text())) == 3
     recs = pd.read_csv(run / "recommendations.csv", dtype={"user": str, "item": str})
     assert list(recs.columns) == ["user", "item", "rank", "score"]
@@ -52,7 +65,9 @@ def test_train_writes_a_complete_run_folder_and_mlflow_run(tmp_path, capsys):
     assert record.info.status == "FINISHED"
     assert record.data.params["model.embedding_size"] == "64"
     assert len(client.get_metric_history(run_id, "valid/ndcg_at_10")) == 3
-    assert record.data.metrics["test/recall_at_10"] == pytest.approx(metrics["test"]["recall_at_10"])
+    assert record.data.metrics["test/recall_at_10"] == pytest.approx(
+        metrics["test"]["recall_at_10"]
+    )
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"metrics.json", "recommendations.csv", "config.yaml"} <= artifacts
 
@@ -92,13 +107,15 @@ def test_resume_finishes_an_interrupted_run(tmp_path, capsys):
 
 def test_config_file_and_overrides(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         data: {{name: {DATA}}}
         model: {{name: bpr, embedding_size: 8}}
         train: {{epochs: 2, valid_metric: recall_at_20}}
         tracking: {{enabled: false}}
         output_dir: {tmp_path / "runs"}
-        """))
+        """)
+    )
     assert main(["train", "-c", str(config), "--set", "model.embedding_size=16", "--quiet"]) == 0
     saved = yaml.safe_load((_run_dirs(tmp_path)[0] / "config.yaml").read_text())
     assert saved["model"]["embedding_size"] == 16
@@ -118,8 +135,19 @@ def test_config_file_and_overrides(tmp_path):
     ],
 )
 def test_bad_configuration_is_a_clear_error(tmp_path, capsys, args, message):
-    code = main(["train", "--dataset", DATA, "--model", "bpr", "-o", str(tmp_path / "runs"),
-                 "--no-tracking", *args])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            DATA,
+            "--model",
+            "bpr",
+            "-o",
+            str(tmp_path / "runs"),
+            "--no-tracking",
+            *args,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert message in err
@@ -155,8 +183,17 @@ def test_models_lists_builtins_with_params(capsys):
 def test_data_commands(capsys):
     assert main(["data", "list"]) == 0
     listed = capsys.readouterr().out
-    for name in ("ml-100k", "ml-1m", "ml-20m", "gowalla", "yelp2018", "amazon-book", "baby",
-                 "sports", "clothing"):
+    for name in (
+        "ml-100k",
+        "ml-1m",
+        "ml-20m",
+        "gowalla",
+        "yelp2018",
+        "amazon-book",
+        "baby",
+        "sports",
+        "clothing",
+    ):
         assert name in listed
     assert main(["data", "stats", "ml-100k", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)

@@ -47,9 +47,23 @@ def test_plugin_model_is_listed_and_trained(fake_distribution, tmp_path, capsys)
         assert main(["models"]) == 0
     assert "toymf" in capsys.readouterr().out
 
-    code = main(["train", "--dataset", "synthetic-120x80x2400", "--model", "toymf",
-                 "-o", str(tmp_path / "runs"), "--no-tracking", "--quiet",
-                 "--set", "train.epochs=2", "--set", "model.embedding_size=8"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "synthetic-120x80x2400",
+            "--model",
+            "toymf",
+            "-o",
+            str(tmp_path / "runs"),
+            "--no-tracking",
+            "--quiet",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "model.embedding_size=8",
+        ]
+    )
     assert code == 0
     run = next((tmp_path / "runs").glob("*/metrics.json")).parent
     assert json.loads((run / "metrics.json").read_text())["model"] == "toymf"

@@ -83,7 +83,7 @@ def make_zip(path: Path, files: dict[str, str]) -> str:
 
 def test_built_in_cards_parse() -> None:
     cards = {card.name: card for card in list_cards()}
-    assert BUILT_IN <= set(cards)
+    assert set(cards) >= BUILT_IN
     assert cards["ml-100k"].split.strategy == "ratio"
     assert cards["ml-100k"].split.ratios == (0.8, 0.1, 0.1)
     assert cards["ml-100k"].preprocessing.rating_threshold is None
@@ -112,7 +112,9 @@ def test_ml100k_card_records_package_checksums() -> None:
 
 
 def test_get_card_unknown_lists_known_names() -> None:
-    with pytest.raises(DatasetNotFoundError, match=r"unknown dataset 'ml-7'; known cards: .*ml-100k"):
+    with pytest.raises(
+        DatasetNotFoundError, match=r"unknown dataset 'ml-7'; known cards: .*ml-100k"
+    ):
         get_card("ml-7")
 
 
@@ -175,6 +177,32 @@ def test_ml100k_overrides() -> None:
     assert ds.n_interactions < 55376  # the ratings >= 4 before the k-core
 
 
+def test_ml100k_falls_back_to_grouplens_files(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catalog, "_package_folder", lambda pkg: None)  # recbole not installed
+    release = cache / "ml-100k" / "ml-100k"
+    release.mkdir(parents=True)
+    (release / "u.data").write_text("1\t10\t4\t881250949\n2\t10\t3\t881250950\n")
+    for name in ("u.item", "u.user", "u.genre"):
+        (release / name).write_text("")
+    with pytest.raises(DataError, match=r"u\.item: empty file"):
+        load_dataset(DataConfig())
+    flags = "|".join(["0"] * 18 + ["1"])
+    (release / "u.item").write_text(f"10|Some Western (1950)|01-Jan-1950||http://x|{flags}\n")
+    (release / "u.user").write_text("1|24|M|technician|85711\n2|53|F|other|94043\n")
+    (release / "u.genre").write_text("unknown|0\n")
+    with pytest.raises(
+        DataError, match=r"u\.item: row 1 \(line 1\): more fields than the expected 6 fields"
+    ):
+        load_dataset(DataConfig())
+    (release / "u.genre").write_text("".join(f"g{k}|{k}\n" for k in range(18)) + "Western|18\n")
+    with pytest.warns(UserWarning, match="loaded 2 users"):
+        ds = load_dataset(DataConfig())
+    assert (ds.name, ds.n_interactions) == ("ml-100k", 2)
+    assert set(ds.item_features) == {"genre", "year"}
+    genre = ds.item_features["genre"]
+    assert [genre.vocab[j] for j in genre.values[[0]].indices] == ["Western"]
+
+
 def test_package_data_checksum_mismatch(
     cards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -190,7 +218,9 @@ def test_package_data_checksum_mismatch(
     ds = load_dataset(DataConfig(name="toy"))
     assert (ds.name, ds.n_interactions) == ("toy", 5)
     assert "fakepkg" not in sys.modules
-    put_card(cards, "toy", format="csv", package_data={**package, "sha256": {"toy.inter": "0" * 64}})
+    put_card(
+        cards, "toy", format="csv", package_data={**package, "sha256": {"toy.inter": "0" * 64}}
+    )
     with pytest.raises(
         DataError, match=rf"toy\.inter: checksum mismatch: expected sha256 {'0' * 64} .*got {good}"
     ):
@@ -211,7 +241,14 @@ def test_download_zip_trust_on_first_use(
         "toy",
         format="atomic",
         root="toy",
-        files=[{"name": "toy.zip", "url": f"{base}/toy.zip", "extract": True, "members": ["toy/toy.inter"]}],
+        files=[
+            {
+                "name": "toy.zip",
+                "url": f"{base}/toy.zip",
+                "extract": True,
+                "members": ["toy/toy.inter"],
+            }
+        ],
         stats={"users": 3, "items": 3, "interactions": 5},
     )
     ds = load_dataset(DataConfig(name="toy"))
@@ -244,8 +281,12 @@ def test_download_card_checksum(cards: Path, cache: Path, http_server: tuple[str
     base, www = http_server
     (www / "train.txt").write_text("0 1 2\n1 2\n")
     (www / "test.txt").write_text("0 3\n1 1\n")
-    sums = {n: hashlib.sha256((www / n).read_bytes()).hexdigest() for n in ("train.txt", "test.txt")}
-    files = [{"name": n, "url": f"{base}/{n}", "sha256": sums[n]} for n in ("train.txt", "test.txt")]
+    sums = {
+        n: hashlib.sha256((www / n).read_bytes()).hexdigest() for n in ("train.txt", "test.txt")
+    }
+    files = [
+        {"name": n, "url": f"{base}/{n}", "sha256": sums[n]} for n in ("train.txt", "test.txt")
+    ]
     put_card(cards, "lg", format="lightgcn", files=files, split={"strategy": "given"})
     ds = load_dataset(DataConfig(name="lg"))
     assert ds.split_labels.tolist() == [0, 0, 2, 2, 0]
@@ -265,7 +306,9 @@ def test_download_card_checksum(cards: Path, cache: Path, http_server: tuple[str
 @pytest.mark.network
 def test_download_unreachable(cards: Path, cache: Path) -> None:
     url = f"http://127.0.0.1:{unused_port()}/toy.zip"
-    put_card(cards, "toy", format="atomic", files=[{"name": "toy.zip", "url": url, "extract": True}])
+    put_card(
+        cards, "toy", format="atomic", files=[{"name": "toy.zip", "url": url, "extract": True}]
+    )
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset(DataConfig(name="toy"))
     message = str(info.value)
@@ -277,7 +320,9 @@ def test_download_unreachable(cards: Path, cache: Path) -> None:
 @pytest.mark.network
 def test_download_http_error(tmp_path: Path, http_server: tuple[str, Path]) -> None:
     base, _ = http_server
-    with pytest.raises(DatasetNotFoundError, match=rf"cannot download {base}/missing\.txt: .*File not found"):
+    with pytest.raises(
+        DatasetNotFoundError, match=rf"cannot download {base}/missing\.txt: .*File not found"
+    ):
         download(f"{base}/missing.txt", tmp_path / "missing.txt", progress=False)
 
 
@@ -297,16 +342,55 @@ def test_tar_archive_and_unsafe_member(cards: Path, cache: Path, tmp_path: Path)
             info.size = len(text.encode())
             tf.addfile(info, io.BytesIO(text.encode()))
     url = archive.as_uri()
-    put_card(cards, "tt", format="atomic", files=[{"name": "toy.tar.gz", "url": url, "extract": True, "members": ["toy.inter"]}])
+    put_card(
+        cards,
+        "tt",
+        format="atomic",
+        files=[{"name": "toy.tar.gz", "url": url, "extract": True, "members": ["toy.inter"]}],
+    )
     assert fetch(get_card("tt")) == cache / "tt"
     assert (cache / "tt" / "toy.inter").read_text() == INTER
-    put_card(cards, "evil", format="atomic", files=[{"name": "toy.tar.gz", "url": url, "extract": True}])
+    put_card(
+        cards, "evil", format="atomic", files=[{"name": "toy.tar.gz", "url": url, "extract": True}]
+    )
     with pytest.raises(DataError, match=r"member '\.\./evil\.txt' would be written outside"):
         fetch(get_card("evil"))
     assert not (cache / "evil.txt").exists()
-    put_card(cards, "gone", format="atomic", files=[{"name": "toy.tar.gz", "url": url, "extract": True, "members": ["nope"]}])
+    put_card(
+        cards,
+        "gone",
+        format="atomic",
+        files=[{"name": "toy.tar.gz", "url": url, "extract": True, "members": ["nope"]}],
+    )
     with pytest.raises(DataError, match=r"toy\.tar\.gz: the card lists member 'nope'"):
         fetch(get_card("gone"))
+
+
+def test_extract_all_once_and_not_an_archive(cards: Path, cache: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "all.zip"
+    make_zip(archive, {"a.inter": INTER, "sub/b.txt": "b"})
+    put_card(
+        cards,
+        "all",
+        format="atomic",
+        files=[{"name": "all.zip", "url": archive.as_uri(), "extract": True}],
+    )
+    folder = fetch(get_card("all"))
+    assert (folder / "sub" / "b.txt").read_text() == "b"
+    (folder / "sub" / "b.txt").write_text("edited")
+    fetch(get_card("all"))  # verified again, but not extracted a second time
+    assert (folder / "sub" / "b.txt").read_text() == "edited"
+
+    plain = tmp_path / "plain.zip"
+    plain.write_text("not an archive")
+    put_card(
+        cards,
+        "plain",
+        format="atomic",
+        files=[{"name": "plain.zip", "url": plain.as_uri(), "extract": True}],
+    )
+    with pytest.raises(DataError, match=r"plain\.zip: not a zip or tar archive"):
+        fetch(get_card("plain"))
 
 
 # ----------------------------------------------------------------------------- manual files
@@ -326,7 +410,11 @@ def test_manual_files_missing_then_placed(tmp_path: Path) -> None:
     (folder / "baby.inter").write_text("userID\titemID\tx_label\n0\t0\t0\n0\t1\t2\n1\t1\t0\n")
     np.save(folder / "image_feat.npy", np.ones((2, 3), dtype=np.float32))
     np.save(folder / "text_feat.npy", np.zeros((2, 2), dtype=np.float32))
-    with pytest.warns(UserWarning, match=r"dataset 'baby': loaded 2 users, the card expects 19445"):
+    with pytest.warns(
+        UserWarning,
+        match=r"dataset 'baby': loaded 2 users \(the card expects 19445\), 2 items .*, "
+        r"3 interactions",
+    ):
         ds = load_dataset(DataConfig(name="baby", cache_dir=cache_dir))
     assert ds.split_labels.tolist() == [0, 2, 0]
     assert set(ds.item_features) == {"image", "text"}
@@ -347,6 +435,7 @@ def test_path_formats_detected(tmp_path: Path) -> None:
     assert detect_format(tmp_path / "lg") == "lightgcn"
     assert detect_format(tmp_path / "t.csv") == "csv"
     assert detect_format(tmp_path / "nothing") is None
+    assert detect_format(tmp_path / "lg" / "train.txt") == "lightgcn"
     ds = load_dataset(DataConfig(path=tmp_path / "atomic"))
     assert (ds.name, ds.n_interactions) == ("atomic", 5)
     assert load_dataset(DataConfig(path=tmp_path / "lg")).split_labels.tolist() == [0, 2]
@@ -356,7 +445,9 @@ def test_path_formats_detected(tmp_path: Path) -> None:
 def test_path_with_columns_and_threshold(tmp_path: Path) -> None:
     path = tmp_path / "r.tsv"
     path.write_text("u\ti\tr\n1\t1\t5\n1\t2\t2\n2\t1\t4\n")
-    cfg = DataConfig(path=path, columns={"user": "u", "item": "i", "rating": "r"}, rating_threshold=4)
+    cfg = DataConfig(
+        path=path, columns={"user": "u", "item": "i", "rating": "r"}, rating_threshold=4
+    )
     ds = load_dataset(cfg)
     assert ds.n_interactions == 2 and ds.ratings.tolist() == [5.0, 4.0]
     with pytest.raises(DataError, match=r"rating_threshold=9 removed every interaction"):
@@ -370,6 +461,8 @@ def test_path_with_card_name_uses_card(tmp_path: Path) -> None:
     ds = load_dataset(DataConfig(name="ml-100k", path=folder))
     assert (ds.name, ds.n_interactions) == ("ml-100k", 2)
     assert load_dataset(DataConfig(path=folder)).name == "mine"
+    assert detect_format(folder / "u.data") == "movielens"
+    assert load_dataset(DataConfig(path=folder / "u.data")).n_interactions == 2
 
 
 def test_path_errors(tmp_path: Path) -> None:

@@ -48,7 +48,8 @@ def test_binarize_errors() -> None:
         binarize(make([(0, 0)]), 4)
     ds = make([(0, 0), (1, 1)], ratings=[1, 2.5])
     with pytest.raises(
-        DataError, match=r"toy: rating_threshold=6 removed every interaction \(ratings range from 1 to 2\.5\)"
+        DataError,
+        match=r"toy: rating_threshold=6 removed every interaction \(ratings range from 1 to 2\.5\)",
     ):
         binarize(ds, 6)
 
@@ -99,7 +100,8 @@ def test_kcore_no_op_and_errors() -> None:
     assert kcore(ds, 1, 1) is ds
     with pytest.raises(
         DataError,
-        match=r"toy: the k-core filter \(min_user_interactions=2, min_item_interactions=0\) removed every",
+        match=r"toy: the k-core filter \(min_user_interactions=2, min_item_interactions=0\) "
+        r"removed every",
     ):
         kcore(ds, 2, 0)
     with pytest.raises(DataError, match=r"k-core bounds must be >= 0"):

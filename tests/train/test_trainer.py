@@ -29,7 +29,9 @@ def test_train_step_uses_one_batch_of_gradients(planted_split):
     torch.manual_seed(0)
     model = create_model("bpr", embedding_size=8).setup(planted_split.train)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    batches = list(make_sampler("pairwise", planted_split.train, 64).epoch(np.random.default_rng(0)))
+    batches = list(
+        make_sampler("pairwise", planted_split.train, 64).epoch(np.random.default_rng(0))
+    )
     train_step(model, opt, batches[0])
     train_step(model, opt, batches[1])
     after_two = model.user_embedding.weight.grad.clone()
@@ -56,8 +58,9 @@ def test_bpr_learns_beyond_popularity(planted_split):
 
 def test_early_stopping_and_best_restored(planted_split, tmp_path):
     # a learning rate this high overfits fast, so validation peaks early
-    trainer = _trainer(planted_split, checkpoint_dir=tmp_path, epochs=60, patience=3,
-                       learning_rate=0.2)
+    trainer = _trainer(
+        planted_split, checkpoint_dir=tmp_path, epochs=60, patience=3, learning_rate=0.2
+    )
     result = trainer.fit()
     assert result.stopped_early
     assert result.epochs_run == result.best_epoch + 1 + 3
