@@ -58,6 +58,15 @@ def time_epoch(trainer: Trainer, repeats: int) -> float:
     return median_time(lambda: trainer._train_epoch(sampler, optimizer, rng), repeats)
 
 
+def time_evaluator(trainer: Trainer, split, evaluator: Evaluator, repeats: int) -> float:
+    """The evaluator alone: the same pass with the model's propagation done beforehand."""
+    score = trainer.model.scorer()
+    popularity = trainer.item_popularity
+    return median_time(
+        lambda: evaluator.evaluate(score, split.valid, [split.train], popularity), repeats
+    )
+
+
 def time_floor(trainer: Trainer, split, evaluator: Evaluator, repeats: int) -> float:
     """The same validation users' score matmul plus one top-k at the largest K, nothing else."""
     with torch.no_grad():
@@ -93,10 +102,11 @@ def main() -> None:
         results[f"{label}_epoch"] = time_epoch(trainer, args.repeats)
         if label == "lightgcn":
             results["evaluation"] = median_time(partial(trainer.evaluate, "valid"), args.repeats)
+            results["evaluator_only"] = time_evaluator(trainer, split, evaluator, args.repeats)
             results["floor_matmul_topk"] = time_floor(trainer, split, evaluator, args.repeats)
         print(label, {k: round(v, 4) for k, v in results.items()}, flush=True)
 
-    results["evaluation_over_floor"] = results["evaluation"] / results["floor_matmul_topk"]
+    results["evaluation_over_floor"] = results["evaluator_only"] / results["floor_matmul_topk"]
     speedup = {
         key: RECBOLE_SECONDS[key] / results[key]
         for key in ("bpr_epoch", "lightgcn_epoch", "evaluation")
@@ -125,11 +135,14 @@ def main() -> None:
         f"| LightGCN epoch (torch sparse) | {results['lightgcn_epoch']:.4f} | "
         f"{RECBOLE_SECONDS['lightgcn_epoch']} | {speedup['lightgcn_epoch']:.1f}x |",
         f"| LightGCN epoch (PyG LGConv) | {results['lightgcn_pyg_epoch']:.4f} | | |",
-        f"| full evaluation (valid, K=10,20) | {results['evaluation']:.4f} | "
-        f"{RECBOLE_SECONDS['evaluation']} | {speedup['evaluation']:.1f}x |",
+        f"| full evaluation of LightGCN (propagation + evaluator, valid, K=10,20) | "
+        f"{results['evaluation']:.4f} | {RECBOLE_SECONDS['evaluation']} | "
+        f"{speedup['evaluation']:.1f}x |",
+        f"| evaluator alone (masking, top-k, all metrics) | {results['evaluator_only']:.4f} | | |",
         f"| floor: score matmul + top-k | {results['floor_matmul_topk']:.4f} | | |",
         "",
-        f"Evaluator / floor: {results['evaluation_over_floor']:.2f}x (bar: within 2x).  ",
+        f"Evaluator alone / floor: {results['evaluation_over_floor']:.2f}x (bar: within 2x); "
+        "the floor is the same users' score matmul plus one top-k, nothing else.  ",
         f"Faster LightGCN propagation backend here: `{best_backend}` (the default).",
     ]
     path = write_result("speed_ml100k", payload, "\n".join(md))

@@ -58,9 +58,9 @@ class RunResult:
     tracking_run_id: str | None
 
 
-def new_run_dir(cfg: RunConfig) -> Path:
+def new_run_dir(cfg: RunConfig, dataset_name: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = cfg.run_name or f"{cfg.model['name']}-{Path(cfg.data.name).name}-{stamp}"
+    name = cfg.run_name or f"{cfg.model['name']}-{Path(dataset_name).name}-{stamp}"
     run_dir = cfg.output_dir / name
     suffix = 1
     while run_dir.exists():
@@ -113,15 +113,16 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
     tracker = make_tracker(
         cfg.tracking.enabled, cfg.tracking.uri, cfg.output_dir.resolve(), cfg.tracking.experiment
     )
+    # bad data fails here, before a run folder exists
+    dataset = load_dataset(cfg.data)
     if resume_dir is not None:
         run_dir = Path(resume_dir)
     else:
-        run_dir = new_run_dir(cfg)
+        run_dir = new_run_dir(cfg, dataset.name)
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
     handler = _attach_log_file(run_dir)
     try:
         log.info("run folder %s", run_dir)
-        dataset = load_dataset(cfg.data)
         log.info("dataset %s", dataset)
         split_path = run_dir / "split.npz"
         if resume_dir is not None and split_path.is_file():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import scipy.sparse as sp
-import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
@@ -73,13 +72,11 @@ class BPR(Recommender):
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         users, pos_items, neg_items = batch["user"], batch["pos"], batch["neg"]
-        # one gather for positives and negatives together; index_select's backward
-        # (index_add) is cheaper on CPU than nn.Embedding's
+        # index_select's backward (index_add) is cheaper on CPU than nn.Embedding's
         u = self.user_embedding.weight.index_select(0, users)
-        items = self.item_embedding.weight.index_select(
-            0, torch.cat([pos_items, neg_items.reshape(-1)])
-        )
-        i, j = items[: len(users)], items[len(users) :].view(*neg_items.shape, -1)
+        i = self.item_embedding.weight.index_select(0, pos_items)
+        j = self.item_embedding.weight.index_select(0, neg_items.reshape(-1))
+        j = j.view(*neg_items.shape, -1)
         pos = (u * i).sum(-1)
         neg = (u.unsqueeze(-2) * j).sum(-1) if j.dim() == 3 else (u * j).sum(-1)
         terms = {"bpr": bpr_loss(pos, neg)}
