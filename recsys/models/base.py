@@ -124,8 +124,34 @@ class Recommender(nn.Module):
         raise NotImplementedError
 
     def representations(self) -> dict[str, Tensor]:
-        """Named internal states (e.g. ``user``, ``item`` embeddings) for probes."""
+        """Named internal states (e.g. ``user``, ``item`` embeddings) for probes.
+
+        Each tensor has one row per user or per item (the name says which); the ones that the
+        scores are computed from are the sites :meth:`scorer_from` accepts.
+        """
         return {}
+
+    def scorer_from(self, representations: dict[str, Tensor]) -> ScoreFn:
+        """A score function computed from (possibly edited) representations.
+
+        Probes replace one site (say ``user``) with a sparse autoencoder's reconstruction and
+        re-score through this. Models whose scores are not a function of named representations
+        raise :class:`NotImplementedError`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot score from representations")
+
+
+class DotProductScorer:
+    r"""Mixin for models that score :math:`\hat{y}_{ui} = \mathbf{u}_u^\top \mathbf{v}_i` from
+    their ``user`` and ``item`` representations."""
+
+    def scorer_from(self, representations: dict[str, Tensor]) -> ScoreFn:
+        users_r, items_r = representations["user"], representations["item"]
+
+        def score(users: Tensor) -> Tensor:
+            return users_r.index_select(0, users.to(users_r.device)) @ items_r.T
+
+        return score
 
     @property
     def device(self) -> torch.device:

@@ -8,7 +8,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
-from recsys.models.base import ModelConfig, Recommender, ScoreFn
+from recsys.models.base import DotProductScorer, ModelConfig, Recommender, ScoreFn
 from recsys.models.registry import register
 
 
@@ -38,7 +38,7 @@ class BPRConfig(ModelConfig):
 
 
 @register
-class BPR(Recommender):
+class BPR(DotProductScorer, Recommender):
     r"""BPR-MF from `"BPR: Bayesian Personalized Ranking from Implicit Feedback"
     <https://arxiv.org/abs/1205.2618>`_ (Rendle et al., UAI 2009).
 
@@ -86,12 +86,7 @@ class BPR(Recommender):
 
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         self.check_fitted()
-        users_w, items_w = self.user_embedding.weight, self.item_embedding.weight
-
-        def score(users: Tensor) -> Tensor:
-            return users_w.index_select(0, users.to(items_w.device)) @ items_w.T
-
-        return score
+        return self.scorer_from(self.representations())
 
     def representations(self) -> dict[str, Tensor]:
         return {"user": self.user_embedding.weight, "item": self.item_embedding.weight}

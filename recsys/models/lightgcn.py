@@ -11,7 +11,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
-from recsys.models.base import ModelConfig, Recommender, ScoreFn
+from recsys.models.base import DotProductScorer, ModelConfig, Recommender, ScoreFn
 from recsys.models.bpr import bpr_loss, l2_penalty
 from recsys.models.registry import register
 
@@ -71,7 +71,7 @@ class LightGCNConfig(ModelConfig):
 
 
 @register
-class LightGCN(Recommender):
+class LightGCN(DotProductScorer, Recommender):
     r"""LightGCN from `"LightGCN: Simplifying and Powering Graph Convolution Network for
     Recommendation" <https://arxiv.org/abs/2002.02126>`_ (He et al., SIGIR 2020).
 
@@ -165,11 +165,7 @@ class LightGCN(Recommender):
         self.check_fitted()
         with torch.no_grad():
             users_f, items_f = self.propagate()
-
-        def score(users: Tensor) -> Tensor:
-            return users_f[users.to(users_f.device)] @ items_f.T
-
-        return score
+        return self.scorer_from({"user": users_f, "item": items_f})
 
     def representations(self) -> dict[str, Tensor]:
         with torch.no_grad():

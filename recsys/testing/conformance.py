@@ -94,6 +94,17 @@ def check_state_dict_round_trip(cls: type[Recommender], split: Split) -> None:
     assert torch.allclose(model.score(users), fresh.score(users))
 
 
+def check_scorer_from_representations(cls: type[Recommender], split: Split) -> None:
+    """Where a model scores from its representations, unedited ones reproduce its scores."""
+    model = _fitted(cls, split)
+    users = torch.arange(min(5, split.shape[0]))
+    try:
+        fn = model.scorer_from(model.representations())
+    except NotImplementedError:
+        return
+    assert torch.allclose(fn(users), model.score(users), atol=1e-5)
+
+
 MODEL_CHECKS: list[Callable[[type[Recommender], Split], None]] = [
     check_default_construction,
     check_unfitted_model_raises,
@@ -101,6 +112,7 @@ MODEL_CHECKS: list[Callable[[type[Recommender], Split], None]] = [
     check_loss_terms,
     check_reset_parameters_changes_weights,
     check_state_dict_round_trip,
+    check_scorer_from_representations,
 ]
 
 
