@@ -1,0 +1,457 @@
+r"""The TopK sparse autoencoder of RecSAE, and its training loop.
+
+Following `"Interpret the Internal States of Recommendation Model with Sparse Autoencoder"
+<https://arxiv.org/abs/2411.06112>`_ (Wang et al., 2024) and the TopK autoencoder of
+`"Scaling and evaluating sparse autoencoders" <https://arxiv.org/abs/2406.04093>`_ (Gao et al.,
+2024). With an input :math:`x \in \mathbb{R}^{d}` (after input normalisation, below), a
+pre-encoder bias :math:`b_{pre}`, :math:`m = d \cdot \text{expansion}` latents and
+
+.. math::
+
+    a &= W_{enc} (x - b_{pre}) + b_{lat} \\
+    z &= \mathrm{ReLU}(\mathrm{TopK}_k(a)) \qquad \text{(the k largest kept, the rest 0)} \\
+    \hat{x} &= W_{dec}^\top z + b_{pre}
+
+where the rows of :math:`W_{dec} \in \mathbb{R}^{m \times d}` are kept at unit norm (after every
+optimiser step, with the gradient component along each row removed first), and
+:math:`W_{dec}` starts as the unit-normalised encoder. The loss is the fraction of variance
+unexplained plus the auxiliary dead-latent loss:
+
+.. math::
+
+    \mathrm{FVU} &= \frac{\lVert \hat{X} - X \rVert_F^2}{\lVert X - \bar{X} \rVert_F^2} \\
+    \mathcal{L}_{aux} &= \min\!\left(\tfrac{n_{dead}}{k_{aux}}, 1\right)
+        \frac{\lVert W_{dec}^\top z_{aux} - (X - \hat{X}) \rVert_F^2}
+             {\lVert X - \bar{X} \rVert_F^2} \\
+    \mathcal{L} &= \mathrm{FVU} + \alpha_{aux} \mathcal{L}_{aux}
+
+with :math:`z_{aux}` the top-:math:`k_{aux}` pre-activations among the *dead* latents (those that
+were in no TopK during the previous training epoch), so that dead latents learn to explain the
+residual and come back. :math:`\alpha_{aux} = 1/32` and :math:`k_{aux} = d/2` as in RecSAE's
+code; the residual target is detached and carries no bias (OpenAI's sign convention; RecSAE's
+code uses :math:`\hat{x} - x` with the bias, which the notes flag as a quirk).
+
+Input normalisation is a structural flag of the config (never guessed from the data):
+``dataset`` multiplies every input by one scale :math:`s` fitted so that
+:math:`\mathbb{E}\lVert s(x - \bar{x})\rVert^2 = d` (directions are untouched); ``layer`` is
+OpenAI's per-row layer norm, undone on decoding with the row's own mean and deviation;
+``none`` uses the raw vectors.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+Normalize = Literal["dataset", "layer", "none"]
+
+
+class SAEConfig(BaseModel):
+    """Structure of a :class:`TopKSAE`; everything needed to rebuild it from a state dict."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    d_in: int = Field(gt=0)
+    """Width :math:`d` of the probed representation."""
+    expansion: int = Field(8, gt=0)
+    """Latents per input dimension: :math:`m = d \\cdot` expansion."""
+    k: int = Field(8, gt=0)
+    """Active latents per input (TopK)."""
+    k_aux: int | None = Field(None, gt=0)
+    """Dead latents used by the auxiliary loss; None means :math:`d / 2`."""
+    aux_coef: float = Field(1.0 / 32.0, ge=0.0)
+    """:math:`\\alpha_{aux}`, the weight of the auxiliary dead-latent loss."""
+    normalize: Normalize = "dataset"
+    """Input normalisation: ``dataset`` (one global scale), ``layer`` (per row), ``none``."""
+
+    @property
+    def n_latents(self) -> int:
+        return self.d_in * self.expansion
+
+    @property
+    def aux_k(self) -> int:
+        return self.k_aux if self.k_aux is not None else max(1, self.d_in // 2)
+
+
+@dataclass
+class SAEOutput:
+    """One forward pass: latents (normalised space) and the reconstruction (input space)."""
+
+    latents: Tensor
+    """:math:`z`, ``[B, m]``, non-negative with at most k non-zeros per row."""
+    recon: Tensor
+    """:math:`\\hat{x}` mapped back to the input space, ``[B, d]``."""
+    pre: Tensor
+    """Pre-activations :math:`a`, ``[B, m]``."""
+    x_norm: Tensor
+    """The normalised input, ``[B, d]``."""
+    recon_norm: Tensor
+    """:math:`\\hat{x}` in the normalised space, ``[B, d]``."""
+
+
+class TopKSAE(nn.Module):
+    r"""A TopK sparse autoencoder with pre-encoder bias, tied-at-init unit-norm decoder and
+    per-epoch dead-latent tracking (see the module docstring for the equations).
+
+    Args:
+        config (SAEConfig): the structure (width, expansion, k, normalisation).
+        seed (int): seed of the initialisation. (default: ``0``)
+
+    Shapes:
+        - input: :math:`[B, d]`
+        - latents: :math:`[B, m]`, reconstruction: :math:`[B, d]`
+
+    Buffers: ``input_scale`` (the ``dataset`` normalisation), ``fired`` (latents seen in a
+    TopK during the current epoch) and ``dead`` (latents that were in none during the previous
+    epoch; all False before the first epoch ends, so the auxiliary loss starts in epoch 2).
+    """
+
+    def __init__(self, config: SAEConfig, seed: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        self.seed = seed
+        m, d = config.n_latents, config.d_in
+        if config.k > m:
+            raise ValueError(f"k={config.k} exceeds the {m} latents")
+        self.w_enc = nn.Parameter(torch.empty(m, d))
+        self.b_lat = nn.Parameter(torch.zeros(m))
+        self.w_dec = nn.Parameter(torch.empty(m, d))
+        self.b_pre = nn.Parameter(torch.zeros(d))
+        self.register_buffer("input_scale", torch.ones(()))
+        self.register_buffer("fired", torch.zeros(m, dtype=torch.bool))
+        self.register_buffer("dead", torch.zeros(m, dtype=torch.bool))
+        self.reset_parameters()
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"TopKSAE(d_in={c.d_in}, n_latents={c.n_latents}, k={c.k}, normalize={c.normalize!r})"
+        )
+
+    @property
+    def n_latents(self) -> int:
+        return self.config.n_latents
+
+    def reset_parameters(self) -> None:
+        """Encoder uniform in :math:`\\pm 1/\\sqrt{d}`; decoder = encoder with unit-norm rows,
+        then the encoder set to the decoder (tied at initialisation); biases 0."""
+        gen = torch.Generator().manual_seed(self.seed)
+        bound = 1.0 / math.sqrt(self.config.d_in)
+        with torch.no_grad():
+            w = (torch.rand(self.w_enc.shape, generator=gen) * 2 - 1) * bound
+            w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            self.w_dec.copy_(w)
+            self.w_enc.copy_(w)
+            self.b_lat.zero_()
+            self.b_pre.zero_()
+            self.fired.zero_()
+            self.dead.zero_()
+
+    # -- normalisation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def fit_normalizer(self, x: Tensor) -> None:
+        r"""Fit the ``dataset`` scale :math:`s = \sqrt{d / \mathbb{E}\lVert x-\bar{x}\rVert^2}`
+        on ``x`` ``[n, d]`` and start :math:`b_{pre}` at the mean of the normalised data."""
+        x = x.float()
+        if self.config.normalize == "dataset":
+            spread = (x - x.mean(0)).pow(2).sum(1).mean()
+            self.input_scale.fill_(math.sqrt(self.config.d_in / max(float(spread), 1e-12)))
+        self.b_pre.copy_(self.normalize(x)[0].mean(0))
+
+    def normalize(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """Normalised input and the per-row ``(mean, std)`` that ``layer`` mode must undo."""
+        mode = self.config.normalize
+        if mode == "dataset":
+            return x * self.input_scale, None
+        if mode == "layer":
+            mu = x.mean(dim=1, keepdim=True)
+            sd = x.std(dim=1, keepdim=True).clamp_min(1e-6)
+            return (x - mu) / sd, (mu, sd)
+        return x, None
+
+    def denormalize(self, y: Tensor, stats: tuple[Tensor, Tensor] | None) -> Tensor:
+        """Inverse of :meth:`normalize` for a vector in the normalised space."""
+        mode = self.config.normalize
+        if mode == "dataset":
+            return y / self.input_scale
+        if mode == "layer":
+            if stats is None:
+                raise ValueError("layer normalisation needs the input rows' (mean, std)")
+            return y * stats[1] + stats[0]
+        return y
+
+    # -- encode / decode -------------------------------------------------------------------
+    def pre_activations(self, x_norm: Tensor) -> Tensor:
+        """:math:`a = W_{enc}(x - b_{pre}) + b_{lat}`: ``[B, d]`` -> ``[B, m]``."""
+        return (x_norm - self.b_pre) @ self.w_enc.T + self.b_lat
+
+    def topk(self, pre: Tensor, k: int | None = None) -> Tensor:
+        """:math:`\\mathrm{ReLU}(\\mathrm{TopK}_k(a))` as a dense ``[B, m]`` tensor."""
+        k = self.config.k if k is None else k
+        values, index = pre.topk(k, dim=1)
+        return torch.zeros_like(pre).scatter(1, index, values.relu())
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Latents :math:`z` ``[B, m]`` of inputs ``[B, d]`` (in the input space)."""
+        return self.topk(self.pre_activations(self.normalize(x)[0]))
+
+    def decode_norm(self, z: Tensor) -> Tensor:
+        """:math:`W_{dec}^\\top z + b_{pre}` in the normalised space: ``[B, m]`` -> ``[B, d]``."""
+        return z @ self.w_dec + self.b_pre
+
+    def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
+        """Reconstruction in the input space; ``x`` (the inputs) is needed in ``layer`` mode."""
+        stats = self.normalize(x)[1] if x is not None else None
+        return self.denormalize(self.decode_norm(z), stats)
+
+    def forward(self, x: Tensor) -> SAEOutput:
+        """Encode and decode ``x`` ``[B, d]``."""
+        x_norm, stats = self.normalize(x)
+        pre = self.pre_activations(x_norm)
+        z = self.topk(pre)
+        recon_norm = self.decode_norm(z)
+        return SAEOutput(z, self.denormalize(recon_norm, stats), pre, x_norm, recon_norm)
+
+    # -- loss ------------------------------------------------------------------------------
+    def loss(self, x: Tensor, track: bool = True) -> dict[str, Tensor]:
+        """``fvu``, ``aux`` (0 while no latent is dead) and ``loss`` for a batch ``[B, d]``.
+
+        With ``track`` the latents that fire are recorded in ``fired``.
+        """
+        out = self(x)
+        denom = (out.x_norm - out.x_norm.mean(0)).pow(2).sum().clamp_min(1e-12)
+        fvu = (out.recon_norm - out.x_norm).pow(2).sum() / denom
+        if track:
+            with torch.no_grad():
+                self.fired |= (out.latents > 0).any(0)
+        aux = torch.zeros((), device=x.device)
+        n_dead = int(self.dead.sum())
+        if n_dead and self.config.aux_coef > 0:
+            k_aux = min(self.config.aux_k, n_dead)
+            pre_dead = out.pre.masked_fill(~self.dead, -math.inf)
+            z_aux = self.topk(pre_dead, k_aux).nan_to_num(0.0)
+            residual = (out.x_norm - out.recon_norm).detach()
+            aux = (z_aux @ self.w_dec - residual).pow(2).sum() / denom
+            aux = min(n_dead / self.config.aux_k, 1.0) * aux
+        return {"fvu": fvu, "aux": aux, "loss": fvu + self.config.aux_coef * aux}
+
+    @torch.no_grad()
+    def end_epoch(self) -> float:
+        """Mark the latents that did not fire this epoch dead; return the dead fraction."""
+        self.dead.copy_(~self.fired)
+        self.fired.zero_()
+        return float(self.dead.float().mean())
+
+    # -- decoder constraint ----------------------------------------------------------------
+    @torch.no_grad()
+    def remove_parallel_grad(self) -> None:
+        """Drop the gradient component along each decoder row (it only changes the norm)."""
+        if self.w_dec.grad is None:
+            return
+        w = self.w_dec
+        along = (w.grad * w).sum(1, keepdim=True)
+        w.grad.sub_(along * w)
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Rescale every decoder row to unit L2 norm."""
+        self.w_dec.div_(self.w_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+    # -- persistence -----------------------------------------------------------------------
+    def export(self) -> dict:
+        """A ``torch.save``-able dict from which :meth:`from_export` rebuilds this module."""
+        return {"config": self.config.model_dump(), "seed": self.seed, "state": self.state_dict()}
+
+    @classmethod
+    def from_export(cls, payload: dict) -> TopKSAE:
+        """Rebuild a module from :meth:`export`'s dict (weights-only loadable)."""
+        sae = cls(SAEConfig(**payload["config"]), seed=int(payload.get("seed", 0)))
+        sae.load_state_dict(payload["state"])
+        return sae
+
+
+# ------------------------------------------------------------------------------- training
+
+
+class SAETrainConfig(BaseModel):
+    """Optimisation of the SAE (RecSAE: Adam, small batches, <= 50 epochs, early stopping)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(50, ge=0)
+    batch_size: int = Field(32, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    """L2 on the weight matrices (not the biases)."""
+    patience: int = Field(10, ge=1)
+    """Stop after this many epochs without a better selection score."""
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class SAETrainResult:
+    """The epoch history and the selected epoch (the module holds its weights afterwards)."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_score: float = float("-inf")
+    stopped_early: bool = False
+
+
+@torch.no_grad()
+def fvu(sae: TopKSAE, x: Tensor, batch_size: int = 4096) -> float:
+    """Fraction of variance unexplained over the whole set ``x`` ``[n, d]`` (normalised space)."""
+    num = 0.0
+    x_norm_all = []
+    for start in range(0, len(x), batch_size):
+        out = sae(x[start : start + batch_size])
+        num += float((out.recon_norm - out.x_norm).pow(2).sum())
+        x_norm_all.append(out.x_norm)
+    xn = torch.cat(x_norm_all)
+    den = float((xn - xn.mean(0)).pow(2).sum())
+    return num / max(den, 1e-12)
+
+
+@torch.no_grad()
+def encode_all(sae: TopKSAE, x: Tensor, batch_size: int = 4096) -> Tensor:
+    """Latents of every row of ``x``: ``[n, m]``."""
+    return torch.cat([sae.encode(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def reconstruct(sae: TopKSAE, x: Tensor, batch_size: int = 4096) -> Tensor:
+    """Reconstructions of every row of ``x``: ``[n, d]``."""
+    return torch.cat([sae(x[s : s + batch_size]).recon for s in range(0, len(x), batch_size)])
+
+
+def train_sae(
+    sae: TopKSAE,
+    x_train: Tensor,
+    config: SAETrainConfig,
+    x_valid: Tensor | None = None,
+    select: Callable[[TopKSAE], float] | None = None,
+    select_name: str = "score",
+) -> SAETrainResult:
+    """Train ``sae`` on ``x_train`` ``[n, d]`` and keep the weights of the best epoch.
+
+    Each epoch is one shuffled pass in mini-batches (Adam; after every step the gradient along
+    each decoder row is removed before the step and the rows renormalised after). After every
+    epoch the latents that never fired are marked dead for the next epoch's auxiliary loss, and
+    ``select(sae)`` (higher is better; e.g. validation NDCG@10 with the probed representation
+    replaced by the reconstruction) picks the best epoch; without ``select`` the negative
+    FVU on ``x_valid`` (or ``x_train``) does. Training stops after ``patience`` epochs without
+    improvement. Epoch 0 in the history is the untrained SAE.
+
+    Returns:
+        SAETrainResult: per-epoch ``loss``, ``fvu`` (train, whole set), ``fvu_valid``,
+        ``aux``, ``dead_fraction`` and the selection score, plus the best epoch.
+    """
+    gen = torch.Generator().manual_seed(config.seed)
+    x_train = x_train.detach().float()
+    x_eval = x_valid.detach().float() if x_valid is not None else x_train
+    sae.fit_normalizer(x_train)
+    decay = [sae.w_enc, sae.w_dec]
+    plain = [sae.b_lat, sae.b_pre]
+    optimizer = torch.optim.Adam(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": plain, "weight_decay": 0.0},
+        ],
+        lr=config.learning_rate,
+    )
+
+    def score() -> float:
+        if select is not None:
+            return float(select(sae))
+        return -fvu(sae, x_eval)
+
+    result = SAETrainResult()
+    first = score()
+    z0 = encode_all(sae, x_train)
+    result.history.append(
+        {
+            "epoch": 0,
+            "loss": float("nan"),
+            "fvu": fvu(sae, x_train),
+            "fvu_valid": fvu(sae, x_eval),
+            "aux": 0.0,
+            "dead_fraction": float(((z0 > 0).sum(0) == 0).float().mean()),
+            select_name: first,
+        }
+    )
+    # the untrained epoch 0 is only selected when no epoch is trained
+    result.best_epoch, result.best_score = 0, first if config.epochs == 0 else float("-inf")
+    best_state = copy.deepcopy(sae.state_dict())
+    since_best = 0
+    n = len(x_train)
+    bar = tqdm(
+        range(1, config.epochs + 1), desc="SAE", disable=not config.progress, leave=False
+    )
+    for epoch in bar:
+        sae.train()
+        order = torch.randperm(n, generator=gen)
+        total, total_aux, batches = 0.0, 0.0, 0
+        for start in range(0, n, config.batch_size):
+            batch = x_train[order[start : start + config.batch_size]]
+            if len(batch) < 2:  # FVU needs a batch mean
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            terms = sae.loss(batch)
+            if not torch.isfinite(terms["loss"]):
+                raise FloatingPointError(
+                    f"SAE loss became {float(terms['loss'])} in epoch {epoch}; lower the "
+                    "learning rate"
+                )
+            terms["loss"].backward()
+            sae.remove_parallel_grad()
+            optimizer.step()
+            sae.normalize_decoder()
+            total += float(terms["loss"].detach())
+            total_aux += float(terms["aux"].detach())
+            batches += 1
+        dead = sae.end_epoch()
+        sae.eval()
+        value = score()
+        row = {
+            "epoch": epoch,
+            "loss": total / max(batches, 1),
+            "fvu": fvu(sae, x_train),
+            "fvu_valid": fvu(sae, x_eval),
+            "aux": total_aux / max(batches, 1),
+            "dead_fraction": dead,
+            select_name: value,
+        }
+        result.history.append(row)
+        bar.set_postfix(fvu=f"{row['fvu']:.3f}", dead=f"{dead:.2f}", **{select_name: f"{value:.4f}"})
+        if value > result.best_score:
+            result.best_epoch, result.best_score = epoch, value
+            best_state = copy.deepcopy(sae.state_dict())
+            since_best = 0
+        else:
+            since_best += 1
+            if since_best >= config.patience:
+                result.stopped_early = True
+                break
+    bar.close()
+    sae.load_state_dict(best_state)
+    sae.eval()
+    log.info(
+        "SAE: best epoch %d (%s %.4f) of %d",
+        result.best_epoch,
+        select_name,
+        result.best_score,
+        len(result.history) - 1,
+    )
+    return result
