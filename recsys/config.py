@@ -18,21 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from recsys.data.catalog import DataConfig
 from recsys.data.split import SplitConfig
 from recsys.errors import ConfigError
-from recsys.eval.evaluator import validate_metric_name
+from recsys.eval.evaluator import DEFAULT_METRICS, validate_metric_name
 from recsys.train.trainer import TrainConfig
 
 T = TypeVar("T", bound=BaseModel)
-
-DEFAULT_METRICS = (
-    "recall",
-    "ndcg",
-    "mrr",
-    "hit",
-    "precision",
-    "map",
-    "item_coverage",
-    "average_popularity",
-)
 
 
 def validation_message(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
