@@ -66,7 +66,9 @@ class EvalConfig(BaseModel):
     topk: list[int] = Field(default_factory=lambda: [10, 20])
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
     batch_size: int = Field(4096, gt=0)
-    """Users scored per batch."""
+    """Users scored per batch (at most)."""
+    memory_mb: float | None = Field(None, gt=0)
+    """Memory budget of one evaluation batch; batches shrink to fit it (None: no budget)."""
 
     @model_validator(mode="after")
     def _names_valid(self) -> EvalConfig:

@@ -42,7 +42,7 @@ from recsys.models.base import Recommender
 from recsys.models.registry import create_model
 from recsys.tracking import Tracker, flatten_params, make_tracker
 from recsys.train.checkpoint import atomic_write_text, load_checkpoint
-from recsys.train.trainer import EpochReport, Trainer, default_num_threads
+from recsys.train.trainer import EpochReport, Trainer, default_num_threads, resolve_device
 
 log = logging.getLogger("recsys")
 
@@ -85,6 +85,7 @@ def make_evaluator(cfg: RunConfig) -> Evaluator:
         metrics=cfg.eval.metrics,
         batch_size=cfg.eval.batch_size,
         device=cfg.train.device,
+        memory_mb=cfg.eval.memory_mb,
     )
 
 
@@ -108,6 +109,7 @@ def _write_json(path: Path, obj: Any) -> None:
 def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
     """Run ``cfg`` (or resume the run in ``resume_dir``) and return its metrics and folder."""
     tic = time.perf_counter()
+    resolve_device(cfg.train.device)  # asking for a GPU that is not there fails here
     torch.set_num_threads(cfg.train.num_threads or default_num_threads())
     # the tracker is checked before any data is read, so a bad URI fails fast
     tracker = make_tracker(
@@ -216,10 +218,24 @@ def _train_and_test(
     )
 
 
-def load_run(run_dir: Path) -> tuple[RunConfig, Dataset, Split, Recommender]:
-    """Config, dataset, split and best model of a finished run folder."""
+def load_run(
+    run_dir: Path, device: str | None = None
+) -> tuple[RunConfig, Dataset, Split, Recommender]:
+    """Config, dataset, split and best model of a finished run folder.
+
+    ``device`` (default: the run's ``train.device``) is where the model goes; it is also
+    written into the returned config, so evaluators made from it score there.
+    """
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
+    if device is not None:
+        cfg = validate(
+            RunConfig,
+            {
+                **cfg.model_dump(mode="json"),
+                "train": {**cfg.train.model_dump(mode="json"), "device": device},
+            },
+        )
     dataset = load_dataset(cfg.data)
     split_path = run_dir / "split.npz"
     if not split_path.is_file():
@@ -233,13 +249,14 @@ def load_run(run_dir: Path) -> tuple[RunConfig, Dataset, Split, Recommender]:
     model = build_model(cfg, split, dataset)
     state = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     model.load_state_dict(state["model"])
+    model.to(resolve_device(cfg.train.device))
     model.eval()
     return cfg, dataset, split, model
 
 
-def evaluate_run(run_dir: Path) -> dict[str, dict[str, float]]:
+def evaluate_run(run_dir: Path, device: str | None = None) -> dict[str, dict[str, float]]:
     """Re-evaluate a run's best checkpoint on its validation and test parts."""
-    cfg, dataset, split, model = load_run(run_dir)
+    cfg, dataset, split, model = load_run(run_dir, device)
     trainer = Trainer(
         model,
         split,
@@ -284,9 +301,13 @@ def recommend(
 
 
 def recommend_run(
-    run_dir: Path, k: int = 10, users: list[str] | None = None, exclude_seen: bool = True
+    run_dir: Path,
+    k: int = 10,
+    users: list[str] | None = None,
+    exclude_seen: bool = True,
+    device: str | None = None,
 ) -> pd.DataFrame:
     """Top-``k`` recommendations from a run folder's best model, for all or the given users."""
-    cfg, dataset, split, model = load_run(run_dir)
+    cfg, dataset, split, model = load_run(run_dir, device)
     index = None if not users else dataset.users.index(users)
     return recommend(model, dataset, split, make_evaluator(cfg), k, index, exclude_seen)

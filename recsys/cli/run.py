@@ -54,6 +54,7 @@ from recsys.cli.table import metrics_table
     type=click.Path(path_type=Path, file_okay=False),
     help="Resume the interrupted run in this run folder.",
 )
+@click.option("--device", help="cpu, cuda or cuda:N (sets train.device).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(
     config_path: Path | None,
@@ -65,6 +66,7 @@ def train(
     tracking_uri: str | None,
     no_tracking: bool,
     resume_dir: Path | None,
+    device: str | None,
     quiet: bool,
 ) -> None:
     """Train a model, select its best epoch on validation, test it, and record the run.
@@ -82,6 +84,8 @@ def train(
         extra.append("tracking.enabled=false")
     if quiet:
         extra.append("train.progress=false")
+    if device:
+        extra.append(f"train.device={device}")
 
     if resume_dir is not None:
         if models or dataset or data_path or config_path:
@@ -127,11 +131,12 @@ def _report(results: list, topk: list[int]) -> None:
 @click.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
-def evaluate(run_dir: Path, as_json: bool) -> None:
+@click.option("--device", help="cpu, cuda or cuda:N (default: the run's train.device).")
+def evaluate(run_dir: Path, as_json: bool, device: str | None) -> None:
     """Re-evaluate a run's best checkpoint on its validation and test data."""
     from recsys.experiment import evaluate_run, load_run_config
 
-    metrics = evaluate_run(run_dir)
+    metrics = evaluate_run(run_dir, device=device)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
@@ -172,6 +177,7 @@ def recommend(
     users_file: Path | None,
     include_seen: bool,
     output: Path | None,
+    device: str | None,
 ) -> None:
     """Top-k recommendations as CSV ``user,item,rank,score`` with raw ids."""
     from recsys.experiment import recommend_run
@@ -180,7 +186,7 @@ def recommend(
     wanted = list(users)
     if users_file:
         wanted += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
-    frame = recommend_run(run_dir, k, wanted or None, exclude_seen=not include_seen)
+    frame = recommend_run(run_dir, k, wanted or None, exclude_seen=not include_seen, device=device)
     text = frame.to_csv(index=False)
     if output:
         atomic_write_text(output, text)

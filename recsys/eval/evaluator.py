@@ -41,6 +41,10 @@ __all__ = ["DEFAULT_METRICS", "Evaluator", "ScoreFn"]
 
 logger = logging.getLogger(__name__)
 
+BYTES_PER_CELL = 12
+"""Working-set bytes per user-item cell of a batch: float32 scores, the boolean truth block, and
+top-k's temporary copy of the scores (measured peak on CPU, rounded up)."""
+
 ScoreFn = Callable[[Tensor], Tensor]
 """``score_fn(users: LongTensor[B]) -> FloatTensor[B, n_items]``, on any device."""
 
@@ -91,6 +95,9 @@ class Evaluator:
             ``recall``, ``recall_min``, ``ndcg``, ``mrr``, ``hit``, ``precision``, ``map``,
             ``item_coverage``, ``average_popularity``. (default: all but ``recall_min``)
         batch_size (int): users scored per call of ``score_fn``. (default: ``4096``)
+        memory_mb (float, optional): a memory budget for one batch's working set (the score
+            block, the truth block and top-k's workspace, about :data:`BYTES_PER_CELL` bytes per
+            user-item cell); when set, batches shrink to fit it. (default: ``None``)
         device (str or torch.device): where the user-index tensor given to ``score_fn`` is
             created. The scores are processed on the device they come back on, without a copy.
             (default: ``"cpu"``)
@@ -116,6 +123,7 @@ class Evaluator:
         metrics: Sequence[str] = DEFAULT_METRICS,
         batch_size: int = 4096,
         device: str | torch.device = "cpu",
+        memory_mb: float | None = None,
     ) -> None:
         if isinstance(topk, int | np.integer):
             topk = (int(topk),)
@@ -132,11 +140,21 @@ class Evaluator:
         self.metrics: tuple[str, ...] = tuple(dict.fromkeys(metrics))
         self.batch_size = check_cutoff(batch_size, what="batch_size")
         self.device = torch.device(device)
+        if memory_mb is not None and not memory_mb > 0:
+            raise ConfigError(f"memory_mb must be positive, got {memory_mb!r}")
+        self.memory_mb = memory_mb
+
+    def user_batch(self, n_items: int) -> int:
+        """Users per batch: ``batch_size``, or fewer where ``memory_mb`` says so."""
+        if self.memory_mb is None:
+            return self.batch_size
+        fits = int(self.memory_mb * 2**20 // (max(n_items, 1) * BYTES_PER_CELL))
+        return max(1, min(self.batch_size, fits))
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(topk={list(self.cutoffs)}, metrics={list(self.metrics)}, "
-            f"batch_size={self.batch_size}, device='{self.device}')"
+            f"batch_size={self.batch_size}, device='{self.device}', memory_mb={self.memory_mb})"
         )
 
     @property
@@ -327,8 +345,9 @@ class Evaluator:
                     f"{n_items} items"
                 )
 
-        for start in range(0, len(users_all), self.batch_size):
-            users = users_all[start : start + self.batch_size]
+        step = self.user_batch(truth.shape[1])
+        for start in range(0, len(users_all), step):
+            users = users_all[start : start + step]
             scores = self._score_batch(score_fn, users, n_items, exclude_csr)
             if device is None:
                 device = scores.device
@@ -452,8 +471,9 @@ class Evaluator:
                 raise DataError(f"exclude[{i}] has {m.shape[1]} items; exclude[0] has {n_items}")
         out_items: list[Tensor] = []
         out_scores: list[Tensor] = []
-        for start in range(0, len(users), self.batch_size):
-            batch = users[start : start + self.batch_size]
+        step = self.user_batch(n_items) if n_items is not None else self.batch_size
+        for start in range(0, len(users), step):
+            batch = users[start : start + step]
             scores = self._score_batch(score_fn, batch, n_items, exclude_csr)
             values, items, valid = self._rank(scores, k)
             if torch.isnan(values).any():

@@ -396,9 +396,7 @@ def train_sae(
     best_state = copy.deepcopy(sae.state_dict())
     since_best = 0
     n = len(x_train)
-    bar = tqdm(
-        range(1, config.epochs + 1), desc="SAE", disable=not config.progress, leave=False
-    )
+    bar = tqdm(range(1, config.epochs + 1), desc="SAE", disable=not config.progress, leave=False)
     for epoch in bar:
         sae.train()
         order = torch.randperm(n, generator=gen)
@@ -434,7 +432,9 @@ def train_sae(
             select_name: value,
         }
         result.history.append(row)
-        bar.set_postfix(fvu=f"{row['fvu']:.3f}", dead=f"{dead:.2f}", **{select_name: f"{value:.4f}"})
+        bar.set_postfix(
+            fvu=f"{row['fvu']:.3f}", dead=f"{dead:.2f}", **{select_name: f"{value:.4f}"}
+        )
         if value > result.best_score:
             result.best_epoch, result.best_score = epoch, value
             best_state = copy.deepcopy(sae.state_dict())

@@ -8,6 +8,7 @@ import textwrap
 import mlflow
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from recsys.cli import main
@@ -207,3 +208,32 @@ def test_version_and_help(capsys):
     assert "recsys" in capsys.readouterr().out
     assert main(["train", "--help"]) == 0
     assert "--set" in capsys.readouterr().out
+
+
+def test_device_option(tmp_path, capsys):
+    assert _train(tmp_path, "--model", "lightgcn", "--no-tracking", "--device", "cpu") == 0
+    run = _run_dirs(tmp_path)[0]
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["device"] == "cpu"
+    assert main(["evaluate", str(run), "--device", "cpu", "--json"]) == 0
+    if torch.cuda.is_available():  # pragma: no cover - CI has no GPU
+        return
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    code = main(
+        [
+            "train",
+            "--dataset",
+            DATA,
+            "--model",
+            "bpr",
+            "--device",
+            "cuda:0",
+            "-o",
+            str(tmp_path / "gpu-runs"),
+            "--no-tracking",
+        ]
+    )
+    assert code == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "gpu-runs").exists()

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recsys.errors import DataError
+from recsys.errors import ConfigError, DataError
 from recsys.eval import Evaluator
 
 ALL = (
@@ -257,5 +257,31 @@ def test_repr_and_cutoffs():
     ev = Evaluator(topk=(20, 10, 20), metrics=("ndcg", "recall"), batch_size=8)
     assert ev.cutoffs == (10, 20)
     assert repr(ev) == (
-        "Evaluator(topk=[10, 20], metrics=['ndcg', 'recall'], batch_size=8, device='cpu')"
+        "Evaluator(topk=[10, 20], metrics=['ndcg', 'recall'], batch_size=8, device='cpu', "
+        "memory_mb=None)"
     )
+
+
+def test_memory_budget_shrinks_batches_without_changing_results() -> None:
+    rng = np.random.default_rng(0)
+    n_users, n_items = 300, 500
+    truth = sp.csr_array((rng.random((n_users, n_items)) < 0.02).astype(np.float32))
+    train = sp.csr_array((rng.random((n_users, n_items)) < 0.05).astype(np.float32))
+    emb_u, emb_i = torch.randn(n_users, 8), torch.randn(n_items, 8)
+    calls: list[int] = []
+
+    def score(users: torch.Tensor) -> torch.Tensor:
+        calls.append(len(users))
+        return emb_u[users] @ emb_i.T
+
+    whole = Evaluator(topk=(5, 10)).evaluate(score, truth, [train])
+    assert max(calls) == n_users
+    calls.clear()
+    # 0.5 MB / (500 items x 12 bytes) = 87 users per batch
+    budget = Evaluator(topk=(5, 10), memory_mb=0.5)
+    assert budget.user_batch(n_items) == 87
+    result = budget.evaluate(score, truth, [train])
+    assert max(calls) == 87
+    assert result == pytest.approx(whole)
+    with pytest.raises(ConfigError, match="memory_mb"):
+        Evaluator(memory_mb=0)
