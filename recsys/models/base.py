@@ -61,6 +61,8 @@ class Recommender(nn.Module):
     name: ClassVar[str] = ""
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     batch_kind: ClassVar[BatchKind] = "pairwise"
+    supports_sparse_grad: ClassVar[bool] = False
+    """Whether :meth:`loss` can produce row-sparse embedding gradients (``sparse_grad``)."""
 
     def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -74,6 +76,9 @@ class Recommender(nn.Module):
         self.n_users: int | None = None
         self.n_items: int | None = None
         self.train_matrix: sp.csr_array | None = None
+        # set by the trainer for a sparse optimiser: embedding lookups then give row-sparse
+        # gradients, so a step costs O(rows in the batch), not O(table size)
+        self.sparse_grad = False
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())

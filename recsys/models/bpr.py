@@ -60,6 +60,7 @@ class BPR(DotProductScorer, Recommender):
     name = "bpr"
     config_class = BPRConfig
     batch_kind = "pairwise"
+    supports_sparse_grad = True
 
     def build(self, train: sp.csr_array, dataset: Dataset | None) -> None:
         d = self.config.embedding_size
@@ -72,10 +73,9 @@ class BPR(DotProductScorer, Recommender):
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         users, pos_items, neg_items = batch["user"], batch["pos"], batch["neg"]
-        # index_select's backward (index_add) is cheaper on CPU than nn.Embedding's
-        u = self.user_embedding.weight.index_select(0, users)
-        i = self.item_embedding.weight.index_select(0, pos_items)
-        j = self.item_embedding.weight.index_select(0, neg_items.reshape(-1))
+        u = self._lookup(self.user_embedding.weight, users)
+        i = self._lookup(self.item_embedding.weight, pos_items)
+        j = self._lookup(self.item_embedding.weight, neg_items.reshape(-1))
         j = j.view(*neg_items.shape, -1)
         pos = (u * i).sum(-1)
         neg = (u.unsqueeze(-2) * j).sum(-1) if j.dim() == 3 else (u * j).sum(-1)
@@ -83,6 +83,12 @@ class BPR(DotProductScorer, Recommender):
         if self.config.reg_weight > 0:
             terms["reg"] = self.config.reg_weight * l2_penalty(u, i, j)
         return terms
+
+    def _lookup(self, table: Tensor, index: Tensor) -> Tensor:
+        if self.sparse_grad:
+            return F.embedding(index, table, sparse=True)
+        # index_select's backward (index_add) is cheaper on CPU than nn.Embedding's
+        return table.index_select(0, index)
 
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         self.check_fitted()

@@ -125,7 +125,8 @@ class LightGCN(DotProductScorer, Recommender):
     def propagate(self) -> tuple[Tensor, Tensor]:
         """Final user and item embeddings: the mean of layers :math:`0..L`."""
         x = self.embedding.weight
-        layers = [x]
+        # a running sum instead of stacking the layers: one fewer copy of the whole table
+        total = x
         if self.config.propagation == "pyg":
             rows = torch.repeat_interleave(
                 torch.arange(len(self.adj_crow) - 1, device=x.device), self.adj_crow.diff()
@@ -134,13 +135,13 @@ class LightGCN(DotProductScorer, Recommender):
             edge_index = torch.stack([self.adj_col, rows])
             for _ in range(self.config.n_layers):
                 x = self._conv(x, edge_index, self.adj_val)
-                layers.append(x)
+                total = total + x
         else:
             adj = self._adjacency()
             for _ in range(self.config.n_layers):
                 x = SymmetricSpMM.apply(adj, x)
-                layers.append(x)
-        final = torch.stack(layers).mean(0)
+                total = total + x
+        final = total / (self.config.n_layers + 1)
         return final[: self.n_users], final[self.n_users :]
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -46,7 +46,10 @@ class TrainConfig(BaseModel):
     """Training examples per batch."""
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd", "adagrad", "sparse_adam"] = "adam"
+    """``sparse_adam`` (lazy Adam on row-sparse embedding gradients) makes a step cost the
+    rows in the batch instead of the whole table: use it for large catalogues, with models that
+    support it (BPR)."""
     n_negatives: int = Field(1, gt=0)
     """Negatives per positive for pairwise models."""
     eval_every: int = Field(1, gt=0)
@@ -148,6 +151,17 @@ def train_step(
 def make_optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The configured optimiser, with the fused (single-kernel) update where torch has one."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sparse_adam":
+        if not model.supports_sparse_grad:
+            raise ConfigError(
+                f"train.optimizer=sparse_adam: model {model.name!r} has no row-sparse gradients; "
+                "use adam"
+            )
+        if cfg.weight_decay:
+            raise ConfigError("train.optimizer=sparse_adam does not support train.weight_decay")
+        model.sparse_grad = True
+        return torch.optim.SparseAdam(params, lr=cfg.learning_rate)
+    model.sparse_grad = False
     kinds = {
         "adam": torch.optim.Adam,
         "adamw": torch.optim.AdamW,

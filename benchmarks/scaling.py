@@ -1,0 +1,164 @@
+"""Scaling: seconds per epoch, per full evaluation and peak memory at 1e5, 1e6 and 1e7 interactions.
+
+Synthetic power-law data (``make_synthetic``) with users = n / 50 and items = n / 100, split
+8:1:1 per user. Each (size, setting) runs in a fresh subprocess so its peak resident memory
+(``ru_maxrss``) is its own. Per setting: one warm-up of 20 batches, then one full training epoch
+(sampling included), one full validation pass of the evaluator, and the floor (the same users'
+score matmul plus one top-k at the largest K, nothing else).
+
+Settings: BPR with dense fused Adam (up to 1e6: its step touches the whole table, so its epoch
+grows with users x items, not interactions), BPR with lazy ``sparse_adam`` (every size),
+LightGCN at batch 8192 (up to 1e6; at 1e7 one full-graph propagation per batch is out of reach
+of 2 cores).
+
+    python -m benchmarks.scaling [--sizes 1e5 1e6 1e7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+SETTINGS = {
+    "bpr-adam": {"model": "bpr", "optimizer": "adam", "batch_size": 2048, "max_n": 1e6},
+    "bpr-sparse_adam": {
+        "model": "bpr",
+        "optimizer": "sparse_adam",
+        "batch_size": 2048,
+        "max_n": 1e7,
+    },
+    "lightgcn": {"model": "lightgcn", "optimizer": "adam", "batch_size": 8192, "max_n": 1e6},
+}
+
+
+def measure(n: int, setting: str) -> dict:
+    """One size and setting, in this process."""
+    from recsys.data.split import split_ratio
+    from recsys.data.synthetic import make_synthetic
+    from recsys.eval.evaluator import Evaluator
+    from recsys.models.registry import create_model
+    from recsys.train.trainer import TrainConfig, Trainer, make_optimizer, train_step
+
+    spec = SETTINGS[setting]
+    tic = time.perf_counter()
+    ds = make_synthetic(n // 50, n // 100, n, modalities={}, genres=False, seed=0)
+    split = split_ratio(ds, (0.8, 0.1, 0.1), seed=0)
+    data_seconds = time.perf_counter() - tic
+    model = create_model(spec["model"])
+    cfg = TrainConfig(progress=False, batch_size=spec["batch_size"], optimizer=spec["optimizer"])
+    evaluator = Evaluator(topk=(10, 20), memory_mb=1024)
+    trainer = Trainer(model, split, cfg, evaluator)
+    model.setup(split.train)
+    sampler = trainer._sampler()
+    optimizer = make_optimizer(model, cfg)
+    rng = np.random.default_rng(0)
+    for i, batch in enumerate(sampler.epoch(rng)):  # warm-up
+        train_step(model, optimizer, batch)
+        if i == 20:
+            break
+    tic = time.perf_counter()
+    trainer._train_epoch(sampler, optimizer, rng)
+    epoch_seconds = time.perf_counter() - tic
+    tic = time.perf_counter()
+    trainer.evaluate("valid")
+    eval_seconds = time.perf_counter() - tic
+
+    # the floor scores from the same final representations the evaluator used
+    with torch.no_grad():
+        if spec["model"] == "lightgcn":
+            users_r, items_r = model.propagate()
+        else:
+            r = model.representations()
+            users_r, items_r = r["user"].detach(), r["item"].detach()
+    eval_users = torch.from_numpy(np.flatnonzero(np.diff(split.valid.indptr)))
+    step = evaluator.user_batch(ds.n_items)
+    tic = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(eval_users), step):
+            batch_users = eval_users[start : start + step]
+            torch.topk(users_r[batch_users] @ items_r.T, 20, dim=1)
+    floor_seconds = time.perf_counter() - tic
+    return {
+        "n": n,
+        "setting": setting,
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "train_interactions": int(split.train.nnz),
+        "data_seconds": data_seconds,
+        "epoch_seconds": epoch_seconds,
+        "eval_seconds": eval_seconds,
+        "floor_seconds": floor_seconds,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", nargs="+", type=float, default=[1e5, 1e6, 1e7])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS))
+    parser.add_argument("--one", nargs=2, metavar=("N", "SETTING"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(int(float(args.one[0])), args.one[1])), flush=True)
+        return
+
+    from benchmarks.common import write_result
+
+    rows = []
+    for setting in args.settings:
+        for n in args.sizes:
+            if n > SETTINGS[setting]["max_n"]:
+                continue
+            out = subprocess.run(
+                [sys.executable, "-m", "benchmarks.scaling", "--one", str(int(n)), setting],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if out.returncode != 0:
+                rows.append({"n": int(n), "setting": setting, "error": out.stderr[-2000:]})
+                print(setting, int(n), "failed:", out.stderr[-500:], flush=True)
+                continue
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    ok = [r for r in rows if "error" not in r]
+    for r in ok:
+        base = next(
+            (b for b in ok if b["setting"] == r["setting"] and b["n"] == r["n"] // 10), None
+        )
+        r["epoch_vs_linear_from_previous"] = (
+            r["epoch_seconds"] / (base["epoch_seconds"] * 10) if base else None
+        )
+        r["eval_over_floor"] = r["eval_seconds"] / r["floor_seconds"]
+    md = [
+        "# Scaling with interactions (synthetic, users = n/50, items = n/100)",
+        "",
+        "| setting | interactions | users | items | epoch s | epoch / (10 x previous) | "
+        "eval s | floor s | eval / floor | peak RSS GB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ok:
+        ratio = r["epoch_vs_linear_from_previous"]
+        md.append(
+            f"| {r['setting']} | {r['n']:.0e} | {r['users']} | {r['items']} | "
+            f"{r['epoch_seconds']:.2f} | {'' if ratio is None else f'{ratio:.2f}'} | "
+            f"{r['eval_seconds']:.2f} | {r['floor_seconds']:.2f} | {r['eval_over_floor']:.2f} | "
+            f"{r['peak_rss_gb']:.2f} |"
+        )
+    for r in rows:
+        if "error" in r:
+            md.append(f"\n{r['setting']} at {r['n']:.0e} failed: `{r['error'][-300:]}`")
+    path = write_result("scaling", {"rows": rows}, "\n".join(md))
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
