@@ -108,3 +108,32 @@ def test_optimizer_choices(planted_split):
     model = create_model("bpr").setup(planted_split.train)
     for name in ("adam", "adamw", "sgd", "adagrad"):
         assert make_optimizer(model, TrainConfig(optimizer=name)).__class__.__name__.lower() == name
+
+
+def test_sparse_adam_updates_only_the_batch_rows_and_learns(planted_split):
+    model = create_model("bpr", embedding_size=16).setup(planted_split.train)
+    opt = make_optimizer(model, TrainConfig(optimizer="sparse_adam", learning_rate=0.01))
+    assert model.sparse_grad
+    batch = next(make_sampler("pairwise", planted_split.train, 8).epoch(np.random.default_rng(0)))
+    before = model.user_embedding.weight.detach().clone()
+    train_step(model, opt, batch)
+    assert model.user_embedding.weight.grad.is_sparse
+    changed = (model.user_embedding.weight.detach() != before).any(dim=1).nonzero().ravel()
+    assert set(changed.tolist()) == set(batch["user"].tolist())
+
+    trainer = _trainer(planted_split, epochs=30, optimizer="sparse_adam")
+    trainer.fit()
+    pop = _trainer(planted_split, model="pop")
+    pop.fit()
+    assert trainer.evaluate("test")["ndcg_at_10"] > pop.evaluate("test")["ndcg_at_10"] * 1.2
+
+
+def test_sparse_adam_needs_a_model_with_sparse_gradients(planted_split):
+    model = create_model("lightgcn").setup(planted_split.train)
+    with pytest.raises(ConfigError, match="sparse_adam.*lightgcn"):
+        make_optimizer(model, TrainConfig(optimizer="sparse_adam"))
+    with pytest.raises(ConfigError, match="weight_decay"):
+        make_optimizer(
+            create_model("bpr").setup(planted_split.train),
+            TrainConfig(optimizer="sparse_adam", weight_decay=0.1),
+        )
