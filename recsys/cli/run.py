@@ -170,6 +170,7 @@ def evaluate(run_dir: Path, as_json: bool, device: str | None) -> None:
     type=click.Path(path_type=Path),
     help="CSV file to write (default: standard output).",
 )
+@click.option("--device", help="cpu, cuda or cuda:N (default: the run's train.device).")
 def recommend(
     run_dir: Path,
     k: int,

@@ -215,6 +215,7 @@ def test_device_option(tmp_path, capsys):
     run = _run_dirs(tmp_path)[0]
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["device"] == "cpu"
     assert main(["evaluate", str(run), "--device", "cpu", "--json"]) == 0
+    assert main(["recommend", str(run), "--device", "cpu", "-k", "3", "-u", "0"]) == 0
     if torch.cuda.is_available():  # pragma: no cover - CI has no GPU
         return
     capsys.readouterr()
