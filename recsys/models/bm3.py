@@ -1,0 +1,333 @@
+"""BM3: bootstrapped multimodal recommendation, with no negatives and no auxiliary graphs."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from recsys.data.dataset import Dataset
+from recsys.errors import ConfigError, DataError
+from recsys.models.base import DotProductScorer, ModelConfig, Recommender, ScoreFn
+from recsys.models.lightgcn import SymmetricSpMM, normalized_adjacency
+from recsys.models.registry import register
+
+log = logging.getLogger(__name__)
+
+
+def dropout_mask(like: Tensor, keep: float) -> Tensor:
+    r"""A dropout mask shaped like ``like``: :math:`1/q` with probability :math:`q` = ``keep``,
+    else 0, as ``like``'s dtype.
+
+    On CPU the uniform draws are 16-bit integers from numpy's PCG64, seeded from torch's
+    generator (so ``torch.manual_seed`` and a restored torch RNG state reproduce the mask);
+    that is about ten times cheaper than torch's CPU Bernoulli or uniform sampler, which
+    otherwise dominate a BM3 step. :math:`q` is rounded to a multiple of :math:`2^{-16}`.
+    """
+    if like.device.type != "cpu":
+        return (torch.rand_like(like) < keep).to(like.dtype) / keep
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    bits = np.random.Generator(np.random.PCG64(seed)).integers(
+        0, 1 << 16, size=like.shape, dtype=np.uint16
+    )
+    threshold = max(1, round(keep * (1 << 16)))
+    mask = (bits < threshold).astype(np.float32)
+    return torch.from_numpy(mask).to(like.dtype) * ((1 << 16) / threshold)
+
+
+class BM3Config(ModelConfig):
+    """Hyper-parameters of :class:`BM3`; defaults are the paper's (Baby: one layer, dropout 0.5,
+    reg 0.1; the grid is ``n_layers`` {1, 2}, ``dropout`` {0.3, 0.5}, ``reg_weight``
+    {0.1, 0.01})."""
+
+    embedding_size: int = Field(64, gt=0)
+    """Dimension :math:`d` of the ID embeddings, the modality latents and the predictor."""
+    n_layers: int = Field(1, ge=0)
+    """LightGCN propagation layers :math:`L`."""
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    """Dropout rate :math:`p` that makes the target view."""
+    reg_weight: float = Field(0.1, ge=0.0)
+    """:math:`\\lambda`, weight of the norm penalty on the propagated embeddings."""
+    cl_weight: float = Field(2.0, ge=0.0)
+    """:math:`\\alpha`, weight of the alignment and masked losses (2.0 in the authors' code)."""
+    modalities: list[str] | None = None
+    """Item modalities by name (``text``, ``image``, ``genre``, ``a+b``, ...); None takes the
+    dataset's defaults (:func:`recsys.data.features.default_modalities`), ``[]`` gives the
+    ID-only form."""
+    text_fields: list[str] | None = None
+    """Item fields encoded into a derived ``text`` modality; None takes the dataset card's."""
+    train_features: bool = True
+    """Fine-tune the raw modality features as parameters, as the authors' code does."""
+
+
+class ModalityBranch(nn.Module):
+    r"""One modality :math:`m`: its raw item features :math:`\mathbf{F}_m` and a linear
+    projector :math:`\mathbf{h}^m_i = \mathbf{W}_m\mathbf{F}_m[i] + \mathbf{b}_m`.
+
+    Args:
+        features (Tensor): raw item features :math:`[|\mathcal{I}|, d_m]`.
+        dim (int): output dimension :math:`d`.
+        trainable (bool): fine-tune :math:`\mathbf{F}_m` (reset restores the raw values).
+
+    Shapes:
+        - input: items :math:`[B]`
+        - output: :math:`[B, d]`
+    """
+
+    def __init__(self, features: Tensor, dim: int, trainable: bool = True) -> None:
+        super().__init__()
+        # the raw values, kept to reset the trainable copy; rebuilt from the data at setup
+        self.register_buffer("raw", features, persistent=False)
+        if trainable:
+            self.table = nn.Parameter(features.clone())
+        else:
+            self.register_buffer("table", features, persistent=False)
+        self.projector = nn.Linear(features.shape[1], dim)
+
+    def reset_parameters(self) -> None:
+        if isinstance(self.table, nn.Parameter):
+            with torch.no_grad():
+                self.table.copy_(self.raw)
+        self.projector.reset_parameters()
+        nn.init.xavier_normal_(self.projector.weight)
+
+    def forward(self, items: Tensor | None = None) -> Tensor:
+        if items is None:
+            return self.projector(self.table)
+        if len(items) >= self.table.shape[0]:
+            # a batch at least as long as the catalogue: projecting every item once is cheaper
+            return self.projector(self.table).index_select(0, items)
+        return self.projector(self.table.index_select(0, items))
+
+    def extra_repr(self) -> str:
+        return f"{self.table.shape[1]} -> {self.projector.out_features}"
+
+
+@register
+class BM3(DotProductScorer, Recommender):
+    r"""BM3 from `"Bootstrap Latent Representations for Multi-modal Recommendation"
+    <https://arxiv.org/abs/2207.05969>`_ (Zhou et al., WWW 2023).
+
+    A LightGCN backbone over the training graph gives user and item representations, with the
+    item's ID embedding added back after layer averaging:
+
+    .. math::
+        \mathbf{H} = \frac{1}{L+1}\sum_{l=0}^{L}\tilde{\mathbf{A}}^l
+            \begin{pmatrix}\mathbf{E}_u\\ \mathbf{E}_i\end{pmatrix},\qquad
+        \mathbf{h}_u = \mathbf{H}_u,\qquad \mathbf{h}_i = \mathbf{H}_i + \mathbf{E}_i[i],\qquad
+        \mathbf{h}^m_i = \mathbf{W}_m\mathbf{F}_m[i] + \mathbf{b}_m
+
+    Each representation :math:`x \in \{u, i, m\}` gets two views: an online view through one
+    predictor :math:`f_p` (a linear layer shared by users, items and every modality) and a
+    target view that is dropout of the same representation with the gradient stopped (no
+    momentum encoder, no graph augmentation):
+
+    .. math::
+        \tilde{\mathbf{h}}_x = f_p(\mathbf{h}_x),\qquad
+        \dot{\mathbf{h}}_x = \operatorname{sg}\left(\operatorname{Dropout}_p(\mathbf{h}_x)\right)
+
+    With :math:`C(\mathbf{a}, \mathbf{b}) = 1 - \cos(\mathbf{a}, \mathbf{b})` averaged over a
+    batch of positive pairs :math:`(u, i)` (no negatives), the loss terms are
+
+    .. math::
+        \mathcal{L}_\text{rec} = C(\tilde{\mathbf{h}}_u, \dot{\mathbf{h}}_i)
+            + C(\tilde{\mathbf{h}}_i, \dot{\mathbf{h}}_u),\qquad
+        \mathcal{L}^m_\text{align} = C(\tilde{\mathbf{h}}^m_i, \dot{\mathbf{h}}_i),\qquad
+        \mathcal{L}^m_\text{mask} = C(\tilde{\mathbf{h}}^m_i, \dot{\mathbf{h}}^m_i)
+
+    .. math::
+        \mathcal{L} = \mathcal{L}_\text{rec}
+            + \alpha\sum_m\left(\mathcal{L}^m_\text{align} + \mathcal{L}^m_\text{mask}\right)
+            + \lambda\,\frac{\lVert\mathbf{H}_U\rVert_F + \lVert\mathbf{H}_I\rVert_F}{|\mathcal{I}|}
+
+    where the norms (not squared) are over all users' and items' representations. The trainer
+    logs the terms as ``rec``, ``align_<m>``, ``mask_<m>`` and ``reg``. Scores use only the
+    online ID views, :math:`\hat{y}_{ui} = f_p(\mathbf{h}_u)^\top f_p(\mathbf{h}_i)`: modality
+    features shape training through the shared predictor and are not read at scoring time.
+    Without modalities (none given, or none in the data) BM3 is its ID-only form,
+    :math:`\mathcal{L}_\text{rec} + \lambda\mathcal{L}_\text{reg}`, and the log says so.
+
+    Modalities come from :func:`recsys.data.features.item_modalities` applied to the dataset
+    passed to :meth:`setup`; raw features are fine-tuned (``train_features``) as in the
+    authors' code.
+
+    Shapes:
+        - loss: batch ``user``, ``item`` :math:`[B]`
+        - score: users :math:`[B]` -> :math:`[B, |\mathcal{I}|]`
+    """
+
+    name = "bm3"
+    config_class = BM3Config
+    batch_kind = "pairs"
+
+    def build(self, train: sp.csr_array, dataset: Dataset | None) -> None:
+        cfg = self.config
+        d = cfg.embedding_size
+        self.user_embedding = nn.Embedding(self.n_users, d)
+        self.item_embedding = nn.Embedding(self.n_items, d)
+        self.predictor = nn.Linear(d, d)
+        adj = normalized_adjacency(train)
+        self.register_buffer(
+            "adj_crow", torch.from_numpy(adj.indptr.astype(np.int64)), persistent=False
+        )
+        self.register_buffer(
+            "adj_col", torch.from_numpy(adj.indices.astype(np.int64)), persistent=False
+        )
+        self.register_buffer("adj_val", torch.from_numpy(adj.data), persistent=False)
+        self.modalities = nn.ModuleDict()
+        for key, matrix in self._modality_matrices(dataset).items():
+            if matrix.shape[0] != self.n_items:
+                raise DataError(
+                    f"modality {key!r} has {matrix.shape[0]} rows but the training matrix has "
+                    f"{self.n_items} items"
+                )
+            features = torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))
+            self.modalities[key] = ModalityBranch(features, d, cfg.train_features)
+        if len(self.modalities):
+            widths = ", ".join(f"{k} ({b.table.shape[1]}-d)" for k, b in self.modalities.items())
+            log.info("BM3 modalities: %s", widths)
+        else:
+            log.info(
+                "BM3 without modalities: ID-only form (graph reconstruction and regulariser; "
+                "no alignment or masked losses)"
+            )
+
+    def _modality_matrices(self, dataset: Dataset | None) -> dict[str, np.ndarray]:
+        cfg = self.config
+        if dataset is None:
+            if cfg.modalities:
+                raise ConfigError(
+                    f"BM3 modalities {cfg.modalities} need the dataset's item features: call "
+                    "setup(train, dataset)"
+                )
+            return {}
+        from recsys.data.features import item_modalities
+
+        for name in cfg.modalities or []:
+            if not name or "." in name:
+                raise ConfigError(f"modality name {name!r} is not valid (key model.modalities)")
+        return item_modalities(dataset, cfg.modalities, text_fields=cfg.text_fields)
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.user_embedding.weight)
+        nn.init.xavier_uniform_(self.item_embedding.weight)
+        self.predictor.reset_parameters()
+        nn.init.xavier_normal_(self.predictor.weight)
+        for branch in self.modalities.values():
+            branch.reset_parameters()
+
+    @property
+    def modality_names(self) -> list[str]:
+        """Names of the modalities in use, in order (empty for the ID-only form)."""
+        return list(self.modalities) if hasattr(self, "modalities") else []
+
+    def _adjacency(self) -> Tensor:
+        n = self.n_users + self.n_items
+        return torch.sparse_csr_tensor(self.adj_crow, self.adj_col, self.adj_val, (n, n))
+
+    def propagate(self) -> tuple[Tensor, Tensor]:
+        r"""Online representations before the predictor: :math:`\mathbf{H}_U`
+        :math:`[|\mathcal{U}|, d]` and :math:`\mathbf{H}_I + \mathbf{E}_i`
+        :math:`[|\mathcal{I}|, d]`."""
+        items = self.item_embedding.weight
+        x = torch.cat([self.user_embedding.weight, items])
+        total = x
+        if self.config.n_layers:
+            adj = self._adjacency()
+            for _ in range(self.config.n_layers):
+                x = SymmetricSpMM.apply(adj, x)
+                total = total + x
+        mean = total / (self.config.n_layers + 1)
+        return mean[: self.n_users], mean[self.n_users :] + items
+
+    def target(self, h: Tensor) -> Tensor:
+        r"""The target view :math:`\operatorname{sg}(\operatorname{Dropout}_p(\mathbf{h}))`:
+        dropout always on (it is the only augmentation), no gradient. Kept entries are scaled
+        by :math:`1/(1-p)` as in inverted dropout (the cosine losses are scale-free anyway)."""
+        with torch.no_grad():
+            keep = 1.0 - self.config.dropout
+            if keep >= 1.0:
+                return h.detach().clone()
+            return h.detach() * dropout_mask(h, keep)
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        r"""The terms of the module docstring for a batch of positive pairs.
+
+        Work is done once per *distinct* user and item of the batch: the predictor, the
+        projectors and the dropout mask run on those rows (so a repeated item shares its
+        target mask, as when the authors drop out the full matrix and then index it), and each
+        batch mean of cosines is rewritten as a sum over distinct online rows,
+
+        .. math::
+            \frac{1}{B}\sum_{b}\hat{\mathbf{o}}_{r(b)}^\top\hat{\mathbf{t}}_{s(b)}
+            = \frac{1}{B}\sum_{r}\hat{\mathbf{o}}_r^\top\mathbf{g}_r,\qquad
+            \mathbf{g}_r = \sum_{b:\,r(b)=r}\hat{\mathbf{t}}_{s(b)},
+
+        with unit-norm online rows :math:`\hat{\mathbf{o}}` and targets
+        :math:`\hat{\mathbf{t}}`; :math:`\mathbf{g}` has no gradient, so autograd only
+        touches the distinct rows.
+        """
+        cfg = self.config
+        users_h, items_h = self.propagate()
+        u, i = batch["user"], batch["item"]
+        users, u_inv = torch.unique(u, return_inverse=True)
+        items, i_inv, i_count = torch.unique(i, return_inverse=True, return_counts=True)
+        # index_select's backward (index_add) is cheaper on CPU than advanced indexing's
+        latents = [users_h.index_select(0, users), items_h.index_select(0, items)]
+        latents += [branch(items) for branch in self.modalities.values()]
+        sizes = [len(users)] + [len(items)] * (1 + len(self.modalities))
+        stacked = torch.cat(latents)  # distinct users, items, then each modality's items
+        online = F.normalize(self.predictor(stacked), dim=-1).split(sizes)  # one predictor
+        with torch.no_grad():
+            target = F.normalize(self.target(stacked), dim=-1).split(sizes)
+            # per online row, the sum of the targets it is paired with in the batch
+            to_user = torch.zeros_like(target[0]).index_add_(
+                0, u_inv, target[1].index_select(0, i_inv)
+            )
+            to_item = torch.zeros_like(target[1]).index_add_(
+                0, i_inv, target[0].index_select(0, u_inv)
+            )
+            count = i_count.to(stacked.dtype).unsqueeze(1)
+        scale = 1.0 / len(u)
+
+        def c(rows: Tensor, paired: Tensor) -> Tensor:
+            return 1.0 - scale * (rows * paired).sum()
+
+        terms = {"rec": c(online[0], to_user) + c(online[1], to_item)}
+        for k, key in enumerate(self.modalities, start=2):
+            # the modality row of an item is paired with that item's own targets
+            terms[f"align_{key}"] = cfg.cl_weight * c(online[k], count * target[1])
+            terms[f"mask_{key}"] = cfg.cl_weight * c(online[k], count * target[k])
+        if cfg.reg_weight > 0:
+            norms = torch.linalg.matrix_norm(users_h) + torch.linalg.matrix_norm(items_h)
+            terms["reg"] = cfg.reg_weight * norms / self.n_items
+        return terms
+
+    def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
+        self.check_fitted()
+        with torch.no_grad():
+            users_h, items_h = self.propagate()
+            reps = {"user": self.predictor(users_h), "item": self.predictor(items_h)}
+        return self.scorer_from(reps)
+
+    def representations(self) -> dict[str, Tensor]:
+        """``user``/``item``: the predictor outputs that scores are computed from;
+        ``user_hidden``/``item_hidden``: the propagated representations before the predictor;
+        ``item_<m>``: each modality's projected latent."""
+        self.check_fitted()
+        with torch.no_grad():
+            users_h, items_h = self.propagate()
+            out = {
+                "user": self.predictor(users_h),
+                "item": self.predictor(items_h),
+                "user_hidden": users_h,
+                "item_hidden": items_h,
+            }
+            for key, branch in self.modalities.items():
+                out[f"item_{key}"] = branch()
+        return out
