@@ -31,8 +31,9 @@ def _register_commands() -> None:
     from recsys.cli.data import data
     from recsys.cli.models import models
     from recsys.cli.run import evaluate, recommend, train
+    from recsys.cli.tune import tune
 
-    for command in (train, evaluate, recommend, data, models):
+    for command in (train, evaluate, recommend, data, models, tune):
         cli.add_command(command)
 
 

@@ -1,6 +1,6 @@
 """Search-space files: typed distributions over dotted config keys, validated up front.
 
-A space file is YAML with two sections::
+A space file is YAML with up to three sections::
 
     # tune/spaces/bpr.yaml
     fixed:                          # optional: constants applied to every trial
@@ -9,6 +9,8 @@ A space file is YAML with two sections::
       model.embedding_size: {type: pow2, low: 16, high: 256}
       train.learning_rate: {type: loguniform, low: 1.0e-4, high: 1.0e-1}
       model.reg_weight: {type: choice, values: [0.0, 1.0e-5, 1.0e-4]}
+    points:                         # optional: configurations to try first, in this order
+      - {model.embedding_size: 64, train.learning_rate: 1.0e-3, model.reg_weight: 0.0}
 
 Distributions (``type``):
 
@@ -27,6 +29,11 @@ pow2          ``low``, ``high`` (powers of two), ``grid``  one of low, 2 low, ..
 Grid axes multiply: two grid keys of 4 values each make 16 configurations, each run
 ``num_samples`` times (with fresh draws of the other keys). ``pow2`` with ``grid: true`` is a
 grid axis over the powers of two.
+
+``points`` (Ray Tune's ``points_to_evaluate``) are complete configurations, one value per
+``params`` key, that the first trials run instead of sampling (a known good configuration,
+say, or an exact list of configurations in a chosen order); they count towards
+``num_samples``. A space with grid axes cannot have points.
 
 Tunable keys are ``model.<hyper-parameter>`` and ``train.<setting>`` (except the ones the
 tuner controls: ``train.epochs``, ``train.device``, ``train.num_threads``, ``train.progress``
@@ -272,6 +279,8 @@ class SearchSpace:
     """Dotted key -> distribution (:data:`Distribution`)."""
     fixed: dict[str, Any] = field(default_factory=dict)
     """Dotted key -> constant, applied to the base config before any trial."""
+    points: list[dict[str, Any]] = field(default_factory=list)
+    """Configurations (dotted key -> value, every ``params`` key) to run first, in order."""
     source: str = "<space>"
     """Where the space came from (a file path), for messages."""
 
@@ -294,7 +303,10 @@ class SearchSpace:
     def as_dict(self) -> dict[str, Any]:
         """The space as plain data (what a space file holds)."""
         params = {key: dist.model_dump() for key, dist in self.params.items()}
-        return {"fixed": dict(self.fixed), "params": params}
+        out: dict[str, Any] = {"fixed": dict(self.fixed), "params": params}
+        if self.points:
+            out["points"] = [dict(point) for point in self.points]
+        return out
 
 
 def set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
@@ -336,11 +348,11 @@ def parse_space(
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a search space must be a mapping with a 'params' section")
-    unknown = sorted(set(raw) - {"params", "fixed"})
+    unknown = sorted(set(raw) - {"params", "fixed", "points"})
     if unknown:
         raise ConfigError(
             f"{source}: unknown top-level key(s) {', '.join(map(repr, unknown))} "
-            "(known: fixed, params)"
+            "(known: fixed, params, points)"
         )
     fixed = _section(raw, "fixed", source)
     params_raw = _section(raw, "params", source)
@@ -357,10 +369,40 @@ def parse_space(
         _check_key_shape(key, source, "fixed")
     for key in set(fixed) & set(params):
         raise ConfigError(f"{source}: key {key} is both in 'fixed' and in 'params'")
-    space = SearchSpace(params=params, fixed=fixed, source=source)
+    points = _parse_points(raw.get("points"), params, source)
+    space = SearchSpace(params=params, fixed=fixed, points=points, source=source)
     if base is not None:
         check_against(space, base)
     return space
+
+
+def _parse_points(raw: Any, params: dict[str, Any], source: str) -> list[dict[str, Any]]:
+    """``points``: a list of mappings, each giving a value to exactly the ``params`` keys."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(f"{source}: 'points' must be a list of configurations")
+    grid = [key for key, dist in params.items() if dist.is_grid]
+    if raw and grid:
+        raise ConfigError(
+            f"{source}: 'points' cannot be combined with grid axes ({', '.join(grid)}); "
+            "list every configuration as a point instead"
+        )
+    points = []
+    for index, point in enumerate(raw):
+        if not isinstance(point, dict):
+            raise ConfigError(f"{source}: points[{index}] must be a mapping of dotted keys")
+        point = {str(k): _plain(v) for k, v in point.items()}
+        unknown = sorted(set(point) - set(params))
+        missing = sorted(set(params) - set(point))
+        if unknown:
+            raise ConfigError(
+                f"{source}: points[{index}]: key(s) {', '.join(unknown)} are not in 'params'"
+            )
+        if missing:
+            raise ConfigError(f"{source}: points[{index}]: no value for {', '.join(missing)}")
+        points.append(point)
+    return points
 
 
 def _section(raw: dict[str, Any], name: str, source: str) -> dict[str, Any]:
@@ -449,9 +491,28 @@ def check_against(space: SearchSpace, base: dict[str, Any]) -> None:
             trial = copy.deepcopy(with_fixed)
             set_dotted(trial, key, value)
             try:
+                if section == "model":
+                    _validate_model(trial["model"])
                 validate(RunConfig, trial)
             except ConfigError as exc:
                 raise ConfigError(f"{space.source}: key {key}, value {value!r}: {exc}") from None
+    for index, point in enumerate(space.points):
+        trial = copy.deepcopy(with_fixed)
+        for key, value in point.items():
+            set_dotted(trial, key, value)
+        try:
+            validate(RunConfig, trial)
+        except ConfigError as exc:
+            raise ConfigError(f"{space.source}: points[{index}]: {exc}") from None
+
+
+def _validate_model(values: dict[str, Any]) -> None:
+    """Validate the model section alone, for errors that name just the model key."""
+    from recsys.models.base import build_config
+    from recsys.models.registry import get_model_class
+
+    params = {k: v for k, v in values.items() if k != "name"}
+    build_config(get_model_class(str(values["name"])).config_class, params)
 
 
 def _model_fields(values: dict[str, Any]) -> set[str] | None:

@@ -1,0 +1,268 @@
+"""``recsys tune``: a Ray Tune search over a space file, locally or on a Ray cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from recsys.tuning.driver import TuneOutcome
+
+SPACES_DIR = Path(__file__).resolve().parents[2] / "tune" / "spaces"
+"""The repository's search-space folder (``--space`` defaults to ``<model>.yaml`` there)."""
+
+
+@click.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="YAML base run config every trial starts from.",
+)
+@click.option("-m", "--model", help="Model name; see `recsys models`.")
+@click.option("-d", "--dataset", help="Dataset card name (see `recsys data list`).")
+@click.option(
+    "--data-path",
+    type=click.Path(path_type=Path),
+    help="Local data files instead of the card's source.",
+)
+@click.option(
+    "--space",
+    "space_path",
+    type=click.Path(path_type=Path),
+    help="Search-space YAML (default: tune/spaces/<model>.yaml).",
+)
+@click.option(
+    "-n",
+    "--num-samples",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Trials to sample (times the grid size when the space has grid axes).",
+)
+@click.option(
+    "-s",
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a base-config key, e.g. --set train.epochs=50 (repeatable; beats the "
+    "space's 'fixed').",
+)
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(path_type=Path),
+    help="Where the experiment folder goes (default: runs).",
+)
+@click.option("--name", help="Experiment folder name (default: tune-<model>-<dataset>-<time>).")
+@click.option(
+    "--address",
+    help="Ray cluster to run on: HOST:PORT of its head, or 'auto' (RAY_ADDRESS or the "
+    "cluster `ray start` made on this machine). Default: start Ray locally.",
+)
+@click.option(
+    "--cpus-per-trial",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="CPUs per trial (also torch's thread count).",
+)
+@click.option(
+    "--gpus-per-trial",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="GPUs per trial; fractions share a GPU (0.5 = two trials per GPU).",
+)
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(min=1),
+    help="At most this many trials at once (default: as many as the resources allow).",
+)
+@click.option(
+    "--scheduler",
+    type=click.Choice(["asha", "median", "none"]),
+    default="asha",
+    show_default=True,
+    help="Early stopping of weak trials: ASHA, the median stopping rule, or none.",
+)
+@click.option(
+    "--grace-period",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Epochs before a trial may be stopped by the scheduler.",
+)
+@click.option(
+    "--reduction-factor",
+    type=click.FloatRange(min=1, min_open=True),
+    default=3.0,
+    show_default=True,
+    help="ASHA keeps the top 1/reduction-factor trials at each rung.",
+)
+@click.option(
+    "--search-alg",
+    type=click.Choice(["random", "optuna"]),
+    default="random",
+    show_default=True,
+    help="Random/grid sampling, or Optuna TPE (pip install 'recsys[tune]').",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search.")
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Restarts from the last checkpoint allowed per crashed trial.",
+)
+@click.option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the output dir).")
+@click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Resume the interrupted experiment in this folder.",
+)
+@click.option("--quiet", is_flag=True, help="No Ray status tables or trial logs.")
+def tune(
+    config_path: Path | None,
+    model: str | None,
+    dataset: str | None,
+    data_path: Path | None,
+    space_path: Path | None,
+    num_samples: int,
+    overrides: tuple[str, ...],
+    output_dir: Path | None,
+    name: str | None,
+    address: str | None,
+    cpus_per_trial: float,
+    gpus_per_trial: float,
+    max_concurrent: int | None,
+    scheduler: str,
+    grace_period: int,
+    reduction_factor: float,
+    search_alg: str,
+    seed: int,
+    max_failures: int,
+    tracking_uri: str | None,
+    no_tracking: bool,
+    resume_dir: Path | None,
+    quiet: bool,
+) -> None:
+    """Search hyper-parameters with Ray Tune; test the best configuration once.
+
+    Every trial trains with the same trainer as `recsys train` and reports validation metrics
+    each epoch (ASHA stops weak trials early), checkpointing as it goes. Prints a results
+    table and the experiment folder, which holds trials.csv, summary.json and
+    best_config.yaml (for `recsys train -c`).
+    """
+    from recsys.tuning.driver import resume_tune
+
+    if resume_dir is not None:
+        given = [
+            flag
+            for flag, value in (
+                ("--config", config_path),
+                ("--model", model),
+                ("--dataset", dataset),
+                ("--data-path", data_path),
+                ("--space", space_path),
+                ("--set", overrides),
+                ("--output-dir", output_dir),
+                ("--name", name),
+                ("--tracking-uri", tracking_uri),
+                ("--no-tracking", no_tracking),
+            )
+            if value
+        ]
+        if given:
+            raise click.UsageError(
+                f"--resume continues the experiment as it was set up; drop {', '.join(given)}"
+            )
+        outcome = resume_tune(resume_dir, address=address, verbose=0 if quiet else None)
+        _report(outcome)
+        return
+
+    from recsys.config import build_run_config, parse_override
+    from recsys.tuning.driver import TuneOptions, check_tunable, run_tune
+    from recsys.tuning.space import load_space
+
+    extra = list(overrides)
+    if tracking_uri:
+        extra.append(f"tracking.uri={tracking_uri}")
+    if no_tracking:
+        extra.append("tracking.enabled=false")
+    data_section = {}
+    if dataset:
+        data_section["name"] = dataset
+    if data_path:
+        data_section["path"] = str(data_path)
+    cfg = build_run_config(
+        config_path,
+        extra,
+        model={"name": model} if model else None,
+        data=data_section or None,
+        output_dir=str(output_dir) if output_dir else None,
+    )
+    check_tunable(cfg)
+    if space_path is None:
+        space_path = SPACES_DIR / f"{cfg.model['name']}.yaml"
+        if not space_path.is_file():
+            raise click.UsageError(
+                f"no --space given and no default space {space_path} for model "
+                f"{cfg.model['name']!r}"
+            )
+    space = load_space(space_path)
+    # --set beats the space's fixed values
+    set_keys = {".".join(parse_override(text)[0]) for text in extra}
+    space.fixed = {k: v for k, v in space.fixed.items() if k not in set_keys}
+    options = TuneOptions(
+        num_samples=num_samples,
+        scheduler=scheduler,
+        grace_period=grace_period,
+        reduction_factor=reduction_factor,
+        search_alg=search_alg,
+        seed=seed,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        max_concurrent=max_concurrent,
+        max_failures=max_failures,
+        verbose=0 if quiet else 1,
+    )
+    outcome = run_tune(cfg, space, options, address=address, name=name)
+    _report(outcome)
+
+
+def _report(outcome: TuneOutcome) -> None:
+    from recsys.cli.table import metrics_table
+    from recsys.tuning.driver import format_trials_table
+
+    click.echo(format_trials_table(outcome.trials, outcome.metric))
+    click.echo(
+        f"{len(outcome.trials)} trials, {outcome.total_epochs} trial-epochs, "
+        f"{outcome.seconds:.0f} s; Ray at {outcome.ray.get('address', '?')}"
+    )
+    folder = outcome.experiment_dir
+    if outcome.interrupted:
+        click.echo(f"experiment folder: {folder}")
+        click.echo(f"interrupted; resume with: recsys tune --resume {folder}", err=True)
+        raise click.exceptions.Exit(130)
+    if outcome.best is None:
+        click.echo(f"experiment folder: {folder}")
+        raise click.ClickException("no trial reported a validation metric; see trials.csv")
+    best = outcome.best
+    topk = outcome.best_config.eval.topk if outcome.best_config else [10]
+    click.echo(f"\nbest trial {best.trial_id} (epoch {best.best_epoch}), tested once:")
+    click.echo(
+        metrics_table(
+            [("valid", best.best_epoch, None, outcome.valid), ("test", "", None, outcome.test)],
+            topk,
+            first="part",
+        )
+    )
+    click.echo(f"best config: {folder / 'best_config.yaml'}  (recsys train -c <it>)")
+    click.echo(f"experiment folder: {folder}")

@@ -1,0 +1,900 @@
+"""The ``recsys tune`` driver: a Ray Tune experiment around the trainer, and what it leaves.
+
+:func:`run_tune` loads the data once, starts or joins Ray, runs the trials (:mod:`.trainable`)
+under a scheduler (ASHA by default) and a search algorithm, then tests the best configuration
+once and writes an experiment folder::
+
+    runs/tune-<model>-<dataset>-<time>/
+        tune.json          options, metric, model, dataset, MLflow ids (what --resume reads)
+        base_config.yaml   the run config every trial starts from
+        space.yaml         the search space
+        split.npz          the split every trial used
+        ray/               Ray Tune's experiment: state, trial folders, checkpoints
+        trials.json        each trial's Ray status and failure count
+        mlflow_runs.json   trial id -> MLflow child run id
+        trials.csv         one row per trial: params, epochs, stop reason, best validation
+        best_config.yaml   the best trial's full config; ``recsys train -c`` accepts it as is
+        best_model.pt      the best trial's best-epoch weights
+        summary.json       best trial, its validation and test metrics, totals, timings
+
+:func:`resume_tune` continues an interrupted experiment from that folder.
+
+Selection uses validation metrics only: trials report validation metrics (never test ones),
+the best trial is the one with the highest validation value of ``train.valid_metric`` at any
+epoch, and the test split is evaluated once, for that trial's best epoch, in the driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from recsys.config import RunConfig, validate
+from recsys.data.catalog import load_dataset
+from recsys.data.dataset import Dataset
+from recsys.data.split import Split, make_split
+from recsys.errors import ConfigError
+from recsys.tracking import (
+    NullTracker,
+    Tracker,
+    check_tracking_uri,
+    flatten_params,
+    redact_uri,
+    resolve_tracking_uri,
+)
+from recsys.train.checkpoint import atomic_write_text, load_checkpoint
+from recsys.tuning.space import SearchSpace, check_against, set_dotted
+from recsys.tuning.trainable import (
+    InjectedFault,
+    metric_key,
+    plain_value,
+    trial_run_config,
+)
+
+__all__ = [
+    "TrialRow",
+    "TuneOptions",
+    "TuneOutcome",
+    "check_tunable",
+    "format_trials_table",
+    "resume_tune",
+    "run_tune",
+]
+
+log = logging.getLogger("recsys")
+
+RAY_DIR = "ray"
+"""Name of Ray Tune's experiment inside the experiment folder."""
+_FINAL_STATUSES = ("TERMINATED", "ERROR")
+
+
+class TuneOptions(BaseModel):
+    """How to search: trials, scheduler, search algorithm, resources, fault tolerance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_samples: int = Field(10, ge=1)
+    """Trials to run (times the grid size when the space has grid axes)."""
+    scheduler: Literal["asha", "median", "none"] = "asha"
+    """ASHA (successive halving), the median stopping rule, or none (every trial to the end)."""
+    grace_period: int = Field(5, ge=1)
+    """Epochs every trial runs before a scheduler may stop it."""
+    reduction_factor: float = Field(3.0, gt=1)
+    """ASHA keeps the best ``1/reduction_factor`` of trials at each rung."""
+    search_alg: Literal["random", "optuna"] = "random"
+    """Random/grid sampling (Ray's variant generator) or Optuna's TPE (needs ``optuna``)."""
+    seed: int = 0
+    """Seed of the search algorithm (which configurations are drawn)."""
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    """GPUs per trial; fractions share a GPU (0.5 puts two trials on one)."""
+    max_concurrent: int | None = Field(None, ge=1)
+    """At most this many trials at once; None lets the resources decide."""
+    max_failures: int = Field(2, ge=0)
+    """Restarts (from the last checkpoint) allowed per trial after a crash."""
+    verbose: int = Field(1, ge=0, le=3)
+    """Ray Tune's console verbosity (0 silent, 1 status table, 2-3 more)."""
+
+
+@dataclass
+class TrialRow:
+    """One trial's outcome."""
+
+    trial_id: str
+    status: str
+    params: dict[str, Any]
+    epochs: int
+    best_value: float
+    best_epoch: int
+    stop_reason: str
+    failures: int = 0
+    restores: int = 0
+    error: str = ""
+    mlflow_run_id: str = ""
+    path: str = ""
+    checkpoint: Any = field(default=None, repr=False)
+
+    def as_record(self, metric: str) -> dict[str, Any]:
+        """A flat row for ``trials.csv``."""
+        return {
+            "trial_id": self.trial_id,
+            "status": self.status,
+            "stop_reason": self.stop_reason,
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            f"best_{metric}": self.best_value,
+            **{key: value for key, value in self.params.items()},
+            "failures": self.failures,
+            "restores": self.restores,
+            "mlflow_run_id": self.mlflow_run_id,
+            "error": self.error,
+            "path": self.path,
+        }
+
+
+@dataclass
+class TuneOutcome:
+    """What a finished (or interrupted) experiment produced."""
+
+    experiment_dir: Path
+    metric: str
+    trials: list[TrialRow]
+    best: TrialRow | None
+    best_config: RunConfig | None
+    valid: dict[str, float]
+    test: dict[str, float]
+    total_epochs: int
+    seconds: float
+    interrupted: bool
+    parent_run_id: str | None
+    ray: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- experiment folder
+
+
+def new_experiment_dir(output_dir: Path, name: str | None, model: str, dataset: str) -> Path:
+    """A fresh experiment folder under ``output_dir`` (a suffix avoids clashes)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = name or f"tune-{model}-{Path(dataset).name}-{stamp}"
+    path = Path(output_dir) / base
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path(output_dir) / f"{base}-{suffix}"
+    path.mkdir(parents=True)
+    return path.resolve()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, quiet: bool) -> Iterator[dict[str, Any]]:
+    """Join the Ray cluster at ``address`` (or ``auto``), or start a local Ray; yield its facts.
+
+    A Ray already initialised in this process is used as it is (and left running); one this
+    function starts is shut down at the end. Without ``address`` a new local instance is
+    started even when a ``ray start`` cluster runs on this machine (Ray's own default would
+    join that one).
+    """
+    import ray
+
+    # every trial checkpoints every epoch and keeps two checkpoints, so Ray snapshots its
+    # experiment state often by design; its warning about that is noise here
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    started = False
+    if not ray.is_initialized():
+        common = {"log_to_driver": not quiet, "logging_level": logging.WARNING}
+        try:
+            if address:
+                ray.init(address=address, **common)
+            else:
+                ray.init(address="local", include_dashboard=False, **common)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            if not address:
+                raise ConfigError(f"cannot start a local Ray instance: {exc}") from exc
+            raise ConfigError(
+                f"cannot join the Ray cluster at {address}: {exc}. Check that its head runs "
+                "(`ray status` there) and, since clusters use token authentication by "
+                "default, that RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN "
+                "or ~/.ray/auth_token) are set here"
+            ) from exc
+        started = True
+    try:
+        context = ray.get_runtime_context()
+        info = {
+            "address": context.gcs_address,
+            "requested_address": address or "local",
+            "nodes": sum(1 for node in ray.nodes() if node.get("Alive")),
+            "resources": {k: v for k, v in ray.cluster_resources().items() if "node:" not in k},
+        }
+        yield info
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _check_resources(info: dict[str, Any], options: TuneOptions, remote: bool) -> None:
+    """Fail early (local Ray) or warn (a cluster may autoscale) when a trial cannot fit."""
+    have = info["resources"]
+    problems = []
+    if options.gpus_per_trial > have.get("GPU", 0.0):
+        problems.append(
+            f"--gpus-per-trial {options.gpus_per_trial:g} (the cluster has "
+            f"{have.get('GPU', 0.0):g} GPUs)"
+        )
+    if options.cpus_per_trial > have.get("CPU", 0.0):
+        problems.append(
+            f"--cpus-per-trial {options.cpus_per_trial:g} (the cluster has "
+            f"{have.get('CPU', 0.0):g} CPUs)"
+        )
+    if not problems:
+        return
+    message = f"no trial fits on Ray at {info['address']}: " + "; ".join(problems)
+    if remote:
+        log.warning("%s; trials wait until the cluster scales up", message)
+    else:
+        raise ConfigError(message)
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def _scheduler(options: TuneOptions, max_epochs: int) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    if options.scheduler == "asha" and max_epochs > 1:
+        return ASHAScheduler(
+            time_attr="epoch",
+            max_t=max_epochs,
+            grace_period=min(options.grace_period, max_epochs),
+            reduction_factor=options.reduction_factor,
+        )
+    if options.scheduler == "median" and max_epochs > 1:
+        return MedianStoppingRule(
+            time_attr="epoch", grace_period=options.grace_period, min_samples_required=3
+        )
+    return FIFOScheduler()
+
+
+def _check_search_alg(options: TuneOptions, space: SearchSpace) -> None:
+    """Fail before any work when the search algorithm cannot search ``space``."""
+    if len(space.points) > options.num_samples:
+        raise ConfigError(
+            f"{space.source}: {len(space.points)} points but --num-samples is "
+            f"{options.num_samples}; every point is one trial"
+        )
+    if options.search_alg != "optuna":
+        return
+    if space.grid_keys:
+        raise ConfigError(
+            f"{space.source}: key(s) {', '.join(space.grid_keys)} are grid axes, which "
+            "the optuna search algorithm does not support; use type: choice, or "
+            "--search-alg random"
+        )
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "--search-alg optuna needs the optuna package: pip install 'recsys[tune]'"
+        ) from None
+
+
+def _search_alg(options: TuneOptions, space: SearchSpace) -> Any:
+    _check_search_alg(options, space)
+    points = [dict(point) for point in space.points] or None
+    if options.search_alg == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(points_to_evaluate=points, seed=options.seed)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # the variant generator limits concurrency itself (Ray ignores max_concurrent_trials for it)
+    return BasicVariantGenerator(
+        points_to_evaluate=points,
+        max_concurrent=options.max_concurrent or 0,
+        random_state=options.seed,
+    )
+
+
+def _trainable(
+    base: dict[str, Any],
+    split: Split,
+    dataset: Dataset,
+    options: TuneOptions,
+    fault: InjectedFault | None,
+) -> Any:
+    from ray import tune
+
+    from recsys.tuning.trainable import train_trial
+
+    with_data = tune.with_parameters(
+        train_trial,
+        base=base,
+        split=split,
+        dataset=dataset,
+        cpus_per_trial=options.cpus_per_trial,
+        fault=fault,
+    )
+    return tune.with_resources(
+        with_data, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    )
+
+
+def _callbacks(
+    experiment_dir: Path, base: dict[str, Any], tracking: dict[str, Any] | None
+) -> list[Any]:
+    from recsys.tuning.callbacks import MlflowTrialCallback, TrialLedger
+
+    callbacks: list[Any] = [TrialLedger(experiment_dir / "trials.json")]
+    if tracking and tracking.get("parent_run_id"):
+        callbacks.append(
+            MlflowTrialCallback(
+                tracking["uri"],
+                tracking["experiment"],
+                tracking["parent_run_id"],
+                base,
+                experiment_dir / "mlflow_runs.json",
+            )
+        )
+    return callbacks
+
+
+# --------------------------------------------------------------------------- the entry points
+
+
+def run_tune(
+    cfg: RunConfig,
+    space: SearchSpace,
+    options: TuneOptions | None = None,
+    *,
+    address: str | None = None,
+    name: str | None = None,
+    fault: InjectedFault | None = None,
+    extra_callbacks: list[Any] | None = None,
+) -> TuneOutcome:
+    """Run a Ray Tune experiment over ``space`` starting from the base config ``cfg``.
+
+    Args:
+        cfg: the base run config (``space.fixed`` is applied on top of it).
+        space: the search space (:func:`~recsys.tuning.space.load_space`).
+        options: :class:`TuneOptions`.
+        address: a Ray cluster (``host:port`` or ``auto``); None starts Ray locally.
+        name: the experiment folder's name (default ``tune-<model>-<dataset>-<time>``).
+        fault: make one trial crash once (fault-tolerance drills; see
+            :class:`~recsys.tuning.trainable.InjectedFault`).
+        extra_callbacks: more Ray Tune callbacks (run in the driver).
+    """
+    options = options or TuneOptions()
+    tic = time.perf_counter()
+    check_tunable(cfg)
+    base = cfg.model_dump(mode="json")
+    check_against(space, base)  # every candidate value makes a valid config
+    _check_search_alg(options, space)
+    for key, value in space.fixed.items():
+        set_dotted(base, key, value)
+    base_cfg = validate(RunConfig, base)
+    base = base_cfg.model_dump(mode="json")
+    output_dir = base_cfg.output_dir.resolve()
+    tracker = _parent_tracker(base_cfg)  # checked before any data is read
+    dataset = load_dataset(base_cfg.data)
+    experiment_dir = new_experiment_dir(output_dir, name, base_cfg.model["name"], dataset.name)
+    log.info("experiment folder %s", experiment_dir)
+    atomic_write_text(experiment_dir / "base_config.yaml", base_cfg.to_yaml())
+    atomic_write_text(
+        experiment_dir / "space.yaml",
+        f"# search space read from {space.source}\n"
+        + yaml.safe_dump(space.as_dict(), sort_keys=False),
+    )
+    default = "given" if dataset.split_labels is not None else "ratio"
+    split = make_split(dataset, base_cfg.split, default=default)
+    split.save(experiment_dir / "split.npz")
+    tracking = _start_parent(tracker, base_cfg, space, options, experiment_dir, dataset.name)
+    state = {
+        "model": base_cfg.model["name"],
+        "dataset": dataset.name,
+        "metric": base_cfg.train.valid_metric,
+        "max_epochs": _max_epochs(base_cfg),
+        "space_source": space.source,
+        "tuned_keys": list(space.params),
+        "options": options.model_dump(mode="json"),
+        "address": address,
+        "tracking": tracking,
+        "created": datetime.now().isoformat(timespec="seconds"),
+    }
+    _write_json(experiment_dir / "tune.json", state)
+    try:
+        return _execute(
+            experiment_dir,
+            base,
+            split,
+            dataset,
+            options,
+            state,
+            tracker,
+            address=address,
+            space=space,
+            fault=fault,
+            extra_callbacks=extra_callbacks,
+            tic=tic,
+        )
+    except BaseException as exc:
+        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+
+
+def resume_tune(
+    experiment_dir: Path, *, address: str | None = None, verbose: int | None = None
+) -> TuneOutcome:
+    """Continue the interrupted experiment in ``experiment_dir``.
+
+    Unfinished and errored trials resume from their last checkpoints, finished ones are kept,
+    and the callbacks (trial ledger, MLflow child runs) continue their records. ``address``
+    defaults to the one the experiment was started with.
+    """
+    from ray import tune
+
+    tic = time.perf_counter()
+    experiment_dir = Path(experiment_dir).resolve()
+    state_path = experiment_dir / "tune.json"
+    if not state_path.is_file():
+        raise ConfigError(f"{experiment_dir} is not a tune experiment folder: tune.json is missing")
+    state = _read_json(state_path)
+    ray_path = experiment_dir / RAY_DIR
+    if not tune.Tuner.can_restore(str(ray_path)):
+        raise ConfigError(
+            f"{experiment_dir}: no Ray Tune state to resume in {ray_path} (the experiment "
+            "stopped before Ray started)"
+        )
+    options = TuneOptions.model_validate(state["options"])
+    if verbose is not None:
+        options = options.model_copy(update={"verbose": verbose})
+    base_cfg = validate(
+        RunConfig, yaml.safe_load((experiment_dir / "base_config.yaml").read_text())
+    )
+    base = base_cfg.model_dump(mode="json")
+    dataset = load_dataset(base_cfg.data)
+    split = Split.load(experiment_dir / "split.npz")
+    if split.shape != (dataset.n_users, dataset.n_items):
+        raise ConfigError(
+            f"{experiment_dir}: the dataset now has {dataset.n_users} users x "
+            f"{dataset.n_items} items but the experiment's split has shape {split.shape}"
+        )
+    tracker = _reopen_parent(state.get("tracking"))
+    state["resumed"] = [*state.get("resumed", []), datetime.now().isoformat(timespec="seconds")]
+    _write_json(state_path, state)
+    try:
+        return _execute(
+            experiment_dir,
+            base,
+            split,
+            dataset,
+            options,
+            state,
+            tracker,
+            address=address if address is not None else state.get("address"),
+            space=None,
+            fault=None,
+            extra_callbacks=None,
+            tic=tic,
+        )
+    except BaseException as exc:
+        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+
+
+def _max_epochs(cfg: RunConfig) -> int:
+    """The most epochs a trial runs: ``train.epochs``, or 1 for closed-form models."""
+    from recsys.models.registry import get_model_class
+
+    closed_form = get_model_class(cfg.model["name"]).batch_kind == "none"
+    return 1 if closed_form else cfg.train.epochs
+
+
+def check_tunable(cfg: RunConfig) -> None:
+    """ConfigError for a model with no hyper-parameters (pop): there is nothing to tune."""
+    from recsys.models.registry import get_model_class
+
+    model_cls = get_model_class(cfg.model["name"])
+    if not model_cls.config_class.model_fields:
+        raise ConfigError(
+            f"model {cfg.model['name']!r} has no hyper-parameters to tune; train it with "
+            "`recsys train`"
+        )
+
+
+def _execute(
+    experiment_dir: Path,
+    base: dict[str, Any],
+    split: Split,
+    dataset: Dataset,
+    options: TuneOptions,
+    state: dict[str, Any],
+    tracker: Tracker,
+    *,
+    address: str | None,
+    space: SearchSpace | None,
+    fault: InjectedFault | None,
+    extra_callbacks: list[Any] | None,
+    tic: float,
+) -> TuneOutcome:
+    """Run (``space`` given) or restore (``space`` None) the Ray experiment, then finish it."""
+    from ray import tune
+
+    metric = state["metric"]
+    max_epochs = int(state["max_epochs"])
+    trainable = _trainable(base, split, dataset, options, fault)
+    with ray_session(address, quiet=options.verbose == 0) as info:
+        log.info("Ray at %s: %s", info["address"], info["resources"])
+        _check_resources(info, options, remote=bool(address))
+        state["ray"] = info
+        _write_json(experiment_dir / "tune.json", state)
+        if space is None:
+            tuner = tune.Tuner.restore(
+                str(experiment_dir / RAY_DIR),
+                trainable=trainable,
+                resume_unfinished=True,
+                resume_errored=True,
+            )
+        else:
+            if max_epochs == 1 and options.scheduler != "none":
+                log.info("%s trains in one step; no scheduler to stop it", base["model"]["name"])
+            callbacks = _callbacks(experiment_dir, base, state.get("tracking"))
+            tuner = tune.Tuner(
+                trainable,
+                param_space=space.to_tune(),
+                tune_config=tune.TuneConfig(
+                    metric=metric_key(metric),
+                    mode="max",
+                    num_samples=options.num_samples,
+                    scheduler=_scheduler(options, max_epochs),
+                    search_alg=_search_alg(options, space),
+                    max_concurrent_trials=(
+                        options.max_concurrent if options.search_alg != "random" else None
+                    ),
+                    reuse_actors=True,
+                    trial_dirname_creator=_trial_dirname,
+                    trial_name_creator=_trial_dirname,
+                ),
+                run_config=tune.RunConfig(
+                    name=RAY_DIR,
+                    storage_path=str(experiment_dir),
+                    failure_config=tune.FailureConfig(max_failures=options.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    callbacks=[*callbacks, *(extra_callbacks or [])],
+                    verbose=options.verbose,
+                ),
+            )
+        results = tuner.fit()
+        return _finish(experiment_dir, base, split, dataset, results, state, tracker, options, tic)
+
+
+# --------------------------------------------------------------------------- MLflow parent run
+
+
+def _start_parent(
+    tracker: Tracker,
+    cfg: RunConfig,
+    space: SearchSpace,
+    options: TuneOptions,
+    experiment_dir: Path,
+    dataset_name: str,
+) -> dict[str, Any] | None:
+    if not cfg.tracking.enabled:
+        return None
+    params = flatten_params(cfg.model_dump(mode="json"))
+    params.update({f"tune.{k}": v for k, v in flatten_params(options.model_dump()).items()})
+    params.update({f"space.{key}": _describe(dist) for key, dist in space.params.items()})
+    tracker.start(
+        experiment_dir.name,
+        params,
+        tags={
+            "recsys.kind": "tune",
+            "model": cfg.model["name"],
+            "dataset": dataset_name,
+            "experiment_dir": str(experiment_dir),
+        },
+    )
+    tracker.log_dict(space.as_dict(), "space.yaml")
+    return {
+        "uri": resolve_tracking_uri(cfg.tracking.uri, cfg.output_dir.resolve()),
+        "experiment": cfg.tracking.experiment,
+        "parent_run_id": tracker.run_id,
+    }
+
+
+def _describe(dist: Any) -> str:
+    fields = ", ".join(f"{k}={v}" for k, v in dist.model_dump().items() if k != "type")
+    return f"{dist.type}({fields})"
+
+
+def _parent_tracker(cfg: RunConfig) -> Tracker:
+    """The experiment's tracker: checked before any work, like ``recsys train``'s."""
+    from recsys.tuning.callbacks import TuneTracker
+
+    if not cfg.tracking.enabled:
+        return NullTracker()
+    uri = resolve_tracking_uri(cfg.tracking.uri, cfg.output_dir.resolve())
+    log.info("MLflow tracking URI %s (experiment %r)", redact_uri(uri), cfg.tracking.experiment)
+    check_tracking_uri(uri)
+    return TuneTracker(uri, experiment=cfg.tracking.experiment)
+
+
+def _reopen_parent(tracking: dict[str, Any] | None) -> Tracker:
+    from recsys.tuning.callbacks import TuneTracker
+
+    if not tracking or not tracking.get("parent_run_id"):
+        return NullTracker()
+    check_tracking_uri(tracking["uri"])
+    tracker = TuneTracker(tracking["uri"], tracking["experiment"])
+    tracker.reopen(tracking["parent_run_id"])
+    return tracker
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _finish(
+    experiment_dir: Path,
+    base: dict[str, Any],
+    split: Split,
+    dataset: Dataset,
+    results: Any,
+    state: dict[str, Any],
+    tracker: Tracker,
+    options: TuneOptions,
+    tic: float,
+) -> TuneOutcome:
+    metric = state["metric"]
+    ledger = _read_json(experiment_dir / "trials.json")
+    run_ids = _read_json(experiment_dir / "mlflow_runs.json")
+    rows = [
+        _trial_row(result, metric, int(state["max_epochs"]), ledger, run_ids) for result in results
+    ]
+    rows.sort(key=lambda r: -r.best_value if math.isfinite(r.best_value) else math.inf)
+    interrupted = any(row.status not in _FINAL_STATUSES for row in rows)
+    frame = pd.DataFrame([row.as_record(metric) for row in rows])
+    frame.to_csv(experiment_dir / "trials.csv", index=False)
+    total_epochs = sum(row.epochs for row in rows)
+    scored = [row for row in rows if math.isfinite(row.best_value)]
+    best = scored[0] if scored and not interrupted else None
+    best_cfg, valid, test = None, {}, {}
+    if best is not None:
+        best_cfg, valid, test = _test_best(experiment_dir, base, split, dataset, best, options)
+    summary = {
+        "experiment_dir": str(experiment_dir),
+        "model": state["model"],
+        "dataset": state["dataset"],
+        "metric": metric,
+        "interrupted": interrupted,
+        "n_trials": len(rows),
+        "statuses": {s: sum(r.status == s for r in rows) for s in sorted({r.status for r in rows})},
+        "stop_reasons": {
+            s: sum(r.stop_reason == s for r in rows) for s in sorted({r.stop_reason for r in rows})
+        },
+        "total_trial_epochs": total_epochs,
+        "seconds": time.perf_counter() - tic,
+        "ray": state.get("ray"),
+        "options": state["options"],
+        "best": None
+        if best is None
+        else {
+            "trial_id": best.trial_id,
+            "params": best.params,
+            "best_epoch": best.best_epoch,
+            "epochs": best.epochs,
+            f"best_valid_{metric}": best.best_value,
+            "valid": valid,
+            "test": test,
+            "mlflow_run_id": best.mlflow_run_id or None,
+        },
+        "tracking": state.get("tracking"),
+    }
+    _write_json(experiment_dir / "summary.json", summary)
+    _record_parent(tracker, experiment_dir, best, valid, test, total_epochs, len(rows), interrupted)
+    return TuneOutcome(
+        experiment_dir=experiment_dir,
+        metric=metric,
+        trials=rows,
+        best=best,
+        best_config=best_cfg,
+        valid=valid,
+        test=test,
+        total_epochs=total_epochs,
+        seconds=summary["seconds"],
+        interrupted=interrupted,
+        parent_run_id=(state.get("tracking") or {}).get("parent_run_id"),
+        ray=state.get("ray") or {},
+    )
+
+
+def _trial_row(
+    result: Any,
+    metric: str,
+    max_epochs: int,
+    ledger: dict[str, Any],
+    run_ids: dict[str, str],
+) -> TrialRow:
+    path = Path(result.path)
+    trial_id = path.name.removeprefix("trial_")
+    last = result.metrics or {}
+    trial_id = str(last.get("trial_id", trial_id))
+    params = {k: plain_value(v) for k, v in (result.config or {}).items()}
+    history = result.metrics_dataframe
+    key = metric_key(metric)
+    best_value, best_epoch = -math.inf, 0
+    if history is not None and key in history and len(history):
+        column = pd.to_numeric(history[key], errors="coerce")
+        if column.notna().any():
+            at = column.idxmax()
+            best_value = float(column[at])
+            best_epoch = int(history.loc[at, "epoch"]) if "epoch" in history else int(at) + 1
+    entry = ledger.get(trial_id, {})
+    status = str(entry.get("status", "ERROR" if result.error else "TERMINATED"))
+    epochs = int(last.get("epoch", 0) or 0)
+    error = ""
+    if result.error is not None:
+        error = str(result.error).strip().splitlines()[-1][:300] if str(result.error) else ""
+        status = "ERROR"
+    if status == "ERROR":
+        reason = "error"
+    elif status not in _FINAL_STATUSES:
+        reason = "interrupted"
+    elif last.get("diverged"):
+        reason = "diverged"
+    elif epochs >= max_epochs:
+        reason = "completed"
+    elif last.get("early_stop"):
+        reason = "patience"
+    else:
+        reason = "scheduler"
+    return TrialRow(
+        trial_id=trial_id,
+        status=status,
+        params=params,
+        epochs=epochs,
+        best_value=best_value,
+        best_epoch=best_epoch,
+        stop_reason=reason,
+        failures=int(entry.get("failures", 0)),
+        restores=int(last.get("restores", 0) or 0),
+        error=error,
+        mlflow_run_id=str(run_ids.get(trial_id, "")),
+        path=str(path),
+        checkpoint=result.checkpoint,
+    )
+
+
+def _test_best(
+    experiment_dir: Path,
+    base: dict[str, Any],
+    split: Split,
+    dataset: Dataset,
+    best: TrialRow,
+    options: TuneOptions,
+) -> tuple[RunConfig, dict[str, float], dict[str, float]]:
+    """Write best_config.yaml and best_model.pt; evaluate the best epoch on valid and test."""
+    import torch
+
+    from recsys.experiment import build_model, make_evaluator
+    from recsys.train.trainer import Trainer
+
+    best_cfg = trial_run_config(base, best.params)
+    header = (
+        f"# best configuration of tune experiment {experiment_dir.name}: trial {best.trial_id}, "
+        f"valid {best_cfg.train.valid_metric} = {best.best_value:.6f} at epoch {best.best_epoch}\n"
+        f"# train it: recsys train -c {experiment_dir / 'best_config.yaml'}\n"
+    )
+    atomic_write_text(experiment_dir / "best_config.yaml", header + best_cfg.to_yaml())
+    if best.checkpoint is None:
+        log.warning("trial %s left no checkpoint; its test metrics are not computed", best.trial_id)
+        return best_cfg, {}, {}
+    with best.checkpoint.as_directory() as folder:
+        shutil.copy2(Path(folder) / "best.pt", experiment_dir / "best_model.pt")
+    device = "cuda" if options.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+    cfg = trial_run_config(base, best.params, device=device, progress=False)
+    model = build_model(cfg, split, dataset)
+    model.load_state_dict(load_checkpoint(experiment_dir / "best_model.pt")["model"])
+    model.to(device)
+    trainer = Trainer(model, split, cfg.train, make_evaluator(cfg), dataset=dataset)
+    strip = {"n_users"}
+    valid = {k: float(v) for k, v in trainer.evaluate("valid").items() if k not in strip}
+    test = {k: float(v) for k, v in trainer.evaluate("test").items() if k not in strip}
+    return best_cfg, valid, test
+
+
+def _record_parent(
+    tracker: Tracker,
+    experiment_dir: Path,
+    best: TrialRow | None,
+    valid: dict[str, float],
+    test: dict[str, float],
+    total_epochs: int,
+    n_trials: int,
+    interrupted: bool,
+) -> None:
+    if tracker.run_id is None:
+        return
+    tracker.log_metrics({"total_trial_epochs": total_epochs, "n_trials": n_trials})
+    tracker.log_artifact(experiment_dir / "trials.csv")
+    tracker.log_artifact(experiment_dir / "summary.json")
+    if interrupted:
+        tracker.end("KILLED")
+        return
+    if best is not None:
+        tracker.log_metrics({f"best_valid/{k}": v for k, v in valid.items()})
+        tracker.log_metrics({f"test/{k}": v for k, v in test.items()})
+        tags = {"best_trial_id": best.trial_id}
+        if best.mlflow_run_id:
+            tags["best_run_id"] = best.mlflow_run_id
+        log_params = getattr(tracker, "log_params", None)
+        if log_params is not None:
+            log_params({f"best.{k}": v for k, v in best.params.items()}, tags)
+        tracker.log_dict(best_config_dict(experiment_dir), "best_config.yaml")
+    tracker.end("FINISHED")
+
+
+def best_config_dict(experiment_dir: Path) -> dict[str, Any]:
+    """The best configuration of a finished experiment, as plain data."""
+    return yaml.safe_load((Path(experiment_dir) / "best_config.yaml").read_text())
+
+
+# --------------------------------------------------------------------------- terminal table
+
+
+def format_trials_table(rows: list[TrialRow], metric: str, limit: int = 25) -> str:
+    """The trials as an aligned table, best first (``*`` marks the best); at most ``limit``."""
+    keys = sorted({key for row in rows for key in row.params})
+    short = {key: key.split(".", 1)[-1] for key in keys}
+    header = ["", "trial", "status", "stop", "epochs", *[short[k] for k in keys],
+              f"best {metric}", "@epoch"]  # fmt: skip
+    body = []
+    for index, row in enumerate(rows[:limit]):
+        cells = [
+            "*" if index == 0 and math.isfinite(row.best_value) else "",
+            row.trial_id,
+            row.status.lower(),
+            row.stop_reason,
+            str(row.epochs),
+            *[_cell(row.params.get(k)) for k in keys],
+            f"{row.best_value:.4f}" if math.isfinite(row.best_value) else "",
+            str(row.best_epoch) if math.isfinite(row.best_value) else "",
+        ]
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in [header, *body]]  # fmt: skip
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more trials in trials.csv")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
