@@ -23,6 +23,7 @@ sampled exactly over all items.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 
@@ -60,8 +61,13 @@ def planted_factors(
     n_factors: int = 8,
     popularity_exponent: float = 1.0,
     seed: int = 0,
+    user_concepts: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The planted truth behind :func:`make_synthetic` with the same arguments and seed.
+
+    With ``user_concepts`` each user's factor vector is non-zero on only that many factors
+    (see :func:`make_synthetic`); the sparse vectors come from a second generator, so the item
+    factors and popularity are the same as without the option.
 
     Returns:
         tuple: user factors ``(n_users, n_factors)``, item factors ``(n_items, n_factors)``
@@ -74,7 +80,31 @@ def planted_factors(
     items = (rng.standard_normal((n_items, n_factors)) * scale).astype(np.float32)
     rank = rng.permutation(n_items)
     log_pop = -float(popularity_exponent) * np.log1p(rank).astype(np.float64)
+    if user_concepts is not None:
+        users = _concept_users(n_users, n_factors, int(user_concepts), seed)
     return users, items, log_pop
+
+
+def _concept_users(n_users: int, n_factors: int, n_active: int, seed: int) -> np.ndarray:
+    """User factors that are non-zero on ``n_active`` random factors per user.
+
+    An active entry is :math:`\\pm(|g| + 1/2)` with :math:`g` standard normal and a random
+    sign, scaled so that an affinity still has unit variance.
+    """
+    if not 1 <= n_active <= n_factors:
+        raise ConfigError(
+            f"synthetic: user_concepts must be between 1 and n_factors={n_factors}, got {n_active}"
+        )
+    rng = np.random.default_rng((seed, 1))
+    chosen = np.argsort(rng.random((n_users, n_factors)), axis=1)[:, :n_active]
+    mask = np.zeros((n_users, n_factors), dtype=bool)
+    np.put_along_axis(mask, chosen, True, axis=1)
+    g = rng.standard_normal((n_users, n_factors))
+    # E[(|g| + 1/2)^2] = 5/4 + sqrt(2/pi); the sqrt(n / n_active) keeps Var(affinity) = 1
+    second_moment = 1.25 + math.sqrt(2.0 / math.pi)
+    scale = float(n_factors) ** -0.25 * math.sqrt(n_factors / n_active / second_moment)
+    values = np.sign(g) * (np.abs(g) + 0.5) * scale
+    return np.where(mask, values, 0.0).astype(np.float32)
 
 
 def make_synthetic(
@@ -93,6 +123,7 @@ def make_synthetic(
     min_per_user: int = 5,
     seed: int = 0,
     name: str | None = None,
+    user_concepts: int | None = None,
 ) -> Dataset:
     """Make a dataset with planted latent factors and power-law popularity.
 
@@ -117,6 +148,10 @@ def make_synthetic(
         min_per_user: the least number of interactions of any user (capped at ``n_items``).
         seed: seed of every random draw.
         name: dataset name; defaults to ``synthetic-{users}x{items}x{interactions}``.
+        user_concepts: planted concepts. When set, each user's taste follows only this many of
+            the factors (chosen at random, each with a random sign), so a user is drawn to a
+            few item groups, the ``genre`` tokens ``f{k}+`` / ``f{k}-``, and indifferent to the
+            rest. None (the default) gives every user a dense Gaussian factor vector.
 
     Returns:
         Dataset: ``ratings`` holds the noise flags: 1.0 for an interaction drawn from the
@@ -132,6 +167,7 @@ def make_synthetic(
         n_factors=n_factors,
         popularity_exponent=popularity_exponent,
         seed=seed,
+        user_concepts=user_concepts,
     )
     counts = _user_counts(rng, n_users, n_items, n_interactions, min_per_user)
     users, items = _sample(rng, user_f, item_f, log_pop, counts, temperature)

@@ -14,7 +14,8 @@ pre-encoder bias :math:`b_{pre}`, :math:`m = d \cdot \text{expansion}` latents a
 
 where the rows of :math:`W_{dec} \in \mathbb{R}^{m \times d}` are kept at unit norm (after every
 optimiser step, with the gradient component along each row removed first), and
-:math:`W_{dec}` starts as the unit-normalised encoder. The loss is the fraction of variance
+:math:`W_{dec}` starts as the unit-normalised encoder, whose rows start at random centred inputs
+(``init="data"``; ``"uniform"`` draws them at random). The loss is the fraction of variance
 unexplained plus the auxiliary dead-latent loss:
 
 .. math::
@@ -43,7 +44,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -57,16 +59,14 @@ log = logging.getLogger(__name__)
 Normalize = Literal["dataset", "layer", "none"]
 
 
-class SAEConfig(BaseModel):
-    """Structure of a :class:`TopKSAE`; everything needed to rebuild it from a state dict."""
+class SAEOptions(BaseModel):
+    """The SAE's structure apart from its input width (the ``sae`` section of a probe)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    d_in: int = Field(gt=0)
-    """Width :math:`d` of the probed representation."""
-    expansion: int = Field(8, gt=0)
+    expansion: int = Field(4, gt=0)
     """Latents per input dimension: :math:`m = d \\cdot` expansion."""
-    k: int = Field(8, gt=0)
+    k: int = Field(16, gt=0)
     """Active latents per input (TopK)."""
     k_aux: int | None = Field(None, gt=0)
     """Dead latents used by the auxiliary loss; None means :math:`d / 2`."""
@@ -74,6 +74,16 @@ class SAEConfig(BaseModel):
     """:math:`\\alpha_{aux}`, the weight of the auxiliary dead-latent loss."""
     normalize: Normalize = "dataset"
     """Input normalisation: ``dataset`` (one global scale), ``layer`` (per row), ``none``."""
+    init: Literal["data", "uniform"] = "data"
+    """Encoder start: ``data`` (rows at random centred inputs) or ``uniform`` (random); the
+    decoder starts equal to the encoder either way."""
+
+
+class SAEConfig(SAEOptions):
+    """Structure of a :class:`TopKSAE`; everything needed to rebuild it from a state dict."""
+
+    d_in: int = Field(gt=0)
+    """Width :math:`d` of the probed representation."""
 
     @property
     def n_latents(self) -> int:
@@ -145,7 +155,8 @@ class TopKSAE(nn.Module):
 
     def reset_parameters(self) -> None:
         """Encoder uniform in :math:`\\pm 1/\\sqrt{d}`; decoder = encoder with unit-norm rows,
-        then the encoder set to the decoder (tied at initialisation); biases 0."""
+        then the encoder set to the decoder (tied at initialisation); biases 0. :meth:`fit_init`
+        then adapts the start to the data."""
         gen = torch.Generator().manual_seed(self.seed)
         bound = 1.0 / math.sqrt(self.config.d_in)
         with torch.no_grad():
@@ -160,14 +171,31 @@ class TopKSAE(nn.Module):
 
     # -- normalisation ---------------------------------------------------------------------
     @torch.no_grad()
-    def fit_normalizer(self, x: Tensor) -> None:
-        r"""Fit the ``dataset`` scale :math:`s = \sqrt{d / \mathbb{E}\lVert x-\bar{x}\rVert^2}`
-        on ``x`` ``[n, d]`` and start :math:`b_{pre}` at the mean of the normalised data."""
+    def fit_init(self, x: Tensor) -> None:
+        r"""Data-dependent start on ``x`` ``[n, d]``: the ``dataset`` scale
+        :math:`s = \sqrt{d / \mathbb{E}\lVert x-\bar{x}\rVert^2}`, :math:`b_{pre}` at the mean
+        of the normalised data and, with ``init="data"``, every encoder row at a random centred
+        input (plus 10% noise), unit-normalised, with the decoder equal to it.
+
+        Starting the latents inside the data's span keeps them alive: representations of
+        recommenders often fill few of their dimensions, and latents pointing elsewhere never
+        win a TopK.
+        """
         x = x.float()
         if self.config.normalize == "dataset":
             spread = (x - x.mean(0)).pow(2).sum(1).mean()
             self.input_scale.fill_(math.sqrt(self.config.d_in / max(float(spread), 1e-12)))
-        self.b_pre.copy_(self.normalize(x)[0].mean(0))
+        x_norm = self.normalize(x)[0]
+        self.b_pre.copy_(x_norm.mean(0))
+        if self.config.init == "data" and len(x_norm):
+            gen = torch.Generator().manual_seed(self.seed)
+            centred = x_norm - self.b_pre
+            rows = centred[torch.randint(len(centred), (self.n_latents,), generator=gen)]
+            noise = torch.randn(rows.shape, generator=gen) * centred.std() * 0.1
+            w = rows + noise
+            w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            self.w_enc.copy_(w)
+            self.w_dec.copy_(w)
 
     def normalize(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
         """Normalised input and the per-row ``(mean, std)`` that ``layer`` mode must undo."""
@@ -291,13 +319,35 @@ class SAETrainConfig(BaseModel):
 
     epochs: int = Field(50, ge=0)
     batch_size: int = Field(32, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(3e-3, gt=0)
+    """Adam's step size."""
     weight_decay: float = Field(0.0, ge=0)
     """L2 on the weight matrices (not the biases)."""
     patience: int = Field(10, ge=1)
-    """Stop after this many epochs without a better selection score."""
+    """Stop after this many epochs without a change of the selected epoch."""
+    select_tolerance: float = Field(0.01, ge=0.0, lt=1.0)
+    """Relative tolerance of the selection score: epochs within it of the best score so far
+    tie, and the one with the lower validation FVU wins (so a score that saturates early does
+    not select a barely trained SAE)."""
     seed: int = 0
     progress: bool = True
+    num_threads: int | None = Field(1, gt=0)
+    """torch CPU threads while training (restored after). SAE steps are small matrix products,
+    where extra threads mostly wait on each other; None keeps torch's setting."""
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads (None: unchanged), then restore."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -336,7 +386,7 @@ def reconstruct(sae: TopKSAE, x: Tensor, batch_size: int = 4096) -> Tensor:
     return torch.cat([sae(x[s : s + batch_size]).recon for s in range(0, len(x), batch_size)])
 
 
-def train_sae(
+def _train_sae(
     sae: TopKSAE,
     x_train: Tensor,
     config: SAETrainConfig,
@@ -344,24 +394,11 @@ def train_sae(
     select: Callable[[TopKSAE], float] | None = None,
     select_name: str = "score",
 ) -> SAETrainResult:
-    """Train ``sae`` on ``x_train`` ``[n, d]`` and keep the weights of the best epoch.
-
-    Each epoch is one shuffled pass in mini-batches (Adam; after every step the gradient along
-    each decoder row is removed before the step and the rows renormalised after). After every
-    epoch the latents that never fired are marked dead for the next epoch's auxiliary loss, and
-    ``select(sae)`` (higher is better; e.g. validation NDCG@10 with the probed representation
-    replaced by the reconstruction) picks the best epoch; without ``select`` the negative
-    FVU on ``x_valid`` (or ``x_train``) does. Training stops after ``patience`` epochs without
-    improvement. Epoch 0 in the history is the untrained SAE.
-
-    Returns:
-        SAETrainResult: per-epoch ``loss``, ``fvu`` (train, whole set), ``fvu_valid``,
-        ``aux``, ``dead_fraction`` and the selection score, plus the best epoch.
-    """
+    """The body of :func:`train_sae`."""
     gen = torch.Generator().manual_seed(config.seed)
     x_train = x_train.detach().float()
     x_eval = x_valid.detach().float() if x_valid is not None else x_train
-    sae.fit_normalizer(x_train)
+    sae.fit_init(x_train)
     decay = [sae.w_enc, sae.w_dec]
     plain = [sae.b_lat, sae.b_pre]
     optimizer = torch.optim.Adam(
@@ -394,7 +431,10 @@ def train_sae(
     # the untrained epoch 0 is only selected when no epoch is trained
     result.best_epoch, result.best_score = 0, first if config.epochs == 0 else float("-inf")
     best_state = copy.deepcopy(sae.state_dict())
-    since_best = 0
+    top_score = result.best_score  # the best selection score of any epoch so far
+    best_fvu = math.inf
+    since_change = 0
+    tolerance = config.select_tolerance if select is not None else 0.0
     n = len(x_train)
     bar = tqdm(range(1, config.epochs + 1), desc="SAE", disable=not config.progress, leave=False)
     for epoch in bar:
@@ -435,13 +475,19 @@ def train_sae(
         bar.set_postfix(
             fvu=f"{row['fvu']:.3f}", dead=f"{dead:.2f}", **{select_name: f"{value:.4f}"}
         )
-        if value > result.best_score:
+        # scores within `tolerance` of the best so far tie; the lower FVU breaks the tie
+        new_top = value > top_score
+        top_score = max(top_score, value)
+        bar_score = top_score - tolerance * abs(top_score)
+        selected_out = result.best_score < bar_score
+        if (new_top and selected_out) or (value >= bar_score and row["fvu_valid"] < best_fvu):
             result.best_epoch, result.best_score = epoch, value
+            best_fvu = row["fvu_valid"]
             best_state = copy.deepcopy(sae.state_dict())
-            since_best = 0
+            since_change = 0
         else:
-            since_best += 1
-            if since_best >= config.patience:
+            since_change += 1
+            if since_change >= config.patience:
                 result.stopped_early = True
                 break
     bar.close()
@@ -455,3 +501,31 @@ def train_sae(
         len(result.history) - 1,
     )
     return result
+
+
+def train_sae(
+    sae: TopKSAE,
+    x_train: Tensor,
+    config: SAETrainConfig,
+    x_valid: Tensor | None = None,
+    select: Callable[[TopKSAE], float] | None = None,
+    select_name: str = "score",
+) -> SAETrainResult:
+    """Train ``sae`` on ``x_train`` ``[n, d]`` and keep the weights of the best epoch.
+
+    Each epoch is one shuffled pass in mini-batches (Adam; before every step the gradient along
+    each decoder row is removed, after it the rows are renormalised). After every epoch the
+    latents that never fired are marked dead for the next epoch's auxiliary loss, and
+    ``select(sae)`` (higher is better; e.g. validation NDCG@10 with the probed representation
+    replaced by the reconstruction) picks the epoch: among the epochs whose score is within
+    ``select_tolerance`` (relative) of the best score so far, the one with the lowest FVU on
+    ``x_valid`` (or ``x_train``). Without ``select`` the lowest FVU wins. Training stops after
+    ``patience`` epochs without a change of the selected epoch. Epoch 0 in the history is the
+    untrained SAE (selected only when ``epochs == 0``).
+
+    Returns:
+        SAETrainResult: per-epoch ``loss``, ``fvu`` (train, whole set), ``fvu_valid``,
+        ``aux``, ``dead_fraction`` and the selection score, plus the best epoch.
+    """
+    with torch_threads(config.num_threads):
+        return _train_sae(sae, x_train, config, x_valid, select, select_name)
