@@ -18,7 +18,7 @@ for model in lightgcn bpr; do
   fi
 done
 
-# 2. probe the user representation right before scoring (TopK SAE, k=8, expansion 8);
+# 2. probe the user representation right before scoring (TopK SAE, defaults k=16, expansion 4);
 #    the report and an MLflow child run of the training run are written
 "$RECSYS" probe "$OUT/lightgcn" -o "$OUT/lightgcn/probe-user"
 #    BPR-MF, compared with LightGCN by ITDA Jaccard; the item site too
