@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import write_result
-from recsys.config import build_run_config
-from recsys.experiment import train_run
+from benchmarks.common import summarize, train_seeds, write_result
 
 RECBOLE = {
     "bpr": {"recall_at_10": 0.2451, "ndcg_at_10": 0.2883, "epochs": "75-88"},
@@ -33,59 +30,31 @@ MODEL_PARAMS = {
     "lightgcn": {"embedding_size": 64, "n_layers": 2, "reg_weight": 1e-4},
 }
 TOLERANCE = 0.005
+KEYS = (
+    "recall_at_10",
+    "ndcg_at_10",
+    "recall_at_20",
+    "ndcg_at_20",
+    "mrr_at_10",
+    "hit_at_10",
+    "precision_at_10",
+)
 
 
 def run(models: list[str], seeds: list[int]) -> dict:
     out: dict = {"protocol": __doc__.split("\n\n")[1], "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
-            runs = []
-            for seed in seeds:
-                cfg = build_run_config(
-                    None,
-                    [f"split.seed={seed}", f"train.seed={seed}", "train.progress=false"],
-                    model={"name": model, **MODEL_PARAMS.get(model, {})},
-                    data={"name": "ml-100k"},
-                    split={"strategy": "ratio", "ratios": [0.8, 0.1, 0.1]},
-                    train={"valid_metric": "ndcg_at_10", "patience": 10, "epochs": 500},
-                    tracking={"enabled": False},
-                    output_dir=str(Path(tmp) / model),
-                )
-                tic = time.perf_counter()
-                result = train_run(cfg)
-                seconds = time.perf_counter() - tic
-                runs.append(
-                    {
-                        "seed": seed,
-                        "best_epoch": result.best_epoch,
-                        "epochs_run": result.epochs_run,
-                        "seconds": seconds,
-                        "test": result.test,
-                    }
-                )
-                print(
-                    f"{model} seed {seed}: recall@10 {result.test['recall_at_10']:.4f} "
-                    f"ndcg@10 {result.test['ndcg_at_10']:.4f} best epoch {result.best_epoch} "
-                    f"({seconds:.0f} s)",
-                    flush=True,
-                )
-            summary = {}
-            for key in (
-                "recall_at_10",
-                "ndcg_at_10",
-                "recall_at_20",
-                "ndcg_at_20",
-                "mrr_at_10",
-                "hit_at_10",
-                "precision_at_10",
-            ):
-                values = np.array([r["test"][key] for r in runs])
-                summary[key] = {
-                    "mean": float(values.mean()),
-                    "std": float(values.std(ddof=0)),
-                    "min": float(values.min()),
-                    "max": float(values.max()),
-                }
+            runs = train_seeds(
+                model,
+                seeds,
+                Path(tmp),
+                model={"name": model, **MODEL_PARAMS.get(model, {})},
+                data={"name": "ml-100k"},
+                split={"strategy": "ratio", "ratios": [0.8, 0.1, 0.1]},
+                train={"valid_metric": "ndcg_at_10", "patience": 10, "epochs": 500},
+            )
+            summary = summarize(runs, KEYS)
             ref = RECBOLE.get(model)
             verdict = None
             if ref:

@@ -7,9 +7,11 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -88,3 +90,94 @@ def write_result(name: str, payload: dict, markdown: str) -> Path:
     path = RESULTS / f"{name}.md"
     path.write_text(header + markdown.rstrip() + "\n")
     return path
+
+
+SUMMARY_KEYS = ("recall_at_10", "ndcg_at_10", "recall_at_20", "ndcg_at_20")
+
+
+def summarize(runs: list[dict], keys: tuple[str, ...] = SUMMARY_KEYS, part: str = "test") -> dict:
+    """Mean, std (population), min and max of ``run[part][key]`` over runs, for each key present."""
+    out = {}
+    for key in keys:
+        values = np.array([r[part][key] for r in runs if key in r[part]], dtype=float)
+        if len(values):
+            out[key] = {
+                "mean": float(values.mean()),
+                "std": float(values.std(ddof=0)),
+                "min": float(values.min()),
+                "max": float(values.max()),
+            }
+    return out
+
+
+def train_seeds(
+    label: str,
+    seeds: list[int],
+    workdir: Path,
+    *,
+    model: dict,
+    data: dict,
+    split: dict | None = None,
+    train: dict | None = None,
+    evaluation: dict | None = None,
+    overrides: list[str] | None = None,
+) -> list[dict]:
+    """Train ``model`` once per seed through :func:`recsys.experiment.train_run`.
+
+    The seed sets the split and the initialisation (``split.seed`` and ``train.seed``), so the
+    mean over seeds covers both. Returns one dict per seed: seed, best epoch, epochs run,
+    seconds, valid and test metrics. Progress goes to stdout, one line per run.
+    """
+    from recsys.config import build_run_config
+    from recsys.experiment import train_run
+
+    runs = []
+    for seed in seeds:
+        cfg = build_run_config(
+            None,
+            [
+                f"split.seed={seed}",
+                f"train.seed={seed}",
+                "train.progress=false",
+                *(overrides or []),
+            ],
+            model=model,
+            data=data,
+            split=split,
+            train=train,
+            eval=evaluation,
+            tracking={"enabled": False},
+            output_dir=str(Path(workdir) / label),
+        )
+        tic = time.perf_counter()
+        result = train_run(cfg)
+        seconds = time.perf_counter() - tic
+        runs.append(
+            {
+                "seed": seed,
+                "best_epoch": result.best_epoch,
+                "epochs_run": result.epochs_run,
+                "seconds": seconds,
+                "valid": result.valid,
+                "test": result.test,
+            }
+        )
+        shown = " ".join(f"{k} {v:.4f}" for k, v in result.test.items() if k in SUMMARY_KEYS)
+        print(
+            f"{label} seed {seed}: {shown} best epoch {result.best_epoch} ({seconds:.0f} s)",
+            flush=True,
+        )
+    return runs
+
+
+def seeds_table(results: dict[str, dict], keys: tuple[str, ...] = SUMMARY_KEYS) -> str:
+    """Markdown table, one row per label, ``mean ± std`` of each key from ``summarize``."""
+    header = "| model | " + " | ".join(keys) + " | best epochs | s/run |"
+    lines = [header, "|---" * (len(keys) + 3) + "|"]
+    for label, r in results.items():
+        s = r["summary"]
+        cells = [f"{s[k]['mean']:.4f} ± {s[k]['std']:.4f}" if k in s else "" for k in keys]
+        epochs = ", ".join(str(x["best_epoch"]) for x in r["runs"])
+        secs = np.mean([x["seconds"] for x in r["runs"]])
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {epochs} | {secs:.0f} |")
+    return "\n".join(lines)
