@@ -43,7 +43,7 @@ test-all: lint
 	$(VENV)/bin/pytest $(PYTEST_FLAGS)
 
 bench: install
-	$(PY) benchmarks/run_all.py
+	$(PY) -m benchmarks.run_all
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from recsys.cli.options import output_dir_option, quiet_option, set_option, tracking_options
+
 
 @click.command()
 @click.argument("run", metavar="RUN_OR_CHECKPOINT", type=click.Path(path_type=Path))
@@ -50,25 +52,12 @@ import click
 )
 @click.option("--no-itda", is_flag=True, help="Skip the ITDA dictionary.")
 @click.option("--no-baselines", is_flag=True, help="Skip the untrained-SAE and neuron baselines.")
-@click.option(
-    "-s",
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Set any probe config key, e.g. --set concepts.top_n=20 (repeatable).",
-)
-@click.option(
-    "-o",
-    "--output-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Report folder (default: RUN/probes/<site>-<time>).",
-)
-@click.option("--tracking-uri", help="MLflow tracking URI (default: the training run's store).")
+@set_option("Set any probe config key, e.g. --set concepts.top_n=20 (repeatable).")
+@output_dir_option("Report folder (default: RUN/probes/<site>-<time>).", file_okay=False)
+@tracking_options("MLflow tracking URI (default: the training run's store).")
 @click.option("--experiment", help="MLflow experiment (default: the training run's).")
-@click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option()
 def probe(
     run: Path,
     site: str,

@@ -8,17 +8,20 @@ from pathlib import Path
 
 import click
 
+from recsys.cli.options import (
+    config_option,
+    dataset_options,
+    device_option,
+    output_dir_option,
+    quiet_option,
+    set_option,
+    tracking_options,
+)
 from recsys.cli.table import metrics_table
 
 
 @click.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    help="YAML run config (sections data, split, model, train, eval, tracking).",
-)
+@config_option()
 @click.option(
     "-m",
     "--model",
@@ -26,36 +29,18 @@ from recsys.cli.table import metrics_table
     multiple=True,
     help="Model name (repeat to train several in turn); see `recsys models`.",
 )
-@click.option("-d", "--dataset", help="Dataset card name (see `recsys data list`).")
-@click.option(
-    "--data-path",
-    type=click.Path(path_type=Path),
-    help="Local data files instead of the card's source.",
-)
-@click.option(
-    "-s",
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a config key, e.g. --set train.learning_rate=0.01 (repeatable).",
-)
-@click.option(
-    "-o",
-    "--output-dir",
-    type=click.Path(path_type=Path),
-    help="Where run folders go (default: runs).",
-)
-@click.option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the output dir).")
-@click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
+@dataset_options
+@set_option()
+@output_dir_option()
+@tracking_options()
 @click.option(
     "--resume",
     "resume_dir",
     type=click.Path(path_type=Path, file_okay=False),
     help="Resume the interrupted run in this run folder.",
 )
-@click.option("--device", help="cpu, cuda or cuda:N (sets train.device).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@device_option()
+@quiet_option()
 def train(
     config_path: Path | None,
     models: tuple[str, ...],
@@ -131,7 +116,7 @@ def _report(results: list, topk: list[int]) -> None:
 @click.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
-@click.option("--device", help="cpu, cuda or cuda:N (default: the run's train.device).")
+@device_option("cpu, cuda or cuda:N (default: the run's train.device).")
 def evaluate(run_dir: Path, as_json: bool, device: str | None) -> None:
     """Re-evaluate a run's best checkpoint on its validation and test data."""
     from recsys.experiment import evaluate_run, load_run_config
@@ -170,7 +155,7 @@ def evaluate(run_dir: Path, as_json: bool, device: str | None) -> None:
     type=click.Path(path_type=Path),
     help="CSV file to write (default: standard output).",
 )
-@click.option("--device", help="cpu, cuda or cuda:N (default: the run's train.device).")
+@device_option("cpu, cuda or cuda:N (default: the run's train.device).")
 def recommend(
     run_dir: Path,
     k: int,

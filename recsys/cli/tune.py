@@ -7,6 +7,15 @@ from typing import TYPE_CHECKING
 
 import click
 
+from recsys.cli.options import (
+    config_option,
+    dataset_options,
+    output_dir_option,
+    quiet_option,
+    set_option,
+    tracking_options,
+)
+
 if TYPE_CHECKING:
     from recsys.tuning.driver import TuneOutcome
 
@@ -15,20 +24,9 @@ SPACES_DIR = Path(__file__).resolve().parents[2] / "tune" / "spaces"
 
 
 @click.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    help="YAML base run config every trial starts from.",
-)
+@config_option("YAML base run config every trial starts from.")
 @click.option("-m", "--model", help="Model name; see `recsys models`.")
-@click.option("-d", "--dataset", help="Dataset card name (see `recsys data list`).")
-@click.option(
-    "--data-path",
-    type=click.Path(path_type=Path),
-    help="Local data files instead of the card's source.",
-)
+@dataset_options
 @click.option(
     "--space",
     "space_path",
@@ -43,21 +41,11 @@ SPACES_DIR = Path(__file__).resolve().parents[2] / "tune" / "spaces"
     show_default=True,
     help="Trials to sample (times the grid size when the space has grid axes).",
 )
-@click.option(
-    "-s",
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a base-config key, e.g. --set train.epochs=50 (repeatable; beats the "
-    "space's 'fixed').",
+@set_option(
+    "Override a base-config key, e.g. --set train.epochs=50 (repeatable; beats the "
+    "space's 'fixed')."
 )
-@click.option(
-    "-o",
-    "--output-dir",
-    type=click.Path(path_type=Path),
-    help="Where the experiment folder goes (default: runs).",
-)
+@output_dir_option("Where the experiment folder goes (default: runs).")
 @click.option("--name", help="Experiment folder name (default: tune-<model>-<dataset>-<time>).")
 @click.option(
     "--address",
@@ -119,15 +107,14 @@ SPACES_DIR = Path(__file__).resolve().parents[2] / "tune" / "spaces"
     show_default=True,
     help="Restarts from the last checkpoint allowed per crashed trial.",
 )
-@click.option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the output dir).")
-@click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
+@tracking_options()
 @click.option(
     "--resume",
     "resume_dir",
     type=click.Path(path_type=Path, file_okay=False),
     help="Resume the interrupted experiment in this folder.",
 )
-@click.option("--quiet", is_flag=True, help="No Ray status tables or trial logs.")
+@quiet_option("No Ray status tables or trial logs.")
 def tune(
     config_path: Path | None,
     model: str | None,
