@@ -679,6 +679,26 @@ class MlflowTracker:
         else:
             raise FileNotFoundError(f"cannot log artifact {path}: no such file or folder")
 
+    def reopen(self, run_id: str) -> None:
+        """Make ``run_id`` this tracker's open run again and mark it RUNNING (a resumed tune
+        experiment continues the runs it started)."""
+        with self._errors(f"reopen run {run_id}"):
+            self._client.update_run(run_id, status="RUNNING")
+        self.run_id = run_id
+        self._active = True
+
+    def log_params(self, params: dict[str, Any], tags: dict[str, str] | None = None) -> None:
+        """Log more ``params`` (flattened, sanitized; new keys only) and ``tags`` to the open
+        run, after :meth:`start` (a tune experiment learns its best config only at the end)."""
+        from mlflow.entities import Param, RunTag
+
+        run_id = self._require_run("log_params")
+        flat = self._sanitized(flatten_params(params), "param")
+        items = [Param(key, value) for key, value in flat.items()]
+        run_tags = [RunTag(sanitize_key(k), str(v)) for k, v in (tags or {}).items()]
+        with self._errors("log params"):
+            self._client.log_batch(run_id, params=items, tags=run_tags, synchronous=True)
+
     def end(self, status: str = "FINISHED") -> None:
         """Close the open run with ``status``; a no-op when no run is open.
 

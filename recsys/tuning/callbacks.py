@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 from ray.tune import Callback
 
 from recsys.errors import TrackingError
-from recsys.tracking import MlflowTracker, flatten_params, sanitize_key
+from recsys.tracking import MlflowTracker, flatten_params
 from recsys.train.checkpoint import atomic_write_text
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
-__all__ = ["LOGGED_PREFIXES", "MlflowTrialCallback", "TrialLedger", "TuneTracker"]
+__all__ = ["LOGGED_PREFIXES", "MlflowTrialCallback", "TrialLedger"]
 
 log = logging.getLogger(__name__)
 
@@ -122,33 +122,6 @@ class TrialLedger(Callback):
         _write_json(self.path, state)
 
 
-class TuneTracker(MlflowTracker):
-    """An :class:`MlflowTracker` that can continue a run (after a resume) and add params later.
-
-    A tune experiment's parent run learns its best configuration only at the end, and a
-    resumed experiment continues the runs it started; :class:`MlflowTracker` opens new runs
-    and logs params once, at :meth:`start`.
-    """
-
-    def reopen(self, run_id: str) -> None:
-        """Make ``run_id`` this tracker's open run again and mark it RUNNING."""
-        with self._errors(f"reopen run {run_id}"):
-            self._client.update_run(run_id, status="RUNNING")
-        self.run_id = run_id
-        self._active = True
-
-    def log_params(self, params: dict[str, Any], tags: dict[str, str] | None = None) -> None:
-        """Log more ``params`` (flattened, sanitized; new keys only) and ``tags``."""
-        from mlflow.entities import Param, RunTag
-
-        run_id = self._require_run("log_params")
-        flat = self._sanitized(flatten_params(params), "param")
-        items = [Param(key, value) for key, value in flat.items()]
-        run_tags = [RunTag(sanitize_key(k), str(v)) for k, v in (tags or {}).items()]
-        with self._errors("log params"):
-            self._client.log_batch(run_id, params=items, tags=run_tags, synchronous=True)
-
-
 class MlflowTrialCallback(Callback):
     """One MLflow child run per trial, under the experiment's parent run.
 
@@ -173,7 +146,7 @@ class MlflowTrialCallback(Callback):
         self.parent_run_id = parent_run_id
         self.base = base
         self.runs_file = Path(runs_file)
-        self._children: dict[str, TuneTracker] = {}
+        self._children: dict[str, MlflowTracker] = {}
         self._broken: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -189,14 +162,14 @@ class MlflowTrialCallback(Callback):
         """Trial id -> MLflow run id, as recorded so far."""
         return {str(k): str(v) for k, v in _read_json(self.runs_file).items()}
 
-    def _child(self, trial: Trial) -> TuneTracker | None:
+    def _child(self, trial: Trial) -> MlflowTracker | None:
         trial_id = trial.trial_id
         if trial_id in self._broken:
             return None
         if trial_id in self._children:
             return self._children[trial_id]
         try:
-            tracker = TuneTracker(
+            tracker = MlflowTracker(
                 self.tracking_uri, self.experiment, parent_run_id=self.parent_run_id
             )
             known = self.run_ids()

@@ -427,24 +427,20 @@ def run_tune(
         "created": datetime.now().isoformat(timespec="seconds"),
     }
     _write_json(experiment_dir / "tune.json", state)
-    try:
-        return _execute(
-            experiment_dir,
-            base,
-            split,
-            dataset,
-            options,
-            state,
-            tracker,
-            address=address,
-            space=space,
-            fault=fault,
-            extra_callbacks=extra_callbacks,
-            tic=tic,
-        )
-    except BaseException as exc:
-        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        raise
+    return _execute_tracked(
+        experiment_dir,
+        base,
+        split,
+        dataset,
+        options,
+        state,
+        tracker,
+        address=address,
+        space=space,
+        fault=fault,
+        extra_callbacks=extra_callbacks,
+        tic=tic,
+    )
 
 
 def resume_tune(
@@ -487,24 +483,20 @@ def resume_tune(
     tracker = _reopen_parent(state.get("tracking"))
     state["resumed"] = [*state.get("resumed", []), datetime.now().isoformat(timespec="seconds")]
     _write_json(state_path, state)
-    try:
-        return _execute(
-            experiment_dir,
-            base,
-            split,
-            dataset,
-            options,
-            state,
-            tracker,
-            address=address if address is not None else state.get("address"),
-            space=None,
-            fault=None,
-            extra_callbacks=None,
-            tic=tic,
-        )
-    except BaseException as exc:
-        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        raise
+    return _execute_tracked(
+        experiment_dir,
+        base,
+        split,
+        dataset,
+        options,
+        state,
+        tracker,
+        address=address if address is not None else state.get("address"),
+        space=None,
+        fault=None,
+        extra_callbacks=None,
+        tic=tic,
+    )
 
 
 def _max_epochs(cfg: RunConfig) -> int:
@@ -525,6 +517,16 @@ def check_tunable(cfg: RunConfig) -> None:
             f"model {cfg.model['name']!r} has no hyper-parameters to tune; train it with "
             "`recsys train`"
         )
+
+
+def _execute_tracked(*args: Any, **kwargs: Any) -> TuneOutcome:
+    """:func:`_execute`, ending the parent MLflow run as KILLED or FAILED if it raises."""
+    tracker: Tracker = args[6]
+    try:
+        return _execute(*args, **kwargs)
+    except BaseException as exc:
+        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
 
 
 def _execute(
@@ -634,23 +636,23 @@ def _describe(dist: Any) -> str:
 
 def _parent_tracker(cfg: RunConfig) -> Tracker:
     """The experiment's tracker: checked before any work, like ``recsys train``'s."""
-    from recsys.tuning.callbacks import TuneTracker
+    from recsys.tracking import MlflowTracker
 
     if not cfg.tracking.enabled:
         return NullTracker()
     uri = resolve_tracking_uri(cfg.tracking.uri, cfg.output_dir.resolve())
     log.info("MLflow tracking URI %s (experiment %r)", redact_uri(uri), cfg.tracking.experiment)
     check_tracking_uri(uri)
-    return TuneTracker(uri, experiment=cfg.tracking.experiment)
+    return MlflowTracker(uri, experiment=cfg.tracking.experiment)
 
 
 def _reopen_parent(tracking: dict[str, Any] | None) -> Tracker:
-    from recsys.tuning.callbacks import TuneTracker
+    from recsys.tracking import MlflowTracker
 
     if not tracking or not tracking.get("parent_run_id"):
         return NullTracker()
     check_tracking_uri(tracking["uri"])
-    tracker = TuneTracker(tracking["uri"], tracking["experiment"])
+    tracker = MlflowTracker(tracking["uri"], tracking["experiment"])
     tracker.reopen(tracking["parent_run_id"])
     return tracker
 
