@@ -125,6 +125,9 @@ def main() -> None:
     if not args.skip_gowalla:
         _run("gowalla_lightgcn")
     scaling, gowalla = _load("scaling"), _load("gowalla_lightgcn")
+    # a separate short run on a quiet machine, when there is one, times the epoch and the
+    # evaluator (the plateau run can be long, and its clock shared with other jobs)
+    timing = _load("gowalla_lightgcn_timing")
     payload: dict = {"scaling": None, "gowalla": None}
     md = ["# Performance suite", ""]
     if scaling:
@@ -146,13 +149,15 @@ def main() -> None:
             )
         md += ["", "![scaling](perf_scaling.png)", ""]
     if gowalla:
+        clock = timing or gowalla
         g = {
             "from": gowalla["date"],
             "commit": gowalla["git"],
-            "epoch_seconds": gowalla["epoch_seconds_median"],
-            "meets_epoch": gowalla["epoch_seconds_median"] < GOWALLA_EPOCH_SECONDS,
-            "evaluation_over_floor": gowalla["evaluation_over_floor"],
-            "meets_floor": gowalla["evaluation_over_floor"] <= EVAL_OVER_FLOOR,
+            "timing_from": clock["date"],
+            "epoch_seconds": clock["epoch_seconds_median"],
+            "meets_epoch": clock["epoch_seconds_median"] < GOWALLA_EPOCH_SECONDS,
+            "evaluation_over_floor": clock["evaluation_over_floor"],
+            "meets_floor": clock["evaluation_over_floor"] <= EVAL_OVER_FLOOR,
             "best_epoch": gowalla["best_epoch"],
             "minutes_to_plateau": gowalla["minutes_to_plateau"],
         }
@@ -160,7 +165,8 @@ def main() -> None:
         plot_gowalla(gowalla)
         md += [
             f"Gowalla-sized LightGCN (results/gowalla_lightgcn.md, {g['from']}, "
-            f"commit {g['commit']}): {g['epoch_seconds']:.1f} s per epoch "
+            f"commit {g['commit']}; timing from the run of {g['timing_from']}): "
+            f"{g['epoch_seconds']:.1f} s per epoch "
             f"(bar < {GOWALLA_EPOCH_SECONDS:.0f} s: {g['meets_epoch']}); evaluator / floor "
             f"{g['evaluation_over_floor']:.2f} (bar <= {EVAL_OVER_FLOOR}: {g['meets_floor']}); "
             f"best epoch {g['best_epoch']}, {g['minutes_to_plateau']:.1f} minutes to plateau.",
