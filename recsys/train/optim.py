@@ -65,32 +65,37 @@ class LazyAdam(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 state = self.state[p]
+                grad = p.grad
                 if not state:
                     state["step"] = torch.zeros((), dtype=torch.float64)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    if grad.is_sparse:
+                        # first and second moments side by side in one row, so a step reads
+                        # and writes each touched row once
+                        state["moments"] = p.new_zeros((p.shape[0], 2, *p.shape[1:]))
+                    else:
+                        state["exp_avg"] = torch.zeros_like(p)
+                        state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
                 t = float(state["step"])
                 step_size = lr / (1 - beta1**t)
                 root_bias2 = math.sqrt(1 - beta2**t)
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                grad = p.grad
                 if not grad.is_sparse:
+                    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                     exp_avg.lerp_(grad, 1 - beta1)
                     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                     denom = (exp_avg_sq.sqrt() / root_bias2).add_(eps)
                     p.addcdiv_(exp_avg, denom, value=-step_size)
                     continue
-                grad = grad.coalesce()
+                grad = grad.coalesce()  # unique rows, duplicates summed
                 rows, values = grad.indices()[0], grad.values()
-                m = exp_avg.index_select(0, rows).lerp_(values, 1 - beta1)
-                v = (
-                    exp_avg_sq.index_select(0, rows)
-                    .mul_(beta2)
-                    .addcmul_(values, values, value=1 - beta2)
-                )
-                exp_avg.index_copy_(0, rows, m)
-                exp_avg_sq.index_copy_(0, rows, v)
-                denom = v.sqrt_().div_(root_bias2).add_(eps)
-                p.index_add_(0, rows, m.div_(denom), alpha=-step_size)
+                moments = state["moments"]
+                touched = moments.index_select(0, rows)
+                m, v = touched[:, 0], touched[:, 1]
+                m.lerp_(values, 1 - beta1)
+                v.mul_(beta2).addcmul_(values, values, value=1 - beta2)
+                moments.index_copy_(0, rows, touched)
+                denom = v.sqrt().div_(root_bias2).add_(eps)
+                # gather, update, scatter: the rows are unique, and index_copy_ is about twice
+                # as fast as index_add_ on CPU
+                p.index_copy_(0, rows, p.index_select(0, rows).addcdiv_(m, denom, value=-step_size))
         return loss
