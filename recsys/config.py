@@ -69,6 +69,14 @@ class EvalConfig(BaseModel):
     """Users scored per batch (at most)."""
     memory_mb: float | None = Field(None, gt=0)
     """Memory budget of one evaluation batch; batches shrink to fit it (None: no budget)."""
+    item_slices: bool = False
+    """Also report every per-user metric on the head and tail item slices
+    (``recall_at_20_tail``, ...; see :func:`recsys.eval.evaluator.tail_items`)."""
+    tail_share: float = Field(0.2, ge=0, le=1)
+    """The tail slice: the least popular items holding at most this share of training
+    interactions."""
+    tail_fraction: float | None = Field(None, ge=0, le=1)
+    """Instead of ``tail_share``: the tail is this fraction of the items, least popular first."""
 
     @model_validator(mode="after")
     def _names_valid(self) -> EvalConfig:

@@ -86,6 +86,9 @@ def make_evaluator(cfg: RunConfig) -> Evaluator:
         batch_size=cfg.eval.batch_size,
         device=cfg.train.device,
         memory_mb=cfg.eval.memory_mb,
+        item_slices=cfg.eval.item_slices,
+        tail_share=cfg.eval.tail_share,
+        tail_fraction=cfg.eval.tail_fraction,
     )
 
 
@@ -211,6 +214,8 @@ def _train_and_test(
     }
     _write_json(run_dir / "metrics.json", metrics)
     _write_json(run_dir / "history.json", fit.history)
+    for path in model.write_artifacts(run_dir, fit.history):
+        tracker.log_artifact(path)
     recs = recommend(model, dataset, split, make_evaluator(cfg), cfg.recommend_k)
     recs.to_csv(run_dir / "recommendations.csv", index=False)
     return RunResult(
@@ -285,9 +290,13 @@ def recommend(
         users = np.arange(dataset.n_users)
     k = min(k, dataset.n_items)
     exclude: list[sp.csr_array] = [split.train, split.valid, split.test] if exclude_seen else []
+    if exclude_seen and split.foldin is not None:
+        exclude.append(split.foldin)
+    # held-out users are scored from their fold-in rows
+    history = split.history if split.foldin is not None else None
     model.eval()
     with torch.no_grad():
-        items, scores = evaluator.topk(model.scorer(), users, k, exclude=exclude)
+        items, scores = evaluator.topk(model.scorer(history), users, k, exclude=exclude)
     # slots past a user's rankable items come back as item -1 with score -inf
     keep = (items >= 0).reshape(-1)
     return pd.DataFrame(

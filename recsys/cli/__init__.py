@@ -29,12 +29,14 @@ def cli(verbose: int) -> None:
 
 def _register_commands() -> None:
     from recsys.cli.data import data
+    from recsys.cli.dnis import dnis
+    from recsys.cli.export import export
     from recsys.cli.models import models
     from recsys.cli.probe import probe
     from recsys.cli.run import evaluate, recommend, train
     from recsys.cli.tune import tune
 
-    for command in (train, evaluate, recommend, data, models, tune, probe):
+    for command in (train, evaluate, recommend, data, models, tune, probe, export, dnis):
         cli.add_command(command)
 
 

@@ -100,6 +100,9 @@ class DataConfig(BaseModel):
     """Cache folder; None uses ``$RECSYS_DATA_DIR`` or ``~/.cache/recsys/datasets``."""
     seed: int = 0
     """Seed of the synthetic generator (only used by ``synthetic*`` names)."""
+    label_noise: float = Field(0.0, ge=0.0, lt=1.0)
+    """Share of synthetic interactions replaced by random items (``synthetic*`` names only);
+    their ratings are 0 (noisy), the others 1 (clean)."""
 
 
 class CardFile(BaseModel):
@@ -680,6 +683,11 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     from recsys.data.preprocess import PreprocessConfig, preprocess
     from recsys.data.synthetic import make_synthetic, parse_synthetic_name
 
+    if cfg.label_noise and (cfg.path is not None or parse_synthetic_name(cfg.name) is None):
+        raise ConfigError(
+            f"data.label_noise={cfg.label_noise} applies only to the synthetic datasets "
+            f"(synthetic, synthetic-UxIxN), not {cfg.name!r}"
+        )
     card: DatasetCard | None = None
     if cfg.path is not None:
         if "name" in cfg.model_fields_set and _card_exists(cfg.name):
@@ -694,7 +702,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         if card is not None:
             ds.name = card.name
     elif (sizes := parse_synthetic_name(cfg.name)) is not None:
-        ds = make_synthetic(*sizes, seed=cfg.seed, name=cfg.name)
+        ds = make_synthetic(*sizes, seed=cfg.seed, name=cfg.name, label_noise=cfg.label_noise)
     else:
         if cfg.format is not None:
             raise ConfigError(

@@ -13,11 +13,16 @@ Strategies (RecBole's names in brackets):
 - ``given``: a published split read with the dataset (``Dataset.split_labels``); where it has
   no validation part, validation is carved out of each user's training items, seeded, so
   early stopping never sees the test set.
+- ``heldout_users``: strong generalisation (Liang et al., WWW 2018): whole users are held out
+  for validation and test; each held-out user's history is split at random into fold-in items
+  (:attr:`Split.foldin`, the model's input at scoring time, masked from the ranking) and target
+  items (``valid`` / ``test``). Only fold-in models (``Recommender.fold_in``) can score users
+  they never saw in training.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from recsys.data.dataset import Dataset
 from recsys.errors import DataError
 
-SplitStrategy = Literal["ratio", "temporal", "loo", "given"]
+SplitStrategy = Literal["ratio", "temporal", "loo", "given", "heldout_users"]
 
 
 class SplitConfig(BaseModel):
@@ -43,8 +48,21 @@ class SplitConfig(BaseModel):
     valid_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     """Share of each user's training items carved out for validation in a ``given`` split
     that has no validation part."""
+    clean_test_min_rating: float | None = None
+    """Noisy-train / clean-test protocol (Wang et al., WSDM 2021): when set, the test part
+    keeps only interactions rated ``>=`` this (MovieLens: 4); lower-rated ones stay in train
+    and validation as noisy positives but are never test targets. Needs ratings (for the
+    synthetic data, the noise flags: 1 clean, 0 noisy, so use 1)."""
     seed: int = 2020
-    """Seed of the random order (``ratio``, ``given``; ties in ``temporal``)."""
+    """Seed of the random order (``ratio``, ``given``, ``heldout_users``; ties in ``temporal``)."""
+    heldout_users: tuple[float, float] = (0.1, 0.1)
+    """``heldout_users``: validation and test users held out, each a count (>= 1, a whole
+    number) or a share of the users (< 1)."""
+    foldin_ratio: float = Field(0.8, gt=0.0, lt=1.0)
+    """``heldout_users``: share of each held-out user's items given to the model as fold-in;
+    the rest are the targets."""
+    min_heldout_items: int = Field(5, ge=2)
+    """``heldout_users``: a held-out user with fewer items keeps them all as fold-in."""
 
     @field_validator("ratios")
     @classmethod
@@ -53,30 +71,62 @@ class SplitConfig(BaseModel):
             raise ValueError(f"ratios must be non-negative, train > 0, summing to 1; got {value}")
         return value
 
+    @field_validator("heldout_users")
+    @classmethod
+    def _heldout_valid(cls, value: tuple[float, float]) -> tuple[float, float]:
+        for v in value:
+            if v <= 0 or (v >= 1 and v != int(v)):
+                raise ValueError(
+                    f"heldout_users must be positive counts (whole numbers) or shares < 1; "
+                    f"got {value}"
+                )
+        return value
+
 
 @dataclass
 class Split:
-    """Three disjoint binary CSR matrices of shape ``n_users x n_items``."""
+    """Disjoint binary CSR matrices of shape ``n_users x n_items``.
+
+    ``foldin`` (``heldout_users`` splits only) holds the held-out users' fold-in items: the
+    history a fold-in model scores them from, masked from their ranking. Their targets are in
+    ``valid`` (validation users) and ``test`` (test users); their ``train`` rows are empty.
+    """
 
     train: sp.csr_array
     valid: sp.csr_array
     test: sp.csr_array
+    foldin: sp.csr_array | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.train.shape
 
+    @property
+    def history(self) -> sp.csr_array:
+        """What scoring may read of each user: ``train``, plus ``foldin`` when there is one."""
+        if self.foldin is None:
+            return self.train
+        cached = self.__dict__.get("_history")
+        if cached is None:
+            cached = sp.csr_array(self.train + self.foldin)
+            cached.sum_duplicates()
+            cached.sort_indices()
+            self.__dict__["_history"] = cached
+        return cached
+
     def __repr__(self) -> str:
+        fold = f", foldin={self.foldin.nnz}" if self.foldin is not None else ""
         return (
-            f"Split(train={self.train.nnz}, valid={self.valid.nnz}, test={self.test.nnz}, "
-            f"shape={self.shape})"
+            f"Split(train={self.train.nnz}, valid={self.valid.nnz}, test={self.test.nnz}"
+            f"{fold}, shape={self.shape})"
         )
 
     def save(self, path: Path) -> None:
         """Write the split as an ``.npz`` of the three parts' coordinates (atomic)."""
         path = Path(path)
         arrays = {}
-        for part in ("train", "valid", "test"):
+        parts = ("train", "valid", "test") + (("foldin",) if self.foldin is not None else ())
+        for part in parts:
             m = getattr(self, part).tocoo()
             arrays[f"{part}_row"] = m.row.astype(np.int32)
             arrays[f"{part}_col"] = m.col.astype(np.int32)
@@ -89,10 +139,8 @@ class Split:
     def load(cls, path: Path) -> Split:
         with np.load(path, allow_pickle=False) as z:
             shape = tuple(int(x) for x in z["shape"])
-            parts = {
-                part: _csr(z[f"{part}_row"], z[f"{part}_col"], shape)
-                for part in ("train", "valid", "test")
-            }
+            names = ("train", "valid", "test") + (("foldin",) if "foldin_row" in z else ())
+            parts = {part: _csr(z[f"{part}_row"], z[f"{part}_col"], shape) for part in names}
         return cls(**parts)
 
 
@@ -227,6 +275,65 @@ def split_given(ds: Dataset, valid_ratio: float = 0.1, seed: int = 2020) -> Spli
     return _parts_from_labels(ds, labels)
 
 
+def _resolve_count(value: float, n: int) -> int:
+    return int(value) if value >= 1 else round(value * n)
+
+
+def split_heldout_users(
+    ds: Dataset,
+    heldout_users: tuple[float, float] = (0.1, 0.1),
+    foldin_ratio: float = 0.8,
+    min_heldout_items: int = 5,
+    seed: int = 2020,
+) -> Split:
+    r"""Strong generalisation: held-out validation and test users (Liang et al., WWW 2018).
+
+    Users are shuffled (seeded); the first ``heldout_users[0]`` are validation users, the next
+    ``heldout_users[1]`` test users, the rest training users with their whole history in
+    ``train``. Held-out interactions with items no training user has are dropped (no model
+    trained on the training users can rank them; the paper does the same). Then each held-out
+    user with :math:`n_u \ge` ``min_heldout_items`` items gets
+    :math:`\lfloor (1 - \text{foldin\_ratio}) \cdot n_u \rfloor` random items as targets and
+    keeps the rest as fold-in (the paper's arithmetic); a user with fewer keeps all as fold-in
+    (and is not evaluated).
+    """
+    users, items = ds.coo()
+    n = np.diff(ds.interactions.indptr)
+    present = np.flatnonzero(n > 0)
+    n_valid, n_test = (_resolve_count(v, len(present)) for v in heldout_users)
+    if n_valid < 1 or n_test < 1 or n_valid + n_test >= len(present):
+        raise DataError(
+            f"{ds.name}: split.heldout_users={tuple(heldout_users)} gives {n_valid} validation "
+            f"and {n_test} test users of {len(present)}; both must be >= 1 and leave training "
+            "users"
+        )
+    rng = np.random.default_rng(seed)
+    order = present[rng.permutation(len(present))]
+    role = np.zeros(ds.n_users, dtype=np.int8)  # 0 train, 1 validation, 2 test
+    role[order[:n_valid]] = 1
+    role[order[n_valid : n_valid + n_test]] = 2
+    user_role = role[users]
+    in_train = user_role == 0
+    seen = np.zeros(ds.n_items, dtype=bool)
+    seen[items[in_train]] = True
+    held = np.flatnonzero(~in_train & seen[items])
+    h_users = users[held]
+    rank = _rank_within_user(h_users, rng.random(len(held)))
+    n_held = np.bincount(h_users, minlength=ds.n_users)
+    # the small epsilon keeps e.g. (1 - 0.8) * 5 from flooring to 0
+    n_target = np.floor((1.0 - foldin_ratio) * n_held + 1e-9).astype(np.int64)
+    n_fold = np.where(n_held >= min_heldout_items, n_held - n_target, n_held)
+    target = rank >= n_fold[h_users]
+    shape = (ds.n_users, ds.n_items)
+    h_role = user_role[held]
+    return Split(
+        train=_csr(users[in_train], items[in_train], shape),
+        valid=_csr(h_users[target & (h_role == 1)], items[held][target & (h_role == 1)], shape),
+        test=_csr(h_users[target & (h_role == 2)], items[held][target & (h_role == 2)], shape),
+        foldin=_csr(h_users[~target], items[held][~target], shape),
+    )
+
+
 def make_split(ds: Dataset, cfg: SplitConfig, default: SplitStrategy = "ratio") -> Split:
     """Split ``ds`` as ``cfg`` says, then check that every user keeps a training interaction."""
     strategy = cfg.strategy or default
@@ -238,15 +345,39 @@ def make_split(ds: Dataset, cfg: SplitConfig, default: SplitStrategy = "ratio") 
         split = split_leave_one_out(ds, cfg.seed)
     elif strategy == "given":
         split = split_given(ds, cfg.valid_ratio, cfg.seed)
+    elif strategy == "heldout_users":
+        split = split_heldout_users(
+            ds, cfg.heldout_users, cfg.foldin_ratio, cfg.min_heldout_items, cfg.seed
+        )
     else:  # pragma: no cover - the config validates the name
         raise DataError(f"unknown split strategy {strategy!r}")
+    if cfg.clean_test_min_rating is not None:
+        split = clean_test(ds, split, cfg.clean_test_min_rating)
     check_split(ds, split)
     return split
 
 
+def clean_test(ds: Dataset, split: Split, min_rating: float) -> Split:
+    """``split`` with test interactions rated below ``min_rating`` removed (clean test)."""
+    if ds.ratings is None:
+        raise DataError(
+            f"{ds.name}: split.clean_test_min_rating needs ratings, and this dataset has none"
+        )
+    users, items = ds.coo()
+    clean = ds.ratings >= min_rating
+    clean_m = _csr(users[clean], items[clean], (ds.n_users, ds.n_items))
+    test = sp.csr_array(split.test.multiply(clean_m))
+    test.eliminate_zeros()
+    test.sort_indices()
+    return replace(split, test=test)
+
+
 def check_split(ds: Dataset, split: Split) -> None:
-    """Raise :class:`DataError` naming the first user left with no training interaction."""
-    n_train = np.diff(split.train.indptr)
+    """Raise :class:`DataError` naming the first user left with no training interaction.
+
+    With a ``foldin`` part (held-out users), fold-in items count as the user's known history.
+    """
+    n_train = np.diff(split.history.indptr)
     n_all = np.diff(ds.interactions.indptr)
     empty = np.flatnonzero((n_train == 0) & (n_all > 0))
     if len(empty):

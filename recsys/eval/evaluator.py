@@ -37,7 +37,7 @@ from recsys.eval.metrics import (
     validate_metric_name,
 )
 
-__all__ = ["DEFAULT_METRICS", "Evaluator", "ScoreFn"]
+__all__ = ["DEFAULT_METRICS", "Evaluator", "ScoreFn", "tail_items"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,35 @@ def _row_entries(csr: sp.csr_array, rows: np.ndarray) -> tuple[np.ndarray, np.nd
     return which, csr.indices[positions].astype(np.int64, copy=False)
 
 
+def tail_items(
+    item_popularity: np.ndarray, share: float = 0.2, fraction: float | None = None
+) -> np.ndarray:
+    r"""The tail item slice: ``bool [n_items]``, true for the least popular items.
+
+    Items are sorted by training popularity :math:`c_i` ascending (ties by index). With
+    ``fraction`` the tail is the first :math:`\lfloor f\,|\mathcal{I}| \rfloor` of them;
+    otherwise the longest prefix whose interactions sum to at most ``share`` of all,
+    :math:`\sum_{i \in T} c_i \le s \sum_i c_i` (so items never seen in training are always
+    tail). The head is the complement.
+
+    Raises:
+        ConfigError: ``share`` or ``fraction`` outside ``[0, 1]``.
+    """
+    pop = np.asarray(item_popularity, dtype=np.float64).reshape(-1)
+    for key, value in (("tail_share", share), ("tail_fraction", fraction)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"eval.{key} must be in [0, 1], got {value!r}")
+    order = np.lexsort((np.arange(len(pop)), pop))
+    if fraction is not None:
+        n_tail = int(np.floor(fraction * len(pop)))
+    else:
+        cumulative = np.cumsum(pop[order])
+        n_tail = int(np.searchsorted(cumulative, share * pop.sum() * (1 + 1e-12), side="right"))
+    tail = np.zeros(len(pop), dtype=bool)
+    tail[order[:n_tail]] = True
+    return tail
+
+
 class Evaluator:
     """Full-ranking top-K evaluation of a recommender, vectorised in torch.
 
@@ -101,6 +130,17 @@ class Evaluator:
         device (str or torch.device): where the user-index tensor given to ``score_fn`` is
             created. The scores are processed on the device they come back on, without a copy.
             (default: ``"cpu"``)
+        item_slices (bool): also report every per-user metric on the ``head`` and ``tail``
+            item slices (see :func:`tail_items`), as ``<metric>_at_<K>_head`` / ``_tail`` and
+            ``n_users_head`` / ``_tail``. On a slice :math:`S` only the user's held-out items
+            in :math:`S` are relevant, :math:`G^S_u = G_u \\cap S`, the ranking is still over
+            all items, and the mean is over users with :math:`G^S_u \\neq \\emptyset`; e.g.
+            :math:`\\mathrm{Recall@K}_S(u) = |R_{u,1..K} \\cap G^S_u| / |G^S_u|`. Needs the
+            ``item_popularity`` of :meth:`evaluate`. (default: ``False``)
+        tail_share (float): the tail holds at most this share of training interactions.
+            (default: ``0.2``)
+        tail_fraction (float, optional): instead, the tail is this fraction of all items, least
+            popular first. (default: ``None``)
 
     Raises:
         ConfigError: an unknown metric name, or a cutoff or batch size that is not a positive
@@ -124,6 +164,9 @@ class Evaluator:
         batch_size: int = 4096,
         device: str | torch.device = "cpu",
         memory_mb: float | None = None,
+        item_slices: bool = False,
+        tail_share: float = 0.2,
+        tail_fraction: float | None = None,
     ) -> None:
         if isinstance(topk, int | np.integer):
             topk = (int(topk),)
@@ -143,6 +186,10 @@ class Evaluator:
         if memory_mb is not None and not memory_mb > 0:
             raise ConfigError(f"memory_mb must be positive, got {memory_mb!r}")
         self.memory_mb = memory_mb
+        tail_items(np.zeros(0), tail_share, tail_fraction)  # checks the two values
+        self.item_slices = bool(item_slices)
+        self.tail_share = float(tail_share)
+        self.tail_fraction = tail_fraction
 
     def user_batch(self, n_items: int) -> int:
         """Users per batch: ``batch_size``, or fewer where ``memory_mb`` says so."""
@@ -154,7 +201,13 @@ class Evaluator:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(topk={list(self.cutoffs)}, metrics={list(self.metrics)}, "
-            f"batch_size={self.batch_size}, device='{self.device}', memory_mb={self.memory_mb})"
+            f"batch_size={self.batch_size}, device='{self.device}', memory_mb={self.memory_mb}"
+            + (
+                f", item_slices=True, tail_share={self.tail_share}, "
+                f"tail_fraction={self.tail_fraction})"
+                if self.item_slices
+                else ")"
+            )
         )
 
     @property
@@ -288,11 +341,14 @@ class Evaluator:
 
         Returns:
             ``{"<metric>_at_<K>": mean over evaluated users, ..., "n_users": count}`` with keys
-            in the order metric-major, cutoff-minor. With ``per_user=True`` a pair
-            ``(result, per_user)``, where ``per_user["user"]`` holds the evaluated users' indices
-            (ascending) and ``per_user["<metric>_at_<K>"]`` their values (float64 arrays, one per
-            per-user metric; ``item_coverage`` has none). With no user to evaluate the means are
-            NaN, ``item_coverage`` is 0 and ``n_users`` is 0.
+            in the order metric-major, cutoff-minor. With ``item_slices`` the per-user metrics
+            follow once more for each slice, ``<metric>_at_<K>_head`` and ``..._tail``, with
+            ``n_users_head`` and ``n_users_tail`` (users with held-out items in the slice).
+            With ``per_user=True`` a pair ``(result, per_user)``, where ``per_user["user"]``
+            holds the evaluated users' indices (ascending) and ``per_user["<metric>_at_<K>"]``
+            their values (float64 arrays, one per per-user metric; ``item_coverage`` has none).
+            With no user to evaluate the means are NaN, ``item_coverage`` is 0 and ``n_users``
+            is 0.
 
         Raises:
             DataError: a matrix or popularity vector does not match ``truth``'s shape.
@@ -345,6 +401,17 @@ class Evaluator:
                     f"{n_items} items"
                 )
 
+        # item slices: (name, bool [n_items]) and their running sums
+        slices: list[tuple[str, np.ndarray]] = []
+        if self.item_slices:
+            if popularity_np is None:
+                raise ConfigError("eval.item_slices needs the training item_popularity")
+            tail = tail_items(popularity_np, self.tail_share, self.tail_fraction)
+            slices = [("head", ~tail), ("tail", tail)]
+        slice_totals: list[Tensor] = []
+        slice_users = np.zeros(len(slices), dtype=np.int64)
+        slice_masks: list[Tensor] = []
+
         step = self.user_batch(truth.shape[1])
         for start in range(0, len(users_all), step):
             users = users_all[start : start + step]
@@ -358,6 +425,8 @@ class Evaluator:
                 cutoffs_t = torch.tensor(self.cutoffs, dtype=torch.long, device=device)
                 if popularity_np is not None:
                     popularity_t = torch.from_numpy(popularity_np).to(device, dtype)
+                slice_masks = [torch.from_numpy(m).to(device) for _, m in slices]
+                slice_totals = [torch.zeros_like(totals) for _ in slices]
             assert totals is not None and nan_rows is not None and cutoffs_t is not None
 
             values, items, valid = self._rank(scores, max_k)
@@ -389,6 +458,23 @@ class Evaluator:
                     per_user_values.append(block)
             for (_, metric), state in zip(aggregate_metrics, states, strict=True):
                 metric.update(state, batch)
+            for s, (_, member) in enumerate(slices):
+                # only the slice's held-out items are relevant; users with none are skipped
+                n_slice = np.bincount(which, weights=member[cols], minlength=len(users))
+                rows = torch.from_numpy(np.flatnonzero(n_slice > 0)).to(device)
+                slice_users[s] += len(rows)
+                if not user_metrics or len(rows) == 0:
+                    continue
+                sliced = RankedBatch(
+                    hits=(hits & slice_masks[s][items]).index_select(0, rows),
+                    valid=valid.index_select(0, rows),
+                    items=items.index_select(0, rows),
+                    n_truth=torch.from_numpy(n_slice.astype(np.int64)).to(device)[rows],
+                    cutoffs=cutoffs_t,
+                    item_popularity=popularity_t,
+                    dtype=dtype,
+                )
+                slice_totals[s] += torch.stack([m(sliced) for _, m in user_metrics], 1).sum(0)
 
         n_eval = len(users_all)
         user_index = {name: i for i, (name, _) in enumerate(user_metrics)}
@@ -415,6 +501,13 @@ class Evaluator:
             for j, k in enumerate(self.cutoffs):
                 result[metric_key(name, k)] = float(row[j])
         result["n_users"] = n_eval
+        for s, (label, _) in enumerate(slices):
+            count = int(slice_users[s])
+            for name, i in user_index.items():
+                for j, k in enumerate(self.cutoffs):
+                    value = float(slice_totals[s][i, j] / count) if count else math.nan
+                    result[f"{metric_key(name, k)}_{label}"] = value
+            result[f"n_users_{label}"] = count
         if not per_user:
             return result
 

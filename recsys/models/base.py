@@ -19,6 +19,8 @@ fresh, unfitted copy with the same hyper-parameters.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import scipy.sparse as sp
@@ -55,6 +57,18 @@ def build_config(config_class: type[ModelConfig], values: dict[str, Any], prefix
         raise ConfigError("; ".join(problems)) from None
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """What one training epoch does, as a model asks in :meth:`Recommender.begin_epoch`."""
+
+    stop: bool = False
+    """End training before this epoch: the model's schedule is complete."""
+    auxiliary: bool = False
+    """After every training batch, take one auxiliary step on a validation batch."""
+    patience: bool = True
+    """Whether a validation without improvement counts towards early stopping."""
+
+
 class Recommender(nn.Module):
     """Base class of all models. See the module docstring for the contract."""
 
@@ -63,6 +77,9 @@ class Recommender(nn.Module):
     batch_kind: ClassVar[BatchKind] = "pairwise"
     supports_sparse_grad: ClassVar[bool] = False
     """Whether :meth:`loss` can produce row-sparse embedding gradients (``sparse_grad``)."""
+    fold_in: ClassVar[bool] = False
+    """Whether :meth:`scorer` scores a user from the ``history`` rows alone (no per-user
+    parameters), so users unseen in training can be scored (the ``heldout_users`` split)."""
 
     def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -114,6 +131,80 @@ class Recommender(nn.Module):
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Named loss terms for one batch of the declared ``batch_kind``."""
         raise NotImplementedError(f"{type(self).__name__} has no loss (batch kind 'none')")
+
+    def example_losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        r"""Per-positive main loss :math:`[B]` and the scalar regularisation terms.
+
+        For one batch of the declared ``batch_kind`` (optional; wrappers that reweight or drop
+        examples, such as the denoising plugin, need it). Entry :math:`b` is the main loss of
+        the batch's :math:`b`-th positive interaction (for pairwise models, its triplet
+        averaged over its negatives), such that
+
+        .. math::
+            \frac{1}{B}\sum_b \ell_b + \sum_k R_k = \sum_{\text{terms}} \texttt{loss(batch)}
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not provide per-example losses (example_losses), "
+            "so it cannot be wrapped by a loss-reweighting model"
+        )
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        """Called by the trainer after each training epoch, in eval mode without gradients.
+
+        A model may update non-learned state here (keep it in buffers, so checkpoints carry it)
+        and returns named per-epoch diagnostics; they join the epoch's training terms in the
+        history and are logged to MLflow as ``train/<name>``. Default: nothing.
+        """
+        return {}
+
+    def write_artifacts(self, run_dir: Path, history: list[dict[str, float]]) -> list[Path]:
+        """Write reports into a finished run's folder; returns the files (logged as artifacts).
+
+        ``history`` is the run's per-epoch rows. Default: nothing.
+        """
+        return []
+
+    # -- embedding contract and bi-level training (used by DNIS) ---------------------------
+    def id_embeddings(self) -> dict[str, str]:
+        """Role -> attribute name of each ID-embedding table (an ``nn.Embedding``).
+
+        Roles are ``"user"`` (one row per user), ``"item"`` (one row per item) and ``"node"``
+        (users then items in one table, as in graph models). The model must read each table
+        only through that module (its ``forward`` or its ``.weight``), so a wrapper such as
+        DNIS can replace the module by one that behaves like ``nn.Embedding``. Default: none.
+        """
+        return {}
+
+    def begin_epoch(self, epoch: int) -> EpochPlan:
+        """Called by the trainer before each epoch (0-based); says what the epoch does.
+
+        A model with a schedule (warm start, search, fine-tuning) switches phase here; keep
+        phase state in buffers or derive it from ``epoch`` so a resumed run is exact.
+        Default: a plain training epoch.
+        """
+        return EpochPlan()
+
+    def auxiliary_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the outer level of bi-level training (e.g. DNIS's alpha).
+
+        The trainer keeps them out of the main optimiser and updates them only through
+        :meth:`auxiliary_loss` on validation batches, with :meth:`auxiliary_optimizer`.
+        Default: none.
+        """
+        return []
+
+    def auxiliary_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """The optimiser of :meth:`auxiliary_parameters` (its state is checkpointed)."""
+        raise NotImplementedError(f"{type(self).__name__} has no auxiliary parameters")
+
+    def auxiliary_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Named loss terms of the outer level for one validation batch (same batch kind)."""
+        raise NotImplementedError(f"{type(self).__name__} has no auxiliary loss")
+
+    def export_state_dict(self) -> dict[str, Tensor]:
+        """The state written as the deployable model (``best.pt``); :meth:`load_state_dict`
+        must accept it on a freshly set-up model. Default: :meth:`state_dict`."""
+        return self.state_dict()
 
     # -- scoring ----------------------------------------------------------------------------
     def score(self, users: Tensor, history: sp.csr_array | None = None) -> Tensor:

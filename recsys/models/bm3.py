@@ -308,6 +308,47 @@ class BM3(DotProductScorer, Recommender):
             terms["reg"] = cfg.reg_weight * norms / self.n_items
         return terms
 
+    def example_losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        r"""Per-pair loss :math:`[B]` and the regulariser: BM3 has no negatives, so pair
+        :math:`b = (u, i)`'s loss is its share of every cosine term of :meth:`loss`,
+
+        .. math::
+            \ell_b = 2 - \hat{\mathbf{o}}_u^\top\hat{\mathbf{t}}_i
+            - \hat{\mathbf{o}}_i^\top\hat{\mathbf{t}}_u
+            + \lambda_{cl}\sum_m \left(2 - \hat{\mathbf{o}}^m_i{}^\top\hat{\mathbf{t}}_i
+            - \hat{\mathbf{o}}^m_i{}^\top\hat{\mathbf{t}}^m_i\right)
+
+        whose batch mean plus ``reg`` is the sum of :meth:`loss`'s terms (for the same
+        dropout draw of the target view).
+        """
+        cfg = self.config
+        users_h, items_h = self.propagate()
+        u, i = batch["user"], batch["item"]
+        users, u_inv = torch.unique(u, return_inverse=True)
+        items, i_inv = torch.unique(i, return_inverse=True)
+        latents = [users_h.index_select(0, users), items_h.index_select(0, items)]
+        latents += [branch(items) for branch in self.modalities.values()]
+        sizes = [len(users)] + [len(items)] * (1 + len(self.modalities))
+        stacked = torch.cat(latents)
+        online = F.normalize(self.predictor(stacked), dim=-1).split(sizes)
+        with torch.no_grad():
+            target = F.normalize(self.target(stacked), dim=-1).split(sizes)
+
+        def c(rows: Tensor, row_index: Tensor, paired: Tensor, paired_index: Tensor) -> Tensor:
+            pairs = rows.index_select(0, row_index) * paired.index_select(0, paired_index)
+            return 1.0 - pairs.sum(-1)
+
+        losses = c(online[0], u_inv, target[1], i_inv) + c(online[1], i_inv, target[0], u_inv)
+        for k in range(2, 2 + len(self.modalities)):
+            losses = losses + cfg.cl_weight * (
+                c(online[k], i_inv, target[1], i_inv) + c(online[k], i_inv, target[k], i_inv)
+            )
+        reg = {}
+        if cfg.reg_weight > 0:
+            norms = torch.linalg.matrix_norm(users_h) + torch.linalg.matrix_norm(items_h)
+            reg["reg"] = cfg.reg_weight * norms / self.n_items
+        return losses, reg
+
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         self.check_fitted()
         with torch.no_grad():

@@ -22,6 +22,15 @@ def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
     return -F.logsigmoid(pos_scores - neg_scores).mean()
 
 
+def bpr_example_losses(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
+    r"""Per-positive BPR loss :math:`[B]`: :math:`-\ln \sigma(\hat{y}_{ui} - \hat{y}_{uj})`,
+    averaged over the trailing negatives dimension when there is one; its mean is
+    :func:`bpr_loss`."""
+    if neg_scores.dim() > pos_scores.dim():
+        return -F.logsigmoid(pos_scores.unsqueeze(-1) - neg_scores).mean(-1)
+    return -F.logsigmoid(pos_scores - neg_scores)
+
+
 def l2_penalty(*embeddings: Tensor) -> Tensor:
     r""":math:`\frac{1}{2B}\sum_e \lVert e \rVert_2^2` over the batch's embedding rows."""
     batch = embeddings[0].shape[0]
@@ -71,7 +80,11 @@ class BPR(DotProductScorer, Recommender):
         nn.init.xavier_normal_(self.user_embedding.weight)
         nn.init.xavier_normal_(self.item_embedding.weight)
 
-    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def id_embeddings(self) -> dict[str, str]:
+        return {"user": "user_embedding", "item": "item_embedding"}
+
+    def _triplets(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Positive scores ``[B]``, negative scores ``[B]`` or ``[B, n]``, and the reg terms."""
         users, pos_items, neg_items = batch["user"], batch["pos"], batch["neg"]
         u = self._lookup(self.user_embedding.weight, users)
         i = self._lookup(self.item_embedding.weight, pos_items)
@@ -79,10 +92,20 @@ class BPR(DotProductScorer, Recommender):
         j = j.view(*neg_items.shape, -1)
         pos = (u * i).sum(-1)
         neg = (u.unsqueeze(-2) * j).sum(-1) if j.dim() == 3 else (u * j).sum(-1)
-        terms = {"bpr": bpr_loss(pos, neg)}
+        reg = {}
         if self.config.reg_weight > 0:
-            terms["reg"] = self.config.reg_weight * l2_penalty(u, i, j)
-        return terms
+            reg["reg"] = self.config.reg_weight * l2_penalty(u, i, j)
+        return pos, neg, reg
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        pos, neg, reg = self._triplets(batch)
+        return {"bpr": bpr_loss(pos, neg), **reg}
+
+    def example_losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        r"""Per-triplet BPR loss :math:`-\ln\sigma(\hat{y}_{ui} - \hat{y}_{uj})` :math:`[B]`
+        (averaged over the negatives of a positive), and the L2 term."""
+        pos, neg, reg = self._triplets(batch)
+        return bpr_example_losses(pos, neg), reg
 
     def _lookup(self, table: Tensor, index: Tensor) -> Tensor:
         if self.sparse_grad:

@@ -45,6 +45,7 @@ class ItemKNN(Recommender):
     name = "itemknn"
     config_class = ItemKNNConfig
     batch_kind = "none"
+    fold_in = True  # scores from the history rows alone
 
     def build(self, train: sp.csr_array, dataset: Dataset | None) -> None:
         k = min(self.config.k, max(1, self.n_items - 1))

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
 from recsys.models.base import DotProductScorer, ModelConfig, Recommender, ScoreFn
-from recsys.models.bpr import bpr_loss, l2_penalty
+from recsys.models.bpr import bpr_example_losses, bpr_loss, l2_penalty
 from recsys.models.registry import register
 
 
@@ -118,6 +118,10 @@ class LightGCN(DotProductScorer, Recommender):
     def reset_parameters(self) -> None:
         nn.init.normal_(self.embedding.weight, std=self.config.init_std)
 
+    def id_embeddings(self) -> dict[str, str]:
+        # one table, users then items (read only through .weight)
+        return {"node": "embedding"}
+
     def _adjacency(self) -> Tensor:
         n = self.n_users + self.n_items
         return torch.sparse_csr_tensor(self.adj_crow, self.adj_col, self.adj_val, (n, n))
@@ -144,14 +148,15 @@ class LightGCN(DotProductScorer, Recommender):
         final = total / (self.config.n_layers + 1)
         return final[: self.n_users], final[self.n_users :]
 
-    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _triplets(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Positive and negative scores ``[B]`` of the batch's triplets, and the reg terms."""
         users_f, items_f = self.propagate()
         u, i, j = batch["user"], batch["pos"], batch["neg"]
         # index_select's backward (index_add) is cheaper on CPU than advanced indexing's
         e_u = users_f.index_select(0, u)
         pos = (e_u * items_f.index_select(0, i)).sum(-1)
         neg = (e_u * items_f.index_select(0, j)).sum(-1)
-        terms = {"bpr": bpr_loss(pos, neg)}
+        terms = {}
         if self.config.reg_weight > 0:
             ego = self.embedding.weight
             reg = l2_penalty(
@@ -160,7 +165,17 @@ class LightGCN(DotProductScorer, Recommender):
                 ego.index_select(0, j + self.n_users),
             )
             terms["reg"] = self.config.reg_weight * reg
-        return terms
+        return pos, neg, terms
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        pos, neg, reg = self._triplets(batch)
+        return {"bpr": bpr_loss(pos, neg), **reg}
+
+    def example_losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        r"""Per-triplet BPR loss :math:`-\ln\sigma(\hat{y}_{ui} - \hat{y}_{uj})` :math:`[B]`
+        and the L2 term on the layer-0 embeddings."""
+        pos, neg, reg = self._triplets(batch)
+        return bpr_example_losses(pos, neg), reg
 
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         self.check_fitted()

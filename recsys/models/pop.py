@@ -30,6 +30,7 @@ class Pop(Recommender):
     name = "pop"
     config_class = PopConfig
     batch_kind = "none"
+    fold_in = True  # the same scores for every user
 
     def build(self, train: sp.csr_array, dataset: Dataset | None) -> None:
         self.register_buffer("item_count", torch.zeros(self.n_items))

@@ -14,23 +14,25 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from recsys.data.samplers import Sampler, make_sampler
+from recsys.data.samplers import PairwiseSampler, Sampler, make_sampler
 from recsys.data.split import Split
 from recsys.errors import ConfigError
 from recsys.eval.evaluator import Evaluator, validate_metric_name
 from recsys.models.base import Recommender
 from recsys.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from recsys.train.optim import LazyAdam
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +151,13 @@ def train_step(
 
 
 def make_optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The configured optimiser, with the fused (single-kernel) update where torch has one."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """The configured optimiser, with the fused (single-kernel) update where torch has one.
+
+    The model's :meth:`~Recommender.auxiliary_parameters` are left out: only
+    :func:`auxiliary_step` moves them.
+    """
+    outer = {id(p) for p in model.auxiliary_parameters()}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in outer]
     if cfg.optimizer == "sparse_adam":
         if not model.supports_sparse_grad:
             raise ConfigError(
@@ -160,7 +167,7 @@ def make_optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimize
         if cfg.weight_decay:
             raise ConfigError("train.optimizer=sparse_adam does not support train.weight_decay")
         model.sparse_grad = True
-        return torch.optim.SparseAdam(params, lr=cfg.learning_rate)
+        return LazyAdam(params, lr=cfg.learning_rate)
     model.sparse_grad = False
     kinds = {
         "adam": torch.optim.Adam,
@@ -176,6 +183,45 @@ def make_optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimize
         return kind(params, fused=True, **options)
     except (RuntimeError, TypeError, ValueError):
         return kind(params, **options)
+
+
+def auxiliary_step(
+    model: Recommender, optimizer: torch.optim.Optimizer, batch: dict[str, Tensor]
+) -> dict[str, float]:
+    r"""One outer step of bi-level training on a validation batch (DARTS-style, first order).
+
+    .. math::
+        \alpha \leftarrow \mathrm{step}\big(\alpha,\ \nabla_\alpha
+        \textstyle\sum \texttt{auxiliary\_loss}(\text{batch})\big)
+
+    Gradients are taken with respect to the auxiliary parameters only
+    (``torch.autograd.grad``), so the model's weights get no gradient and are not moved.
+    Returns the detached terms, prefixed ``aux_``.
+    """
+    params = model.auxiliary_parameters()
+    optimizer.zero_grad(set_to_none=True)
+    terms = model.auxiliary_loss(batch)
+    total = sum(terms.values())
+    if not torch.isfinite(total):
+        raise FloatingPointError(
+            f"auxiliary loss became {total.item()}; lower the model's auxiliary learning rate"
+        )
+    grads = torch.autograd.grad(total, params, allow_unused=True)
+    for param, grad in zip(params, grads, strict=True):
+        param.grad = torch.zeros_like(param) if grad is None else grad
+    optimizer.step()
+    out = {f"aux_{k}": float(v.detach()) for k, v in terms.items()}
+    out["aux_loss"] = float(total.detach())
+    return out
+
+
+@dataclass
+class _Auxiliary:
+    """The outer level of bi-level training: optimiser, validation sampler and its RNG."""
+
+    optimizer: torch.optim.Optimizer
+    sampler: Sampler
+    rng: np.random.Generator
 
 
 class Trainer:
@@ -213,6 +259,12 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.dataset = dataset
         self.device = resolve_device(self.config.device)
+        if split.foldin is not None and not model.fold_in:
+            raise ConfigError(
+                f"model {model.name!r} scores users by learned per-user parameters and cannot "
+                "score the held-out users of split.strategy=heldout_users; use a fold-in model "
+                "(e.g. itemknn, multvae, ease) or another split strategy"
+            )
         if self.config.num_threads:
             torch.set_num_threads(self.config.num_threads)
         self.item_popularity = np.bincount(split.train.indices, minlength=split.shape[1])
@@ -222,11 +274,14 @@ class Trainer:
     def evaluate(self, part: Literal["valid", "test"] = "valid") -> dict[str, float]:
         """Full-ranking metrics on ``part``; test masks training and validation items."""
         self.model.eval()
-        exclude = [self.split.train] if part == "valid" else [self.split.train, self.split.valid]
+        # with held-out users (split.foldin) a user's history is train + fold-in rows: scored
+        # from, and masked
+        history = self.split.history
+        exclude = [history] if part == "valid" else [history, self.split.valid]
         truth = self.split.valid if part == "valid" else self.split.test
         with torch.no_grad():
             return self.evaluator.evaluate(
-                self.model.scorer(),
+                self.model.scorer(history if self.split.foldin is not None else None),
                 truth,
                 exclude=exclude,
                 item_popularity=self.item_popularity,
@@ -246,11 +301,12 @@ class Trainer:
         sampler = self._sampler()
         optimizer = make_optimizer(self.model, cfg)
         rng = np.random.default_rng(cfg.seed)
+        aux = self._auxiliary()
         start_epoch, best_epoch, best_value, bad = 0, -1, -math.inf, 0
         history: list[dict[str, float]] = []
         best_valid: dict[str, float] = {}
         if resume:
-            state = self._load_last(optimizer, rng)
+            state = self._load_last(optimizer, rng, aux)
             if state is not None:
                 start_epoch = state["epoch"] + 1
                 best_epoch, best_value = state["best_epoch"], state["best_value"]
@@ -267,9 +323,16 @@ class Trainer:
             total=cfg.epochs,
         )
         epoch = start_epoch - 1
+        epochs_run = start_epoch
         for epoch in bar if not stopped_early else ():
+            plan = self.model.begin_epoch(epoch)
+            if plan.stop:
+                break
             tic = time.perf_counter()
-            train_terms = self._train_epoch(sampler, optimizer, rng)
+            train_terms = self._train_epoch(
+                sampler, optimizer, rng, aux if plan.auxiliary else None
+            )
+            train_terms.update(self._epoch_end(epoch))
             valid, is_best = None, False
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 valid = self.evaluate("valid")
@@ -277,7 +340,7 @@ class Trainer:
                 if value > best_value:
                     best_epoch, best_value, best_valid, bad, is_best = epoch, value, valid, 0, True
                     self._save_best(epoch, valid)
-                else:
+                elif plan.patience:
                     bad += 1
                 stopped_early = bad >= cfg.patience
             seconds = time.perf_counter() - tic
@@ -285,7 +348,10 @@ class Trainer:
             if valid:
                 row.update({f"valid_{k}": v for k, v in valid.items()})
             history.append(row)
-            self._save_last(epoch, optimizer, rng, best_epoch, best_value, bad, history, best_valid)
+            epochs_run = epoch + 1
+            self._save_last(
+                epoch, optimizer, rng, best_epoch, best_value, bad, history, best_valid, aux
+            )
             bar.set_postfix(
                 loss=f"{train_terms['loss']:.4f}",
                 **({cfg.valid_metric: f"{valid[cfg.valid_metric]:.4f}"} if valid else {}),
@@ -303,7 +369,7 @@ class Trainer:
         return TrainResult(
             best_epoch=best_epoch,
             best_valid=best_valid,
-            epochs_run=epoch + 1,
+            epochs_run=epochs_run,
             history=history,
             stopped_early=stopped_early,
         )
@@ -322,6 +388,13 @@ class Trainer:
             0, valid, 1, [{"epoch": 0, **{f"valid_{k}": v for k, v in valid.items()}}]
         )
 
+    def _epoch_end(self, epoch: int) -> dict[str, float]:
+        """The model's :meth:`Recommender.on_epoch_end` diagnostics, as floats."""
+        self.model.eval()
+        with torch.no_grad():
+            extra = self.model.on_epoch_end(epoch)
+        return {k: float(v) for k, v in extra.items()}
+
     def _sampler(self) -> Sampler:
         options = {}
         if self.model.batch_kind == "pairwise":
@@ -330,15 +403,52 @@ class Trainer:
             self.model.batch_kind, self.split.train, self.config.batch_size, **options
         )
 
+    def _auxiliary(self) -> _Auxiliary | None:
+        """The outer level's state, for models with auxiliary parameters (else None)."""
+        params = self.model.auxiliary_parameters()
+        if not params:
+            return None
+        if self.split.valid.nnz == 0:
+            raise ConfigError(
+                f"model {self.model.name!r} takes auxiliary steps on validation batches, but "
+                "split.valid is empty; use a split with a validation part"
+            )
+        options = {}
+        if self.model.batch_kind == "pairwise":
+            options["n_negatives"] = self.config.n_negatives
+            # negatives of a validation triplet avoid the user's training items too
+            sampler: Sampler = _HeldOutPairwiseSampler(
+                self.split.valid, self.split.train, self.config.batch_size, **options
+            )
+        else:
+            sampler = make_sampler(
+                self.model.batch_kind, self.split.valid, self.config.batch_size, **options
+            )
+        # its own stream, so the training batches are the same with or without it
+        rng = np.random.default_rng([self.config.seed, 1])
+        return _Auxiliary(self.model.auxiliary_optimizer(params), sampler, rng)
+
     def _train_epoch(
-        self, sampler: Sampler, optimizer: torch.optim.Optimizer, rng: np.random.Generator
+        self,
+        sampler: Sampler,
+        optimizer: torch.optim.Optimizer,
+        rng: np.random.Generator,
+        aux: _Auxiliary | None = None,
     ) -> dict[str, float]:
         self.model.train()
         sums: dict[str, float] = {}
         n = 0
+        # validation batches restart each epoch (and cycle within it), so the state to resume
+        # an epoch boundary is just the auxiliary RNG
+        valid_batches = _cycle(aux.sampler, aux.rng) if aux is not None else None
         for batch in sampler.epoch(rng):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             terms = train_step(self.model, optimizer, batch, self.config.clip_grad_norm)
+            if aux is not None:
+                valid_batch = {
+                    k: v.to(self.device, non_blocking=True) for k, v in next(valid_batches).items()
+                }
+                terms.update(auxiliary_step(self.model, aux.optimizer, valid_batch))
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
@@ -349,7 +459,11 @@ class Trainer:
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 
     def _save_best(self, epoch: int, valid: dict[str, float]) -> None:
-        self._best_state = self._model_state()
+        # the deployable form (e.g. DNIS's pruned, mixed-dimension tables); last.pt keeps the
+        # full training state
+        self._best_state = {
+            k: v.detach().cpu().clone() for k, v in self.model.export_state_dict().items()
+        }
         if self.checkpoint_dir is None:
             return
         save_checkpoint(
@@ -373,12 +487,17 @@ class Trainer:
         bad: int,
         history: list[dict[str, float]],
         best_valid: dict[str, float],
+        aux: _Auxiliary | None = None,
     ) -> None:
         if self.checkpoint_dir is None:
             return
+        extra = {}
+        if aux is not None:
+            extra = {"aux_optimizer": aux.optimizer.state_dict(), "aux_rng": rng_state(aux.rng)}
         save_checkpoint(
             self.checkpoint_dir / "last.pt",
             {
+                **extra,
                 "model": self._model_state(),
                 "optimizer": optimizer.state_dict(),
                 "numpy_rng": rng_state(rng),
@@ -393,7 +512,10 @@ class Trainer:
         )
 
     def _load_last(
-        self, optimizer: torch.optim.Optimizer, rng: np.random.Generator
+        self,
+        optimizer: torch.optim.Optimizer,
+        rng: np.random.Generator,
+        aux: _Auxiliary | None = None,
     ) -> dict[str, object] | None:
         path = self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
         if path is None or not path.is_file():
@@ -403,6 +525,9 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         restore_rng(rng, state["numpy_rng"])
+        if aux is not None and "aux_optimizer" in state:
+            aux.optimizer.load_state_dict(state["aux_optimizer"])
+            restore_rng(aux.rng, state["aux_rng"])
         torch.set_rng_state(state["torch_rng"].cpu())
         best = self.checkpoint_dir / "best.pt"
         if best.is_file():
@@ -420,3 +545,28 @@ def default_num_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _cycle(sampler: Sampler, rng: np.random.Generator) -> Iterator[dict[str, Tensor]]:
+    """Batches of ``sampler``, epoch after epoch (fresh order and negatives each pass)."""
+    while True:
+        yield from sampler.epoch(rng)
+
+
+class _HeldOutPairwiseSampler(PairwiseSampler):
+    """Triplets over held-out positives whose negatives avoid the training items as well.
+
+    Positives are the interactions of ``heldout``; negatives are uniform over the items in
+    neither ``heldout`` nor ``seen`` for the user.
+    """
+
+    def __init__(
+        self, heldout: sp.csr_array, seen: sp.csr_array, batch_size: int, n_negatives: int = 1
+    ) -> None:
+        union = sp.csr_array((heldout + seen) > 0, dtype=np.float32)
+        union.sort_indices()
+        super().__init__(union, batch_size, n_negatives)
+        held = sp.csr_array(heldout)
+        held.sort_indices()
+        self.users = np.repeat(np.arange(held.shape[0], dtype=np.int64), np.diff(held.indptr))
+        self.items = held.indices.astype(np.int64)
