@@ -8,6 +8,17 @@ from pathlib import Path
 
 import click
 
+from recsys.cli.options import (
+    config_option,
+    dataset_options,
+    device_option,
+    output_dir_option,
+    quiet_option,
+    run_overrides,
+    set_option,
+    tracking_options,
+)
+
 
 def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
     if value is None:
@@ -34,17 +45,8 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> list
 
 
 @click.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    help="YAML run config (its model section, if any, is the DNIS model's).",
-)
-@click.option("-d", "--dataset", help="Dataset card name (see `recsys data list`).")
-@click.option(
-    "--data-path", type=click.Path(path_type=Path), help="Local data files instead of the card's."
-)
+@config_option("YAML run config (its model section, if any, is the DNIS model's).")
+@dataset_options
 @click.option(
     "-b",
     "--base",
@@ -94,20 +96,12 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> list
     show_default=True,
     help="The base hyper-parameter the uniform widths set.",
 )
-@click.option(
-    "-s",
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a config key, e.g. --set model.l1_weight=1e-4 (repeatable).",
-)
-@click.option("-o", "--output-dir", type=click.Path(path_type=Path), help="Where runs go.")
-@click.option("--tracking-uri", help="MLflow tracking URI (default: sqlite in the output dir).")
-@click.option("--no-tracking", is_flag=True, help="Do not log to MLflow.")
-@click.option("--device", help="cpu, cuda or cuda:N (sets train.device).")
+@set_option("Override a config key, e.g. --set model.l1_weight=1e-4 (repeatable).")
+@output_dir_option("Where runs go.")
+@tracking_options()
+@device_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option()
 def dnis(
     config_path: Path | None,
     dataset: str | None,
@@ -160,15 +154,9 @@ def dnis(
         model["keep_ratio"] = keep_ratio
     if budget is not None:
         model["param_budget"] = budget
-    extra = list(overrides)
-    if tracking_uri:
-        extra.append(f"tracking.uri={tracking_uri}")
-    if no_tracking:
-        extra.append("tracking.enabled=false")
-    if quiet:
-        extra.append("train.progress=false")
-    if device:
-        extra.append(f"train.device={device}")
+    extra = run_overrides(
+        overrides, tracking_uri=tracking_uri, no_tracking=no_tracking, quiet=quiet, device=device
+    )
     data_section = {}
     if dataset:
         data_section["name"] = dataset

@@ -80,3 +80,24 @@ def device_option(
 def quiet_option(help: str = "No progress bars.") -> Callable[[F], F]:
     """``--quiet``."""
     return click.option("--quiet", is_flag=True, help=help)
+
+
+def run_overrides(
+    overrides: tuple[str, ...],
+    *,
+    tracking_uri: str | None = None,
+    no_tracking: bool = False,
+    quiet: bool = False,
+    device: str | None = None,
+) -> list[str]:
+    """``--set`` overrides followed by the config keys the shared flags stand for."""
+    extra = list(overrides)
+    if tracking_uri:
+        extra.append(f"tracking.uri={tracking_uri}")
+    if no_tracking:
+        extra.append("tracking.enabled=false")
+    if quiet:
+        extra.append("train.progress=false")
+    if device:
+        extra.append(f"train.device={device}")
+    return extra

@@ -14,6 +14,7 @@ from recsys.cli.options import (
     device_option,
     output_dir_option,
     quiet_option,
+    run_overrides,
     set_option,
     tracking_options,
 )
@@ -62,15 +63,9 @@ def train(
     from recsys.config import build_run_config
     from recsys.experiment import load_run_config, train_run
 
-    extra = list(overrides)
-    if tracking_uri:
-        extra.append(f"tracking.uri={tracking_uri}")
-    if no_tracking:
-        extra.append("tracking.enabled=false")
-    if quiet:
-        extra.append("train.progress=false")
-    if device:
-        extra.append(f"train.device={device}")
+    extra = run_overrides(
+        overrides, tracking_uri=tracking_uri, no_tracking=no_tracking, quiet=quiet, device=device
+    )
 
     if resume_dir is not None:
         if models or dataset or data_path or config_path:

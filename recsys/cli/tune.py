@@ -12,6 +12,7 @@ from recsys.cli.options import (
     dataset_options,
     output_dir_option,
     quiet_option,
+    run_overrides,
     set_option,
     tracking_options,
 )
@@ -178,11 +179,7 @@ def tune(
     from recsys.tuning.driver import TuneOptions, check_tunable, run_tune
     from recsys.tuning.space import load_space
 
-    extra = list(overrides)
-    if tracking_uri:
-        extra.append(f"tracking.uri={tracking_uri}")
-    if no_tracking:
-        extra.append("tracking.enabled=false")
+    extra = run_overrides(overrides, tracking_uri=tracking_uri, no_tracking=no_tracking)
     data_section = {}
     if dataset:
         data_section["name"] = dataset
