@@ -23,7 +23,7 @@ from recsys.errors import ConfigError
 from recsys.models.base import Recommender
 
 ENTRY_POINT_GROUP = "recsys.models"
-_BUILTIN_MODULES = ("pop", "itemknn", "bpr", "lightgcn", "bm3", "twotower")
+_BUILTIN_MODULES = ("pop", "itemknn", "bpr", "lightgcn", "bm3", "twotower", "dnis")
 _BUILTINS: dict[str, type[Recommender]] = {}
 
 

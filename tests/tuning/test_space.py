@@ -30,7 +30,15 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("model", ["bpr", "lightgcn", "itemknn"])
+def test_every_built_in_model_with_hyper_parameters_has_a_space():
+    from recsys.models.registry import list_models
+
+    builtins = {info.name for info in list_models() if info.source == "builtin"}
+    shipped = {path.stem for path in SPACES.glob("*.yaml")}
+    assert builtins - {"pop"} <= shipped
+
+
+@pytest.mark.parametrize("model", ["bpr", "lightgcn", "itemknn", "bm3", "twotower", "dnis"])
 def test_shipped_spaces_are_valid_for_their_models(model):
     space = load_space(SPACES / f"{model}.yaml", _base(model))
     assert space.params
