@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import write_result
-from recsys.config import build_run_config
+from benchmarks.common import summarize, train_seeds, write_result
 from recsys.data.features import text_encoder_available
-from recsys.experiment import train_run
 
 MODELS = {
     "lightgcn": {"name": "lightgcn", "n_layers": 2, "reg_weight": 1e-4},
@@ -48,50 +45,22 @@ def run(models: list[str], seeds: list[int], threads: int) -> dict:
     out: dict = {"protocol": __doc__.split("\n\n")[1:3], "models": {}}
     with tempfile.TemporaryDirectory(prefix="bm3-ml100k-") as tmp:
         for model in models:
-            runs = []
-            for seed in seeds:
-                cfg = build_run_config(
-                    None,
-                    [f"split.seed={seed}", f"train.seed={seed}", "train.progress=false"],
-                    model=dict(MODELS[model]),
-                    data={"name": "ml-100k"},
-                    split={"strategy": "ratio", "ratios": [0.8, 0.1, 0.1]},
-                    train={
-                        "valid_metric": "recall_at_20",
-                        "patience": 20,
-                        "epochs": 1000,
-                        "num_threads": threads,
-                    },
-                    eval={"topk": [10, 20]},
-                    tracking={"enabled": False},
-                    output_dir=str(Path(tmp) / model),
-                )
-                tic = time.perf_counter()
-                result = train_run(cfg)
-                seconds = time.perf_counter() - tic
-                runs.append(
-                    {
-                        "seed": seed,
-                        "best_epoch": result.best_epoch,
-                        "epochs_run": result.epochs_run,
-                        "seconds": seconds,
-                        "valid_recall_at_20": result.valid["recall_at_20"],
-                        "test": {k: result.test[k] for k in KEYS},
-                    }
-                )
-                print(
-                    f"{model} seed {seed}: R@20 {result.test['recall_at_20']:.4f} N@20 "
-                    f"{result.test['ndcg_at_20']:.4f} best epoch {result.best_epoch} "
-                    f"({seconds:.0f} s)",
-                    flush=True,
-                )
-            summary = {
-                k: {
-                    "mean": float(np.mean([r["test"][k] for r in runs])),
-                    "std": float(np.std([r["test"][k] for r in runs])),
-                }
-                for k in KEYS
-            }
+            runs = train_seeds(
+                model,
+                seeds,
+                Path(tmp),
+                model=dict(MODELS[model]),
+                data={"name": "ml-100k"},
+                split={"strategy": "ratio", "ratios": [0.8, 0.1, 0.1]},
+                train={
+                    "valid_metric": "recall_at_20",
+                    "patience": 20,
+                    "epochs": 1000,
+                    "num_threads": threads,
+                },
+                evaluation={"topk": [10, 20]},
+            )
+            summary = summarize(runs, KEYS)
             out["models"][model] = {"params": MODELS[model], "runs": runs, "summary": summary}
     return out
 

@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import write_result
+from benchmarks.common import summarize, write_result
 from recsys.data.split import split_ratio
 from recsys.data.synthetic import make_synthetic
 from recsys.eval.evaluator import Evaluator
@@ -86,13 +86,7 @@ def run(seeds: list[int], threads: int) -> dict:
                 f"({r['seconds']:.0f} s)",
                 flush=True,
             )
-        summary = {
-            k: {
-                "mean": float(np.mean([r["test"][k] for r in runs])),
-                "std": float(np.std([r["test"][k] for r in runs])),
-            }
-            for k in KEYS
-        }
+        summary = summarize(runs, KEYS)
         out["models"][model] = {"params": MODELS[model][1], "runs": runs, "summary": summary}
     m = {k: v["summary"]["recall_at_20"]["mean"] for k, v in out["models"].items()}
     margin = m["bm3"] - m["lightgcn"]

@@ -31,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import write_result
+from benchmarks.common import summarize, write_result
 from recsys.data.catalog import DataConfig, load_dataset
 from recsys.data.dataset import Dataset
 from recsys.data.features import text_encoder_available
@@ -128,13 +128,7 @@ def run(datasets: list[str], seeds: list[int], train: dict) -> dict:
                     f"best epoch {r['best_epoch']} ({r['seconds']:.0f} s)",
                     flush=True,
                 )
-            summary = {
-                k: {
-                    "mean": float(np.mean([r["test"][k] for r in runs])),
-                    "std": float(np.std([r["test"][k] for r in runs])),
-                }
-                for k in KEYS
-            }
+            summary = summarize(runs, KEYS)
             entry["variants"][variant] = {"params": params, "runs": runs, "summary": summary}
         ds, features = load(data, seeds[0])
         split = split_ratio(ds, (0.8, 0.1, 0.1), seed=seeds[0])
