@@ -10,6 +10,7 @@ import click
 
 from recsys.cli.options import (
     config_option,
+    data_section,
     dataset_options,
     device_option,
     output_dir_option,
@@ -157,16 +158,11 @@ def dnis(
     extra = run_overrides(
         overrides, tracking_uri=tracking_uri, no_tracking=no_tracking, quiet=quiet, device=device
     )
-    data_section = {}
-    if dataset:
-        data_section["name"] = dataset
-    if data_path:
-        data_section["path"] = str(data_path)
     cfg = build_run_config(
         config_path,
         extra,
         model=model,
-        data=data_section or None,
+        data=data_section(dataset, data_path),
         output_dir=str(output_dir) if output_dir else None,
     )
 

@@ -43,6 +43,17 @@ def dataset_options(func: F) -> F:
     )(func)
 
 
+def data_section(dataset: str | None, data_path: Path | None) -> dict[str, str] | None:
+    """The ``data`` config section ``-d/--dataset`` and ``--data-path`` stand for (None if
+    neither was given, so a config file's section is kept)."""
+    section = {}
+    if dataset:
+        section["name"] = dataset
+    if data_path:
+        section["path"] = str(data_path)
+    return section or None
+
+
 def set_option(
     help: str = "Override a config key, e.g. --set train.learning_rate=0.01 (repeatable).",
 ) -> Callable[[F], F]:

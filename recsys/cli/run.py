@@ -10,6 +10,7 @@ import click
 
 from recsys.cli.options import (
     config_option,
+    data_section,
     dataset_options,
     device_option,
     output_dir_option,
@@ -78,11 +79,6 @@ def train(
         _report([result], cfg.eval.topk)
         return
 
-    data_section = {}
-    if dataset:
-        data_section["name"] = dataset
-    if data_path:
-        data_section["path"] = str(data_path)
     results = []
     cfg = None
     for name in models or (None,):
@@ -90,7 +86,7 @@ def train(
             config_path,
             extra,
             model={"name": name} if name else None,
-            data=data_section or None,
+            data=data_section(dataset, data_path),
             output_dir=str(output_dir) if output_dir else None,
         )
         results.append(train_run(cfg))

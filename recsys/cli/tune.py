@@ -9,6 +9,7 @@ import click
 
 from recsys.cli.options import (
     config_option,
+    data_section,
     dataset_options,
     output_dir_option,
     quiet_option,
@@ -180,16 +181,11 @@ def tune(
     from recsys.tuning.space import load_space
 
     extra = run_overrides(overrides, tracking_uri=tracking_uri, no_tracking=no_tracking)
-    data_section = {}
-    if dataset:
-        data_section["name"] = dataset
-    if data_path:
-        data_section["path"] = str(data_path)
     cfg = build_run_config(
         config_path,
         extra,
         model={"name": model} if model else None,
-        data=data_section or None,
+        data=data_section(dataset, data_path),
         output_dir=str(output_dir) if output_dir else None,
     )
     check_tunable(cfg)
