@@ -135,6 +135,24 @@ class PairwiseSampler(Sampler):
             yield {"user": u_t[sl], "pos": p_t[sl], "neg": n_t[sl]}
 
 
+class HeldOutPairwiseSampler(PairwiseSampler):
+    """Triplets over held-out positives whose negatives avoid the training items as well.
+
+    Positives are the interactions of ``heldout``; negatives are uniform over the items in
+    neither ``heldout`` nor ``seen`` for the user.
+    """
+
+    def __init__(
+        self, heldout: sp.csr_array, seen: sp.csr_array, batch_size: int, n_negatives: int = 1
+    ) -> None:
+        union = sp.csr_array((heldout + seen) > 0, dtype=np.float32)
+        union.sort_indices()
+        super().__init__(union, batch_size, n_negatives)
+        held = sp.csr_array(heldout)
+        held.sort_indices()
+        self.users, self.items = _coo(held)
+
+
 class PairSampler(Sampler):
     """Shuffled ``(user, item)`` training positives, for in-batch negatives."""
 

@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from recsys.data.samplers import PairwiseSampler, Sampler, make_sampler
+from recsys.data.samplers import HeldOutPairwiseSampler, Sampler, make_sampler
 from recsys.data.split import Split
 from recsys.errors import ConfigError
 from recsys.eval.evaluator import Evaluator, validate_metric_name
@@ -417,7 +416,7 @@ class Trainer:
         if self.model.batch_kind == "pairwise":
             options["n_negatives"] = self.config.n_negatives
             # negatives of a validation triplet avoid the user's training items too
-            sampler: Sampler = _HeldOutPairwiseSampler(
+            sampler: Sampler = HeldOutPairwiseSampler(
                 self.split.valid, self.split.train, self.config.batch_size, **options
             )
         else:
@@ -551,22 +550,3 @@ def _cycle(sampler: Sampler, rng: np.random.Generator) -> Iterator[dict[str, Ten
     """Batches of ``sampler``, epoch after epoch (fresh order and negatives each pass)."""
     while True:
         yield from sampler.epoch(rng)
-
-
-class _HeldOutPairwiseSampler(PairwiseSampler):
-    """Triplets over held-out positives whose negatives avoid the training items as well.
-
-    Positives are the interactions of ``heldout``; negatives are uniform over the items in
-    neither ``heldout`` nor ``seen`` for the user.
-    """
-
-    def __init__(
-        self, heldout: sp.csr_array, seen: sp.csr_array, batch_size: int, n_negatives: int = 1
-    ) -> None:
-        union = sp.csr_array((heldout + seen) > 0, dtype=np.float32)
-        union.sort_indices()
-        super().__init__(union, batch_size, n_negatives)
-        held = sp.csr_array(heldout)
-        held.sort_indices()
-        self.users = np.repeat(np.arange(held.shape[0], dtype=np.int64), np.diff(held.indptr))
-        self.items = held.indices.astype(np.int64)

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from recsys.data.samplers import PairSampler, PairwiseSampler, UserRowSampler, make_sampler
+from recsys.data.samplers import (
+    HeldOutPairwiseSampler,
+    PairSampler,
+    PairwiseSampler,
+    UserRowSampler,
+    make_sampler,
+)
 from tests.conftest import csr
 
 
@@ -17,6 +23,19 @@ def test_pairwise_negatives_are_never_positives(planted_split):
         seen += len(u)
     assert seen == train.nnz
     assert len(sampler) == int(np.ceil(train.nnz / 512))
+
+
+def test_held_out_triplets_cover_the_held_out_part_and_avoid_every_known_item(planted_split):
+    valid, train = planted_split.valid, planted_split.train
+    sampler = HeldOutPairwiseSampler(valid, train, batch_size=256)
+    held, known = valid.toarray() > 0, (valid + train).toarray() > 0
+    pairs = []
+    for batch in sampler.epoch(np.random.default_rng(0)):
+        u, p, n = (batch[k].numpy() for k in ("user", "pos", "neg"))
+        assert held[u, p].all()
+        assert not known[u, n].any()
+        pairs += list(zip(u.tolist(), p.tolist(), strict=True))
+    assert len(pairs) == valid.nnz == len(set(pairs))
 
 
 def test_pairwise_negatives_are_uniform_over_non_positives():
