@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import scipy.sparse as sp
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -33,6 +34,28 @@ from recsys.data.samplers import BatchKind
 from recsys.errors import ConfigError, NotFittedError
 
 ScoreFn = Callable[[Tensor], Tensor]
+
+
+def history_rows(
+    history: sp.csr_array,
+    users: Tensor | np.ndarray,
+    device: torch.device | str = "cpu",
+    sparse: bool = False,
+) -> Tensor:
+    """Float32 rows ``[B, n_items]`` of ``history`` for ``users`` on ``device``, for models
+    that score from a user's history (fold-in): dense, or a sparse CSR tensor when
+    ``sparse``."""
+    if isinstance(users, Tensor):
+        users = users.detach().cpu().numpy()
+    rows = sp.csr_array(history[users], dtype=np.float32)
+    if not sparse:
+        return torch.from_numpy(rows.toarray()).to(device)
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(rows.indptr.astype(np.int64)),
+        torch.from_numpy(rows.indices.astype(np.int64)),
+        torch.from_numpy(rows.data),
+        rows.shape,
+    ).to(device)
 
 
 class ModelConfig(BaseModel):

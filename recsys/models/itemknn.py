@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import Tensor
 
 from recsys.data.dataset import Dataset
-from recsys.models.base import ModelConfig, Recommender, ScoreFn
+from recsys.models.base import ModelConfig, Recommender, ScoreFn, history_rows
 from recsys.models.registry import register
 
 
@@ -81,8 +81,7 @@ class ItemKNN(Recommender):
         sim_t = self.similarity().t().coalesce().to_sparse_csr()  # S^T, so rows are items i
 
         def score(users: Tensor) -> Tensor:
-            rows = history[users.cpu().numpy()].toarray().astype(np.float32)
-            hist = torch.from_numpy(rows).to(sim_t.device)
+            hist = history_rows(history, users, sim_t.device)
             # (S^T @ H^T)^T = H @ S: one sparse-dense product per batch
             return torch.sparse.mm(sim_t, hist.t()).t()
 

@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
-from recsys.models.base import ModelConfig, Recommender, ScoreFn
+from recsys.models.base import ModelConfig, Recommender, ScoreFn, history_rows
 from recsys_diffusion.diffusion import Denoiser, GaussianDiffusion, ImportanceSampler
 
 
@@ -62,22 +62,6 @@ class DiffRecConfig(ModelConfig):
         if not self.hidden_dims or any(d <= 0 for d in self.hidden_dims):
             raise ValueError(f"hidden_dims must be positive widths, got {self.hidden_dims}")
         return self
-
-
-def history_rows(
-    history: sp.csr_array, users: Tensor, device: torch.device, sparse: bool = False
-) -> Tensor:
-    """Float rows ``[B, n_items]`` of ``history`` for ``users`` on ``device``: dense, or a
-    sparse CSR tensor when ``sparse``."""
-    rows = sp.csr_array(history[users.detach().cpu().numpy()], dtype=np.float32)
-    if not sparse:
-        return torch.from_numpy(rows.toarray()).to(device)
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(rows.indptr.astype(np.int64)),
-        torch.from_numpy(rows.indices.astype(np.int64)),
-        torch.from_numpy(rows.data),
-        rows.shape,
-    ).to(device)
 
 
 class DiffRec(Recommender):

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from recsys.data.dataset import Dataset
 from recsys.errors import ConfigError
-from recsys.models.base import ModelConfig, Recommender, ScoreFn
+from recsys.models.base import ModelConfig, Recommender, ScoreFn, history_rows
 
 __all__ = ["EASE", "EASEConfig"]
 
@@ -85,8 +85,7 @@ class EASE(Recommender):
         weights = self.weights
 
         def score(users: Tensor) -> Tensor:
-            rows = history[users.cpu().numpy()].toarray().astype(np.float32, copy=False)
-            return torch.from_numpy(rows).to(weights.device) @ weights
+            return history_rows(history, users, weights.device) @ weights
 
         return score
 

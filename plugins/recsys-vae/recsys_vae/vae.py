@@ -28,7 +28,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
-from recsys.models.base import ModelConfig, Recommender, ScoreFn
+from recsys.models.base import ModelConfig, Recommender, ScoreFn, history_rows
 from recsys_vae.diagnostics import CollapseStats, collapse_stats, gaussian_kl
 
 __all__ = ["ARDVAE", "ARDVAEConfig", "MultDAE", "MultDAEConfig", "MultVAE", "MultVAEConfig"]
@@ -157,10 +157,6 @@ class _MultAutoencoder(Recommender):
         return -(F.log_softmax(logits, dim=1) * rows).sum(dim=1).mean()
 
     # -- scoring ------------------------------------------------------------------------------
-    def _rows(self, history: sp.csr_array, users: np.ndarray) -> Tensor:
-        block = history[users].toarray().astype(np.float32, copy=False)
-        return torch.from_numpy(block).to(self.device)
-
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         self.check_fitted()
         history = self.train_matrix if history is None else sp.csr_array(history)
@@ -169,7 +165,7 @@ class _MultAutoencoder(Recommender):
 
         def score(users: Tensor) -> Tensor:
             with torch.no_grad():
-                code, _ = self.encode(self._rows(history, users.cpu().numpy()))
+                code, _ = self.encode(history_rows(history, users, self.device))
                 return self.decode(code)
 
         return score
@@ -180,7 +176,8 @@ class _MultAutoencoder(Recommender):
         codes, logvars = [], []
         with torch.no_grad():
             for start in range(0, len(users), _ROW_BATCH):
-                code, logvar = self.encode(self._rows(history, users[start : start + _ROW_BATCH]))
+                block = history_rows(history, users[start : start + _ROW_BATCH], self.device)
+                code, logvar = self.encode(block)
                 codes.append(code)
                 logvars.append(logvar)
         code = torch.cat(codes) if codes else torch.zeros(0, self.config.latent_dim)
