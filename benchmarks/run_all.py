@@ -54,9 +54,22 @@ def scaling_verdict(scaling: dict) -> dict:
         if not (big and mid):
             continue
         ratio = big["epoch_seconds"] / (10 * mid["epoch_seconds"])
+        pair = next(
+            (
+                p
+                for p in scaling.get("paired", [])
+                if p["setting"] == setting and (p["small"], p["large"]) == (10**6, 10**7)
+            ),
+            None,
+        )
+        if pair is not None:
+            # epochs alternating in one process: the ratio the bar is judged on
+            ratio = pair["median_ratio"]
         out[setting] = {
             "epoch_seconds_1e6": mid["epoch_seconds"],
             "epoch_seconds_1e7": big["epoch_seconds"],
+            "epoch_over_linear_separate_runs": big["epoch_seconds"] / (10 * mid["epoch_seconds"]),
+            "epoch_over_linear_paired": None if pair is None else pair["median_ratio"],
             "epoch_over_linear": ratio,
             "peak_rss_gb_1e7": big["peak_rss_gb"],
             "meets_linear": ratio <= LINEAR_TOLERANCE,
@@ -137,16 +150,24 @@ def main() -> None:
         md += [
             f"Scaling (results/scaling.md, {scaling['date']}, commit {scaling['git']}):",
             "",
-            "| setting | epoch 1e6 s | epoch 1e7 s | 1e7 / (10 x 1e6) | peak RSS 1e7 GB | "
+            "| setting | epoch 1e6 s | epoch 1e7 s | 1e7 / (10 x 1e6), separate runs | "
+            "paired (median) | peak RSS 1e7 GB | "
             f"linear within {LINEAR_TOLERANCE}x | memory under {PEAK_MEMORY_GB:.0f} GB |",
-            "|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for setting, v in verdict.items():
+            paired = v["epoch_over_linear_paired"]
             md.append(
                 f"| {setting} | {v['epoch_seconds_1e6']:.2f} | {v['epoch_seconds_1e7']:.2f} | "
-                f"{v['epoch_over_linear']:.2f} | {v['peak_rss_gb_1e7']:.2f} | "
+                f"{v['epoch_over_linear_separate_runs']:.2f} | "
+                f"{'' if paired is None else f'{paired:.2f}'} | {v['peak_rss_gb_1e7']:.2f} | "
                 f"{v['meets_linear']} | {v['meets_memory']} |"
             )
+        md += [
+            "",
+            "The linear bar is judged on the paired ratio where there is one (both sizes in one "
+            "process, epochs alternating; see results/scaling.md).",
+        ]
         md += ["", "![scaling](perf_scaling.png)", ""]
     if gowalla:
         clock = timing or gowalla

@@ -12,6 +12,10 @@ grows with users x items, not interactions), BPR with lazy ``sparse_adam`` (ever
 LightGCN at batch 8192 (up to 1e6; at 1e7 one full-graph propagation per batch is out of reach
 of 2 cores).
 
+Linear scaling is judged by a paired check: for each setting, one process holds the two largest
+sizes and alternates one epoch of each for ``--rounds`` rounds; the median of
+``epoch(large) / (10 x epoch(small))`` over rounds is the ratio reported.
+
     python -m benchmarks.scaling [--sizes 1e5 1e6 1e7]
 """
 
@@ -42,9 +46,13 @@ SETTINGS = {
 EPOCHS = 3
 """Training epochs timed per size and setting; the median is reported."""
 
+PAIRED_ROUNDS = 7
+"""Rounds of the paired linear-scaling check (one epoch at each size per round)."""
 
-def measure(n: int, setting: str) -> dict:
-    """One size and setting, in this process."""
+
+def prepare(n: int, setting: str):
+    """Data, split, model, trainer, sampler and optimiser for one size and setting, warmed up
+    with 20 batches."""
     from recsys.data.split import split_ratio
     from recsys.data.synthetic import make_synthetic
     from recsys.eval.evaluator import Evaluator
@@ -68,6 +76,15 @@ def measure(n: int, setting: str) -> dict:
         train_step(model, optimizer, batch)
         if i == 20:
             break
+    return ds, split, model, evaluator, trainer, sampler, optimizer, rng, data_seconds
+
+
+def measure(n: int, setting: str) -> dict:
+    """One size and setting, in this process."""
+    spec = SETTINGS[setting]
+    ds, split, model, evaluator, trainer, sampler, optimizer, rng, data_seconds = prepare(
+        n, setting
+    )
     epoch_times = []
     for _ in range(EPOCHS):
         tic = time.perf_counter()
@@ -108,14 +125,48 @@ def measure(n: int, setting: str) -> dict:
     }
 
 
+def paired(setting: str, small: int, large: int, rounds: int = PAIRED_ROUNDS) -> dict:
+    """Epoch seconds at two sizes, measured alternately in one process.
+
+    Separate runs minutes apart on a shared 2-core machine differ by up to 1.7x for the same
+    code (1.36 s and 2.27 s for one 1e6 epoch on the same day), more than the effect being
+    measured; alternating one epoch at each size makes every ratio ``large / (k x small)``
+    come from the same minute of machine time.
+    """
+    sides = {n: prepare(n, setting) for n in (small, large)}
+    times: dict[int, list[float]] = {small: [], large: []}
+    for _ in range(rounds):
+        for n, (_, _, _, _, trainer, sampler, optimizer, rng, _) in sides.items():
+            tic = time.perf_counter()
+            trainer._train_epoch(sampler, optimizer, rng)
+            times[n].append(time.perf_counter() - tic)
+    factor = large / small
+    ratios = [b / (factor * a) for a, b in zip(times[small], times[large], strict=True)]
+    return {
+        "setting": setting,
+        "small": small,
+        "large": large,
+        "train_interactions": {n: int(side[1].train.nnz) for n, side in sides.items()},
+        "epoch_seconds": {n: t for n, t in times.items()},
+        "ratios": ratios,
+        "median_ratio": float(np.median(ratios)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", type=float, default=[1e5, 1e6, 1e7])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS))
     parser.add_argument("--one", nargs=2, metavar=("N", "SETTING"), help=argparse.SUPPRESS)
+    parser.add_argument("--pair", nargs=3, metavar=("SETTING", "N", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=PAIRED_ROUNDS, help="paired-check rounds")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(int(float(args.one[0])), args.one[1])), flush=True)
+        return
+    if args.pair:
+        small, large = (int(float(x)) for x in args.pair[1:])
+        print(json.dumps(paired(args.pair[0], small, large, args.rounds)), flush=True)
         return
 
     from benchmarks.common import write_result
@@ -138,6 +189,22 @@ def main() -> None:
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(json.dumps(row), flush=True)
+    # the linear-scaling check between the two largest sizes, epochs alternating in one process
+    pairs = []
+    sizes = sorted(int(n) for n in args.sizes)
+    for setting in args.settings:
+        reachable = [n for n in sizes if n <= SETTINGS[setting]["max_n"]]
+        if len(reachable) < 2:
+            continue
+        small, large = reachable[-2:]
+        command = [sys.executable, "-m", "benchmarks.scaling", "--pair", setting, str(small)]
+        command += [str(large), "--rounds", str(args.rounds)]
+        out = subprocess.run(command, capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            print(setting, "paired check failed:", out.stderr[-500:], flush=True)
+            continue
+        pairs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(pairs[-1]), flush=True)
     ok = [r for r in rows if "error" not in r]
     for r in ok:
         base = next(
@@ -165,7 +232,28 @@ def main() -> None:
     for r in rows:
         if "error" in r:
             md.append(f"\n{r['setting']} at {r['n']:.0e} failed: `{r['error'][-300:]}`")
-    path = write_result("scaling", {"rows": rows}, "\n".join(md))
+    if pairs:
+        md += [
+            "",
+            "## Linear scaling, paired",
+            "",
+            "One process per setting holds both sizes and alternates one training epoch of each, "
+            f"{args.rounds} rounds, so each ratio compares epochs from the same minute of machine "
+            "time (separate runs on this shared machine drift by up to 1.7x between minutes).",
+            "",
+            "| setting | sizes | epoch s (small) | epoch s (large) | large / (k x small) per round "
+            "| median |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p in pairs:
+            small, large = p["epoch_seconds"][str(p["small"])], p["epoch_seconds"][str(p["large"])]
+            md.append(
+                f"| {p['setting']} | {p['small']:.0e} -> {p['large']:.0e} | "
+                f"{', '.join(f'{t:.2f}' for t in small)} | "
+                f"{', '.join(f'{t:.2f}' for t in large)} | "
+                f"{', '.join(f'{r:.2f}' for r in p['ratios'])} | {p['median_ratio']:.2f} |"
+            )
+    path = write_result("scaling", {"rows": rows, "paired": pairs}, "\n".join(md))
     print(path.read_text())
 
 

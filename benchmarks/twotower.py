@@ -1,13 +1,15 @@
 """Two-tower retrieval with and without self-supervised item-tower training (Yao et al.).
 
 Variants (the same two-tower model, only the SSL task differs): ``none`` (no SSL), ``rfm``
-(random feature masking) and ``cfm`` (correlated feature masking), each with the SSL weight
-alpha and temperature given below. Metrics: full-ranking Recall@20 and NDCG@20 overall and on
-the head and tail item slices (tail = the least popular items, by training popularity, holding
-20% of training interactions; on a slice only the user's held-out items in that slice count as
-relevant, the ranking is over all items). Random 8:1:1 split per user; Adam; early stopping on
-validation Recall@20 (overall), test metrics at the best validation epoch; mean of seeds, the
-seed setting the split, the initialisation and (for synthetic data) the data.
+(random feature masking) and ``cfm`` (correlated feature masking), each with the SSL
+temperature given below; the SSL weight alpha of each SSL variant is chosen from
+``--ssl-weights`` by mean validation Recall@20 over the seeds (the paper tunes it too).
+Metrics: full-ranking Recall@20 and NDCG@20 overall and on the head and tail item slices (tail
+= the least popular items, by training popularity, holding 20% of training interactions; on a
+slice only the user's held-out items in that slice count as relevant, the ranking is over all
+items). Random 8:1:1 split per user; Adam; early stopping on validation Recall@20 (overall),
+test metrics at the best validation epoch; mean of seeds, the seed setting the split, the
+initialisation and (for synthetic data) the data.
 
 Data: MovieLens-100k (all ratings as positives; item features genre multi-hot, release year
 categorical and title text encoded by all-MiniLM-L6-v2 when ``recsys[text]`` is installed; user
@@ -21,11 +23,13 @@ Throughput: training interactions per second of one epoch (sampling, forward, ba
 no evaluation) for each variant and for BPR-MF (embedding 64, one negative) on the same split.
 
     python -m benchmarks.twotower [--seeds 0 1 2] [--threads 1] [--datasets ml-100k synthetic]
+        [--ssl-weights 0.1 0.5 1.0] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
 
 import numpy as np
@@ -109,33 +113,81 @@ def throughput(ds: Dataset, split: Split, name: str, params: dict, batch: int) -
     return float(rates[-1])
 
 
-def run(datasets: list[str], seeds: list[int], train: dict) -> dict:
-    out: dict = {"protocol": __doc__.split("\n\n")[:4], "train": train, "datasets": {}}
+def fit_job(job: tuple[str, str, float, int, dict]) -> dict:
+    """One (dataset, variant, SSL weight, seed) run, in a worker process when ``--jobs`` > 1."""
+    data, variant, weight, seed, train = job
+    torch.set_num_threads(train["num_threads"])
+    ds, features = load(data, seed)
+    split = split_ratio(ds, (0.8, 0.1, 0.1), seed=seed)
+    ssl = VARIANTS[variant] if variant == "none" else {**VARIANTS[variant], "ssl_weight": weight}
+    params = {**COMMON, **features, **ssl}
+    r = fit(ds, split, params, seed, train)
+    t = r["test"]
+    print(
+        f"{data} {variant} alpha {weight} seed {seed}: valid R@20 {r['valid']['recall_at_20']:.4f} "
+        f"test R@20 {t['recall_at_20']:.4f} tail {t['recall_at_20_tail']:.4f} "
+        f"best epoch {r['best_epoch']} ({r['seconds']:.0f} s)",
+        flush=True,
+    )
+    return {**r, "params": params}
+
+
+def run(
+    datasets: list[str],
+    seeds: list[int],
+    train: dict,
+    weights: list[float],
+    jobs: int = 1,
+) -> dict:
+    """Every (variant, SSL weight, seed) run; per SSL variant, the weight with the best mean
+    validation Recall@20 is the one reported (the ``none`` variant has no weight)."""
+    out: dict = {
+        "protocol": __doc__.split("\n\n")[:4],
+        "train": train,
+        "ssl_weights": weights,
+        "datasets": {},
+    }
     for data in datasets:
-        entry: dict = {"variants": {}}
-        for variant, ssl in VARIANTS.items():
-            runs = []
-            for seed in seeds:
-                ds, features = load(data, seed)
-                split = split_ratio(ds, (0.8, 0.1, 0.1), seed=seed)
-                params = {**COMMON, **features, **ssl}
-                r = fit(ds, split, params, seed, train)
-                runs.append(r)
-                t = r["test"]
-                print(
-                    f"{data} {variant} seed {seed}: R@20 {t['recall_at_20']:.4f} "
-                    f"tail {t['recall_at_20_tail']:.4f} head {t['recall_at_20_head']:.4f} "
-                    f"best epoch {r['best_epoch']} ({r['seconds']:.0f} s)",
-                    flush=True,
-                )
-            summary = summarize(runs, KEYS)
-            entry["variants"][variant] = {"params": params, "runs": runs, "summary": summary}
+        grid = [
+            (data, v, w, seed, train)
+            for v in VARIANTS
+            for w in ([0.0] if v == "none" else weights)
+            for seed in seeds
+        ]
+        if jobs > 1:
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(jobs) as pool:
+                results = pool.map(fit_job, grid, chunksize=1)
+        else:
+            results = [fit_job(job) for job in grid]
+        entry: dict = {"variants": {}, "sweep": {}}
+        for variant in VARIANTS:
+            by_weight = {
+                w: [r for job, r in zip(grid, results, strict=True) if job[1:3] == (variant, w)]
+                for w in ([0.0] if variant == "none" else weights)
+            }
+            sweep = {
+                w: {
+                    "valid": summarize(runs, KEYS, part="valid"),
+                    "test": summarize(runs, KEYS),
+                }
+                for w, runs in by_weight.items()
+            }
+            chosen = max(sweep, key=lambda w: sweep[w]["valid"]["recall_at_20"]["mean"])
+            runs = by_weight[chosen]
+            entry["sweep"][variant] = sweep
+            entry["variants"][variant] = {
+                "params": runs[0]["params"],
+                "ssl_weight": None if variant == "none" else chosen,
+                "runs": runs,
+                "summary": sweep[chosen]["test"],
+            }
         ds, features = load(data, seeds[0])
         split = split_ratio(ds, (0.8, 0.1, 0.1), seed=seeds[0])
         batch = train["batch_size"]
         rates = {
-            f"twotower_{v}": throughput(ds, split, "twotower", {**COMMON, **features, **s}, batch)
-            for v, s in VARIANTS.items()
+            f"twotower_{v}": throughput(ds, split, "twotower", e["params"], batch)
+            for v, e in entry["variants"].items()
         }
         rates["bpr"] = throughput(ds, split, "bpr", {"embedding_size": 64}, batch)
         entry["throughput"] = rates
@@ -173,8 +225,9 @@ def markdown(result: dict) -> str:
             "",
             f"Data: {entry['data']}; model features: {entry['features']}",
             "",
-            "| variant | R@20 | N@20 | R@20 head | R@20 tail | N@20 tail | best epochs | s/run |",
-            "|---|---|---|---|---|---|---|---|",
+            "| variant | alpha | R@20 | N@20 | R@20 head | R@20 tail | N@20 tail | best epochs "
+            "| s/run |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for variant, e in entry["variants"].items():
             s = e["summary"]
@@ -182,7 +235,10 @@ def markdown(result: dict) -> str:
             order = [cells[0], cells[1], cells[2], cells[3], cells[4]]
             epochs = ", ".join(str(r["best_epoch"]) for r in e["runs"])
             secs = np.mean([r["seconds"] for r in e["runs"]])
-            lines.append(f"| {variant} | " + " | ".join(order) + f" | {epochs} | {secs:.0f} |")
+            alpha = "" if e["ssl_weight"] is None else f"{e['ssl_weight']:g}"
+            lines.append(
+                f"| {variant} | {alpha} | " + " | ".join(order) + f" | {epochs} | {secs:.0f} |"
+            )
         v = entry["verdict"]
         lines += [
             "",
@@ -195,6 +251,22 @@ def markdown(result: dict) -> str:
             f"Training throughput ({entry['train_interactions']} training interactions, batch "
             f"{result['train']['batch_size']}, interactions/s): "
             + ", ".join(f"{k} {r:,.0f}" for k, r in entry["throughput"].items()),
+            "",
+            "SSL weight alpha per variant, chosen by mean validation Recall@20 over the seeds "
+            "(test columns for every alpha, for transparency; the chosen one is in bold):",
+            "",
+            "| variant | alpha | valid R@20 | test R@20 | test R@20 tail |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {variant} | {'**' if w == entry['variants'][variant]['ssl_weight'] else ''}"
+                f"{w:g}{'**' if w == entry['variants'][variant]['ssl_weight'] else ''} | "
+                f"{sw['valid']['recall_at_20']['mean']:.4f} | "
+                f"{sw['test']['recall_at_20']['mean']:.4f} | "
+                f"{sw['test']['recall_at_20_tail']['mean']:.4f} |"
+                for variant, by_w in entry["sweep"].items()
+                if variant != "none"
+                for w, sw in by_w.items()
+            ],
             "",
             "Per seed (test):",
             "",
@@ -219,10 +291,18 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["ml-100k", "synthetic"])
     parser.add_argument("--epochs", type=int, default=TRAIN["epochs"])
     parser.add_argument("--name", default="twotower", help="result file name")
+    parser.add_argument(
+        "--ssl-weights",
+        nargs="+",
+        type=float,
+        default=[SSL["ssl_weight"]],
+        help="SSL weights alpha to try per SSL variant; the best by validation is reported",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train = {**TRAIN, "epochs": args.epochs, "num_threads": args.threads}
-    result = run(args.datasets, args.seeds, train)
+    result = run(args.datasets, args.seeds, train, args.ssl_weights, args.jobs)
     path = write_result(args.name, result, markdown(result))
     print(path.read_text())
 

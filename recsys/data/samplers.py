@@ -30,6 +30,20 @@ def _coo(train: sp.csr_array) -> tuple[np.ndarray, np.ndarray]:
     return users, train.indices.astype(np.int64)
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _bitmap(positions: np.ndarray, n_bits: int) -> np.ndarray:
+    """A bitmap of ``n_bits`` bits with the bits at ``positions`` set."""
+    bits = np.zeros((n_bits + 7) // 8, dtype=np.uint8)
+    np.bitwise_or.at(bits, positions >> 3, (1 << (positions & 7)).astype(np.uint8))
+    return bits
+
+
+def _test_bits(bits: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    return ((bits[positions >> 3] >> (positions & 7).astype(np.uint8)) & 1).astype(bool)
+
+
 class Sampler:
     """Base class: ``len(sampler)`` batches per epoch, iterate with ``sampler.epoch(rng)``."""
 
@@ -56,8 +70,11 @@ class PairwiseSampler(Sampler):
     uniformly over all items; a draw that hits a positive of its user is redrawn (vectorised
     rejection over the shrinking set of collisions), so the result is exactly uniform over the
     user's non-positives. Membership of ``user * n_items + item`` is tested in a bitmap of all
-    user-item cells when that fits in ``bitmap_limit`` bytes (one random byte read per test),
-    else by binary search over the sorted keys of the positives.
+    user-item cells when that fits in ``bitmap_limit`` bytes (one random byte read per test).
+    Otherwise a hashed bitmap of the positives' keys (about 32 bits per positive, within the
+    same limit) answers "certainly not a positive" for all but a few percent of the queries,
+    and only the rest go to a binary search over the sorted keys: the answer is exact either
+    way, the filter has no false negatives.
 
     Args:
         train (csr_array): binary ``n_users x n_items`` training matrix.
@@ -83,9 +100,14 @@ class PairwiseSampler(Sampler):
         self.keys = self.users * self.n_items + self.items
         n_cells = train.shape[0] * self.n_items
         self.bitmap: np.ndarray | None = None
+        self.key_filter: np.ndarray | None = None
         if (n_cells + 7) // 8 <= bitmap_limit:
-            self.bitmap = np.zeros((n_cells + 7) // 8, dtype=np.uint8)
-            np.bitwise_or.at(self.bitmap, self.keys >> 3, (1 << (self.keys & 7)).astype(np.uint8))
+            self.bitmap = _bitmap(self.keys, n_cells)
+        else:
+            filter_bits = 1 << int(np.log2(max(min(32 * len(self.keys), 8 * bitmap_limit), 1)))
+            if filter_bits >= 64:
+                self.filter_shift = np.uint64(64 - int(np.log2(filter_bits)))
+                self.key_filter = _bitmap(self._hash(self.keys), filter_bits)
         full = np.diff(train.indptr) >= self.n_items
         if full.any():
             raise ValueError(
@@ -106,12 +128,23 @@ class PairwiseSampler(Sampler):
             todo = todo[self._is_positive(flat_users[todo], flat_neg[todo])]
         return flat_neg.reshape(users.shape)
 
+    def _hash(self, keys: np.ndarray) -> np.ndarray:
+        """Fibonacci hashing: the top bits of ``key x 2^64/phi`` (mod 2^64) index the filter."""
+        return (keys.astype(np.uint64) * _GOLDEN) >> self.filter_shift
+
     def _is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         query = users * self.n_items + items
         if self.bitmap is not None:
-            return ((self.bitmap[query >> 3] >> (query & 7).astype(np.uint8)) & 1).astype(bool)
-        pos = np.searchsorted(self.keys, query)
-        pos = np.minimum(pos, len(self.keys) - 1)
+            return _test_bits(self.bitmap, query)
+        if self.key_filter is None:
+            return self._search(query)
+        out = _test_bits(self.key_filter, self._hash(query))
+        maybe = np.flatnonzero(out)
+        out[maybe] = self._search(query[maybe])
+        return out
+
+    def _search(self, query: np.ndarray) -> np.ndarray:
+        pos = np.minimum(np.searchsorted(self.keys, query), len(self.keys) - 1)
         return self.keys[pos] == query
 
     def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:

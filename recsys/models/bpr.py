@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import scipy.sparse as sp
+import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
@@ -87,9 +88,12 @@ class BPR(DotProductScorer, Recommender):
         """Positive scores ``[B]``, negative scores ``[B]`` or ``[B, n]``, and the reg terms."""
         users, pos_items, neg_items = batch["user"], batch["pos"], batch["neg"]
         u = self._lookup(self.user_embedding.weight, users)
-        i = self._lookup(self.item_embedding.weight, pos_items)
-        j = self._lookup(self.item_embedding.weight, neg_items.reshape(-1))
-        j = j.view(*neg_items.shape, -1)
+        # one lookup for positives and negatives: the item table then gets one gradient (one
+        # index_add, or one sparse tensor to coalesce) per step instead of two to be summed
+        items = self._lookup(
+            self.item_embedding.weight, torch.cat([pos_items, neg_items.reshape(-1)])
+        )
+        i, j = items[: len(pos_items)], items[len(pos_items) :].view(*neg_items.shape, -1)
         pos = (u * i).sum(-1)
         neg = (u.unsqueeze(-2) * j).sum(-1) if j.dim() == 3 else (u * j).sum(-1)
         reg = {}

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from recsys.data.samplers import (
     HeldOutPairwiseSampler,
@@ -88,3 +89,46 @@ def test_bitmap_and_binary_search_membership_agree(planted_split):
     expected = train.toarray()[users, items] > 0
     assert np.array_equal(with_bitmap._is_positive(users, items), expected)
     assert np.array_equal(without._is_positive(users, items), expected)
+
+
+@pytest.mark.parametrize("limit", [16, 1024, None])
+def test_hashed_filter_membership_is_exact(planted_split, limit):
+    """Where the full bitmap does not fit, the hashed filter only prefilters: answers stay exact
+    for filters from tiny (mostly collisions) to just under the full bitmap's size."""
+    train = planted_split.train
+    full_bytes = (train.shape[0] * train.shape[1] + 7) // 8
+    sampler = PairwiseSampler(train, 64, bitmap_limit=full_bytes - 1 if limit is None else limit)
+    assert sampler.bitmap is None and sampler.key_filter is not None
+    rng = np.random.default_rng(4)
+    users = rng.integers(0, train.shape[0], 20000)
+    items = rng.integers(0, train.shape[1], 20000)
+    dense = train.toarray() > 0
+    assert np.array_equal(sampler._is_positive(users, items), dense[users, items])
+    # every positive passes the filter (no false negatives)
+    rows, cols = train.nonzero()
+    assert _bits_set(sampler, rows.astype(np.int64) * train.shape[1] + cols).all()
+
+
+def test_hashed_filter_rejects_most_non_positives():
+    """On sparse data the filter gets about 32 bits per positive (26 here, rounded down to a
+    power of two): a few percent of non-positive queries reach the binary search."""
+    rng = np.random.default_rng(0)
+    n_users, n_items, nnz = 2000, 5000, 5000
+    rows, cols = rng.integers(0, n_users, nnz), rng.integers(0, n_items, nnz)
+    train = sp.csr_array((np.ones(nnz, np.float32), (rows, cols)), shape=(n_users, n_items))
+    train.sum_duplicates()
+    train.data[:] = 1
+    sampler = PairwiseSampler(train, 64, bitmap_limit=100_000)
+    assert sampler.bitmap is None and sampler.key_filter is not None
+    users = rng.integers(0, n_users, 100_000)
+    items = rng.integers(0, n_items, 100_000)
+    dense = train.toarray() > 0
+    assert np.array_equal(sampler._is_positive(users, items), dense[users, items])
+    negative = ~dense[users, items]
+    passed = _bits_set(sampler, users[negative] * n_items + items[negative]).mean()
+    assert 0.0 < passed < 0.06
+
+
+def _bits_set(sampler: PairwiseSampler, keys: np.ndarray) -> np.ndarray:
+    h = sampler._hash(keys)
+    return ((sampler.key_filter[h >> 3] >> (h & 7).astype(np.uint8)) & 1).astype(bool)
