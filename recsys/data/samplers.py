@@ -71,7 +71,7 @@ class PairwiseSampler(Sampler):
     rejection over the shrinking set of collisions), so the result is exactly uniform over the
     user's non-positives. Membership of ``user * n_items + item`` is tested in a bitmap of all
     user-item cells when that fits in ``bitmap_limit`` bytes (one random byte read per test).
-    Otherwise a hashed bitmap of the positives' keys (about 32 bits per positive, within the
+    Otherwise a hashed bitmap of the positives' keys (32-64 bits per positive, within the
     same limit) answers "certainly not a positive" for all but a few percent of the queries,
     and only the rest go to a binary search over the sorted keys: the answer is exact either
     way, the filter has no false negatives.
@@ -104,7 +104,10 @@ class PairwiseSampler(Sampler):
         if (n_cells + 7) // 8 <= bitmap_limit:
             self.bitmap = _bitmap(self.keys, n_cells)
         else:
-            filter_bits = 1 << int(np.log2(max(min(32 * len(self.keys), 8 * bitmap_limit), 1)))
+            # a power of two of at least 32 bits per positive, within the byte limit
+            filter_bits = 1 << int(np.ceil(np.log2(max(32 * len(self.keys), 1))))
+            if filter_bits > 8 * bitmap_limit:
+                filter_bits = 1 << int(np.log2(max(8 * bitmap_limit, 1)))
             if filter_bits >= 64:
                 self.filter_shift = np.uint64(64 - int(np.log2(filter_bits)))
                 self.key_filter = _bitmap(self._hash(self.keys), filter_bits)

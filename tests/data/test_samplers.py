@@ -110,8 +110,8 @@ def test_hashed_filter_membership_is_exact(planted_split, limit):
 
 
 def test_hashed_filter_rejects_most_non_positives():
-    """On sparse data the filter gets about 32 bits per positive (26 here, rounded down to a
-    power of two): a few percent of non-positive queries reach the binary search."""
+    """On sparse data the filter gets 32-64 bits per positive (52 here, rounded up to a power
+    of two): a few percent of non-positive queries reach the binary search."""
     rng = np.random.default_rng(0)
     n_users, n_items, nnz = 2000, 5000, 5000
     rows, cols = rng.integers(0, n_users, nnz), rng.integers(0, n_items, nnz)
@@ -126,7 +126,7 @@ def test_hashed_filter_rejects_most_non_positives():
     assert np.array_equal(sampler._is_positive(users, items), dense[users, items])
     negative = ~dense[users, items]
     passed = _bits_set(sampler, users[negative] * n_items + items[negative]).mean()
-    assert 0.0 < passed < 0.06
+    assert 0.0 < passed < 0.04
 
 
 def _bits_set(sampler: PairwiseSampler, keys: np.ndarray) -> np.ndarray:
