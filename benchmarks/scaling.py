@@ -27,6 +27,8 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,9 +52,29 @@ PAIRED_ROUNDS = 7
 """Rounds of the paired linear-scaling check (one epoch at each size per round)."""
 
 
-def prepare(n: int, setting: str):
-    """Data, split, model, trainer, sampler and optimiser for one size and setting, warmed up
-    with 20 batches."""
+@dataclass
+class Bench:
+    """One size and setting, ready to time: data, split, model and the training loop's parts."""
+
+    dataset: Any
+    split: Any
+    model: Any
+    evaluator: Any
+    trainer: Any
+    sampler: Any
+    optimizer: Any
+    rng: np.random.Generator
+    data_seconds: float
+
+    def epoch(self) -> float:
+        """Seconds of one training epoch (sampling, forward, backward, step)."""
+        tic = time.perf_counter()
+        self.trainer._train_epoch(self.sampler, self.optimizer, self.rng)
+        return time.perf_counter() - tic
+
+
+def prepare(n: int, setting: str) -> Bench:
+    """One size and setting built and warmed up with 20 batches."""
     from recsys.data.split import split_ratio
     from recsys.data.synthetic import make_synthetic
     from recsys.eval.evaluator import Evaluator
@@ -76,23 +98,18 @@ def prepare(n: int, setting: str):
         train_step(model, optimizer, batch)
         if i == 20:
             break
-    return ds, split, model, evaluator, trainer, sampler, optimizer, rng, data_seconds
+    return Bench(ds, split, model, evaluator, trainer, sampler, optimizer, rng, data_seconds)
 
 
 def measure(n: int, setting: str) -> dict:
     """One size and setting, in this process."""
     spec = SETTINGS[setting]
-    ds, split, model, evaluator, trainer, sampler, optimizer, rng, data_seconds = prepare(
-        n, setting
-    )
-    epoch_times = []
-    for _ in range(EPOCHS):
-        tic = time.perf_counter()
-        trainer._train_epoch(sampler, optimizer, rng)
-        epoch_times.append(time.perf_counter() - tic)
+    bench = prepare(n, setting)
+    ds, split, model, evaluator = bench.dataset, bench.split, bench.model, bench.evaluator
+    epoch_times = [bench.epoch() for _ in range(EPOCHS)]
     epoch_seconds = float(np.median(epoch_times))
     tic = time.perf_counter()
-    trainer.evaluate("valid")
+    bench.trainer.evaluate("valid")
     eval_seconds = time.perf_counter() - tic
 
     # the floor scores from the same final representations the evaluator used
@@ -116,7 +133,7 @@ def measure(n: int, setting: str) -> dict:
         "users": ds.n_users,
         "items": ds.n_items,
         "train_interactions": int(split.train.nnz),
-        "data_seconds": data_seconds,
+        "data_seconds": bench.data_seconds,
         "epoch_seconds": epoch_seconds,
         "epoch_seconds_all": epoch_times,
         "eval_seconds": eval_seconds,
@@ -136,17 +153,15 @@ def paired(setting: str, small: int, large: int, rounds: int = PAIRED_ROUNDS) ->
     sides = {n: prepare(n, setting) for n in (small, large)}
     times: dict[int, list[float]] = {small: [], large: []}
     for _ in range(rounds):
-        for n, (_, _, _, _, trainer, sampler, optimizer, rng, _) in sides.items():
-            tic = time.perf_counter()
-            trainer._train_epoch(sampler, optimizer, rng)
-            times[n].append(time.perf_counter() - tic)
+        for n, bench in sides.items():
+            times[n].append(bench.epoch())
     factor = large / small
     ratios = [b / (factor * a) for a, b in zip(times[small], times[large], strict=True)]
     return {
         "setting": setting,
         "small": small,
         "large": large,
-        "train_interactions": {n: int(side[1].train.nnz) for n, side in sides.items()},
+        "train_interactions": {n: int(b.split.train.nnz) for n, b in sides.items()},
         "epoch_seconds": {n: t for n, t in times.items()},
         "ratios": ratios,
         "median_ratio": float(np.median(ratios)),
