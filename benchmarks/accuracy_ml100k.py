@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import summarize, train_seeds, write_result
+from benchmarks.common import per_seed_rows, summarize, train_seeds, write_result
 
 RECBOLE = {
     "bpr": {"recall_at_10": 0.2451, "ndcg_at_10": 0.2883, "epochs": "75-88"},
@@ -104,16 +104,16 @@ def markdown(result: dict) -> str:
         "",
         "Per seed:",
         "",
-        "| model | seed | R@10 | N@10 | R@20 | N@20 | best epoch |",
-        "|---|---|---|---|---|---|---|",
+        *per_seed_rows(
+            result["models"],
+            {
+                "R@10": "recall_at_10",
+                "N@10": "ndcg_at_10",
+                "R@20": "recall_at_20",
+                "N@20": "ndcg_at_20",
+            },
+        ),
     ]
-    for model, r in result["models"].items():
-        for x in r["runs"]:
-            t = x["test"]
-            lines.append(
-                f"| {model} | {x['seed']} | {t['recall_at_10']:.4f} | {t['ndcg_at_10']:.4f} | "
-                f"{t['recall_at_20']:.4f} | {t['ndcg_at_20']:.4f} | {x['best_epoch']} |"
-            )
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import summarize, write_result
+from benchmarks.common import per_seed_rows, summarize, write_result
 from recsys.data.split import split_ratio
 from recsys.data.synthetic import make_synthetic
 from recsys.eval.evaluator import Evaluator
@@ -130,16 +130,16 @@ def markdown(result: dict) -> str:
         "",
         "Per seed (test):",
         "",
-        "| model | seed | R@20 | N@20 | R@10 | N@10 | best epoch |",
-        "|---|---|---|---|---|---|---|",
+        *per_seed_rows(
+            result["models"],
+            {
+                "R@20": "recall_at_20",
+                "N@20": "ndcg_at_20",
+                "R@10": "recall_at_10",
+                "N@10": "ndcg_at_10",
+            },
+        ),
     ]
-    for model, r in result["models"].items():
-        for x in r["runs"]:
-            t = x["test"]
-            lines.append(
-                f"| {model} | {x['seed']} | {t['recall_at_20']:.4f} | {t['ndcg_at_20']:.4f} | "
-                f"{t['recall_at_10']:.4f} | {t['ndcg_at_10']:.4f} | {x['best_epoch']} |"
-            )
     return "\n".join(lines)
 
 

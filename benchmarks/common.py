@@ -8,6 +8,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -168,6 +169,27 @@ def train_seeds(
             flush=True,
         )
     return runs
+
+
+def per_seed_rows(
+    results: dict[str, dict],
+    columns: dict[str, str],
+    extra: dict[str, Callable[[dict], str]] | None = None,
+    label: str = "model",
+) -> list[str]:
+    """Markdown table lines, one row per (label, seed run): the run's test value of each
+    ``columns`` key (header -> metric key), then each ``extra`` column (header -> cell of the
+    run), then its best epoch. ``label`` heads the first column."""
+    extra = extra or {}
+    headers = [label, "seed", *columns, *extra, "best epoch"]
+    lines = ["| " + " | ".join(headers) + " |", "|---" * len(headers) + "|"]
+    for label, r in results.items():
+        for run in r["runs"]:
+            cells = [label, str(run["seed"])]
+            cells += [f"{run['test'][key]:.4f}" for key in columns.values()]
+            cells += [cell(run) for cell in extra.values()]
+            lines.append("| " + " | ".join([*cells, str(run["best_epoch"])]) + " |")
+    return lines
 
 
 def seeds_table(results: dict[str, dict], keys: tuple[str, ...] = SUMMARY_KEYS) -> str:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import summarize, train_seeds, write_result
+from benchmarks.common import per_seed_rows, summarize, train_seeds, write_result
 
 KEYS = ("recall_at_10", "ndcg_at_10", "recall_at_20", "ndcg_at_20")
 SPLIT = {"strategy": "ratio", "ratios": [0.8, 0.1, 0.1]}
@@ -370,16 +370,11 @@ def markdown(result: dict) -> str:
         "",
         "Per seed (test):",
         "",
-        "| model | seed | R@20 | N@20 | best epoch |",
-        "|---|---|---|---|---|",
+        *per_seed_rows(
+            {label: models[label] for label in order},
+            {"R@20": "recall_at_20", "N@20": "ndcg_at_20"},
+        ),
     ]
-    for label in order:
-        for x in models[label]["runs"]:
-            t = x["test"]
-            lines.append(
-                f"| {label} | {x['seed']} | {t['recall_at_20']:.4f} | {t['ndcg_at_20']:.4f} | "
-                f"{x['best_epoch']} |"
-            )
     return "\n".join(lines)
 
 

@@ -35,7 +35,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import summarize, write_result
+from benchmarks.common import per_seed_rows, summarize, write_result
 from recsys.data.catalog import DataConfig, load_dataset
 from recsys.data.dataset import Dataset
 from recsys.data.features import text_encoder_available
@@ -214,6 +214,11 @@ def run(
     return out
 
 
+def _slice_users(run: dict) -> str:
+    """Test users with a held-out item in the head / tail slice."""
+    return f"{run['test']['n_users_head']}/{run['test']['n_users_tail']}"
+
+
 def markdown(result: dict) -> str:
     lines = ["# Two-tower: no SSL vs SSL-RFM vs SSL-CFM (mean ± std over seeds, test)", ""]
     lines += [*result["protocol"][1:], ""]
@@ -270,17 +275,17 @@ def markdown(result: dict) -> str:
             "",
             "Per seed (test):",
             "",
-            "| variant | seed | R@20 | R@20 head | R@20 tail | users head/tail | best epoch |",
-            "|---|---|---|---|---|---|---|",
+            *per_seed_rows(
+                entry["variants"],
+                {
+                    "R@20": "recall_at_20",
+                    "R@20 head": "recall_at_20_head",
+                    "R@20 tail": "recall_at_20_tail",
+                },
+                {"users head/tail": _slice_users},
+                label="variant",
+            ),
         ]
-        for variant, e in entry["variants"].items():
-            for r in e["runs"]:
-                t = r["test"]
-                lines.append(
-                    f"| {variant} | {r['seed']} | {t['recall_at_20']:.4f} | "
-                    f"{t['recall_at_20_head']:.4f} | {t['recall_at_20_tail']:.4f} | "
-                    f"{t['n_users_head']}/{t['n_users_tail']} | {r['best_epoch']} |"
-                )
     return "\n".join(lines)
 
 
