@@ -91,6 +91,15 @@ class TwoTowerConfig(ModelConfig):
 # ---------------------------------------------------------------------------------------------
 
 
+def csr_tensors(csr: sp.csr_array) -> tuple[Tensor, Tensor]:
+    """A CSR matrix's ``indptr`` and ``indices`` as int64 tensors (the pair :func:`csr_gather`
+    reads)."""
+    return (
+        torch.from_numpy(csr.indptr.astype(np.int64)),
+        torch.from_numpy(csr.indices.astype(np.int64)),
+    )
+
+
 def csr_gather(indptr: Tensor, indices: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     r"""The stored entries of ``rows`` of a CSR matrix: (owner position, column, bag offsets).
 
@@ -142,12 +151,9 @@ class MultiHotFeature(nn.Module):
         super().__init__()
         csr = sp.csr_array(matrix)
         csr.sum_duplicates()
-        self.register_buffer(
-            "indptr", torch.from_numpy(csr.indptr.astype(np.int64)), persistent=False
-        )
-        self.register_buffer(
-            "indices", torch.from_numpy(csr.indices.astype(np.int64)), persistent=False
-        )
+        indptr, indices = csr_tensors(csr)
+        self.register_buffer("indptr", indptr, persistent=False)
+        self.register_buffer("indices", indices, persistent=False)
         self.embedding = nn.Embedding(max(csr.shape[1], 1), dim)
 
     def forward(self, rows: Tensor, value_dropout: float = 0.0) -> Tensor:
@@ -363,12 +369,9 @@ class TwoTower(DotProductScorer, Recommender):
 
         csr = sp.csr_array(train)
         csr.sort_indices()
-        self.register_buffer(
-            "history_indptr", torch.from_numpy(csr.indptr.astype(np.int64)), persistent=False
-        )
-        self.register_buffer(
-            "history_indices", torch.from_numpy(csr.indices.astype(np.int64)), persistent=False
-        )
+        indptr, indices = csr_tensors(csr)
+        self.register_buffer("history_indptr", indptr, persistent=False)
+        self.register_buffer("history_indices", indices, persistent=False)
         counts = np.bincount(csr.indices, minlength=self.n_items).astype(np.float64)
         log_q = np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0))
         self.register_buffer("log_q", torch.from_numpy(log_q.astype(np.float32)), persistent=False)
@@ -569,10 +572,8 @@ class TwoTower(DotProductScorer, Recommender):
         csr = sp.csr_array(history)
         if csr.shape[1] != self.n_items:
             raise DataError(f"history has {csr.shape[1]} items; the model has {self.n_items}")
-        return (
-            torch.from_numpy(csr.indptr.astype(np.int64)).to(self.device),
-            torch.from_numpy(csr.indices.astype(np.int64)).to(self.device),
-        )
+        indptr, indices = csr_tensors(csr)
+        return indptr.to(self.device), indices.to(self.device)
 
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         self.check_fitted()
