@@ -7,6 +7,7 @@ from recsys.data.samplers import (
     PairSampler,
     PairwiseSampler,
     UserRowSampler,
+    _test_bits,
     make_sampler,
 )
 from tests.conftest import csr
@@ -130,5 +131,4 @@ def test_hashed_filter_rejects_most_non_positives():
 
 
 def _bits_set(sampler: PairwiseSampler, keys: np.ndarray) -> np.ndarray:
-    h = sampler._hash(keys)
-    return ((sampler.key_filter[h >> 3] >> (h & 7).astype(np.uint8)) & 1).astype(bool)
+    return _test_bits(sampler.key_filter, sampler._hash(keys))
