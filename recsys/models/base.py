@@ -90,6 +90,10 @@ class EpochPlan:
     """After every training batch, take one auxiliary step on a validation batch."""
     patience: bool = True
     """Whether a validation without improvement counts towards early stopping."""
+    restart: bool = False
+    """The model has re-initialised its weights before this epoch: clear the optimiser's state
+    (moments of the old weights would steer the new) and restart best-epoch selection and
+    early stopping (epochs before it trained another model)."""
 
 
 class Recommender(nn.Module):

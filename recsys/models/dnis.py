@@ -33,7 +33,14 @@ LightGCN, the two-tower model, ...) declares its ID-embedding tables through
   :math:`|\tilde{e}|`, so tables of different scale compare), and cells are kept best first
   until the kept parameters :math:`\sum_s n_s d_s` reach ``keep_ratio`` (or ``param_budget``)
   of the tables' :math:`\sum_f K`;
-- optionally the pruned model is fine-tuned with its mask fixed.
+- optionally the pruned model is fine-tuned with its mask fixed, from the searched weights or
+  (``finetune_from="scratch"``) from a fresh initialisation at the chosen widths.
+
+Variants for dot-product models and for studying the search space: ``structure="nested"``
+makes every block keep a prefix of one column ranking shared by all tables (a user and an item
+then interact on all the columns the narrower keeps; with free pruning they meet only where
+both kept the same columns); ``block_dims`` or ``mde_exponent`` (MDE's popularity rule, the
+paper's baseline) fix the widths instead of searching them.
 
 Evaluation always scores the model *as it would be deployed*: before pruning, the current
 :math:`\alpha \odot E` pruned to the target budget; after, the fixed mask. So every validation,
@@ -365,7 +372,11 @@ class MixedDimEmbedding(nn.Module):
 
 
 def select_cells(
-    scores: list[Tensor], sizes: list[Tensor], budget: int, min_dim: int = 0
+    scores: list[Tensor],
+    sizes: list[Tensor],
+    budget: int,
+    min_dim: int = 0,
+    column_order: Tensor | None = None,
 ) -> list[Tensor]:
     r"""Keep the best-scoring cells of several selection matrices within a parameter budget.
 
@@ -374,21 +385,34 @@ def select_cells(
     remaining cells are taken best first, and the number taken is the one whose total cost is
     closest to ``budget`` (so the kept count misses the budget by at most half a cell).
 
+    With ``column_order`` (a ranking of the :math:`K` columns shared by every table), the kept
+    columns of every block are a prefix of that ranking: a cell's score is replaced by the
+    lowest score of the cells before it in its block (:math:`\min_{r' \le r}`), so cells are
+    taken in ranking order. Blocks then keep nested column sets, and a row of width
+    :math:`d_u` meets a row of width :math:`d_i` on :math:`\min(d_u, d_i)` shared columns,
+    which dot-product models need (a dimension only contributes where both sides keep it).
+
     Args:
         scores: ``[S_t, K_t]`` per table.
         sizes: rows per block ``[S_t]`` per table.
         budget: parameters to keep.
         min_dim: dimensions every non-empty block keeps.
+        column_order: ``[K]`` column ids, most important first; every table has ``K`` columns.
 
     Returns:
         A float 0/1 mask ``[S_t, K_t]`` per table.
     """
+    if column_order is not None:
+        # rank space: column r of a table is its column_order[r]; prefix scores are cummin
+        scores = [score[:, column_order].cummin(dim=1).values for score in scores]
     flat_scores, flat_costs, forced = [], [], []
     for score, size in zip(scores, sizes, strict=True):
         n_blocks, dim = score.shape
         cost = size.to(torch.float64).unsqueeze(1).expand(n_blocks, dim)
         top = torch.zeros(n_blocks, dim, dtype=torch.bool, device=score.device)
-        if min_dim > 0:
+        if min_dim > 0 and column_order is not None:
+            top[:, : min(min_dim, dim)] = True
+        elif min_dim > 0:
             best = score.topk(min(min_dim, dim), dim=1).indices
             top.scatter_(1, best, True)
         top &= cost > 0
@@ -412,9 +436,54 @@ def select_cells(
     out, start = [], 0
     for score in scores:
         n = score.numel()
-        out.append(keep[start : start + n].view(score.shape).to(score.dtype))
+        mask = keep[start : start + n].view(score.shape).to(score.dtype)
+        if column_order is not None:  # back from rank space to column ids
+            mask = torch.zeros_like(mask).index_copy_(1, column_order, mask)
+        out.append(mask)
         start += n
     return out
+
+
+def mde_dims(
+    interactions: np.ndarray, sizes: np.ndarray, budget: float, dim: int, exponent: float
+) -> list[int]:
+    r"""Block widths by the popularity rule of mixed-dimension embeddings (MDE, Ginart et al.,
+    the DNIS paper's baseline): block :math:`s` gets a share of the parameters proportional
+    to :math:`p_s^a`, its share of the interactions to the power :math:`a`:
+
+    .. math::
+        d_s = \mathrm{clip}\Big(\frac{B\,p_s^a}{n_s \sum_{s'} p_{s'}^a},\ 1,\ K\Big)
+
+    (budget freed by blocks clipped at :math:`K` goes to the others; widths are rounded).
+    :math:`a = 0` gives every block the same parameters (uniform widths for equal blocks),
+    :math:`a = 1` parameters in proportion to interactions, :math:`a < 0` more to rare blocks.
+
+    Args:
+        interactions: interactions per block ``[S]``.
+        sizes: rows per block ``[S]``.
+        budget: :math:`B`, parameters of the table.
+        dim: :math:`K`.
+        exponent: :math:`a`.
+    """
+    interactions = np.asarray(interactions, dtype=np.float64)
+    sizes = np.asarray(sizes, dtype=np.float64)
+    # a block without training interactions counts half of one (a < 0 would divide by 0)
+    shares = np.maximum(interactions, 0.5) / max(interactions.sum(), 1.0)
+    weight = np.where(sizes > 0, shares**exponent, 0.0)
+    widths = np.zeros(len(sizes))
+    capped = np.zeros(len(sizes), dtype=bool)
+    for _ in range(len(sizes)):  # each round caps at least one block, or ends
+        rest = budget - float((sizes * widths)[capped].sum())
+        free = ~capped & (sizes > 0)
+        if not free.any():
+            break
+        share = weight[free] / max(weight[free].sum(), 1e-300)
+        widths[free] = rest * share / sizes[free]
+        over = free & (widths >= dim)
+        if not over.any():
+            break
+        widths[over], capped = dim, capped | over
+    return [int(d) for d in np.clip(np.rint(widths), 1, dim) * (sizes > 0)]
 
 
 # --------------------------------------------------------------------------- the model
@@ -438,6 +507,18 @@ class DNISConfig(ModelConfig):
     """ID-embedding parameters kept by pruning (overrides ``keep_ratio``)."""
     min_dim: int = Field(0, ge=0)
     """Dimensions every non-empty block keeps."""
+    block_dims: dict[str, list[int]] | None = None
+    """Fixed widths per block and role (``{"user": [...], "item": [...]}``, most frequent
+    block first) instead of a search: the mixed model trains from its initialisation, every
+    block keeping its first :math:`d_s` columns. For baselines and studies of the search
+    space."""
+    mde_exponent: float | None = None
+    """Fixed widths from MDE's popularity rule (:func:`mde_dims`, exponent :math:`a`) at
+    ``keep_ratio`` of every table, instead of a search (the paper's MDE baseline)."""
+    structure: Literal["free", "nested"] = "free"
+    """Which cells pruning may keep: any (``free``, the paper's per-entry pruning), or in
+    every block a prefix of one column ranking shared by all tables (``nested``), so that a
+    user and an item interact on all the columns the narrower of them keeps."""
     score_normalization: Literal["table", "block"] = "table"
     """Pruning scores :math:`|\\alpha \\odot E|` of a cell are divided by the mean
     :math:`|E|` of its table (global magnitude pruning) or of its block (blocks compete by
@@ -463,6 +544,11 @@ class DNISConfig(ModelConfig):
     scaled down by small :math:`\\alpha` (Adam's steps are scale-free in the weight)."""
     finetune: bool = True
     """After pruning, train the pruned model (mask fixed) until early stopping; else stop."""
+    finetune_from: Literal["searched", "scratch"] = "searched"
+    """Where fine-tuning starts: the searched weights (``alpha`` folded in by ``fold_alpha``),
+    or freshly initialised weights at the chosen dimensions (``alpha`` reset to 1, optimiser
+    state cleared): the retraining of the derived architecture that NAS methods (DARTS,
+    AutoSrh) use, which keeps only the search's *dimensions*."""
     search_dense: bool = True
     """Update the base's non-embedding weights during the search (the paper's released code
     freezes them; the equations suggest updating all)."""
@@ -472,8 +558,14 @@ class DNISConfig(ModelConfig):
         # ConfigError naming its key, not a message wrapped by pydantic
         super().__init__(**_resolve_base(values))
 
+    def fixed_allocation(self) -> bool:
+        """Whether the widths are given (``block_dims`` or ``mde_exponent``), not searched."""
+        return self.block_dims is not None or self.mde_exponent is not None
+
     @model_validator(mode="after")
     def _fractions_valid(self) -> DNISConfig:
+        if self.block_dims is not None and self.mde_exponent is not None:
+            raise ValueError("give block_dims or mde_exponent, not both")
         if self.block_fractions is not None:
             fr = self.block_fractions
             if not fr or any(f <= 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
@@ -584,12 +676,60 @@ class DNIS(Recommender):
             )
             setattr(self.base, attr, wrapper)
         self.register_buffer("pruned", torch.tensor(False))
+        widths = {role: getattr(self.base, a).embedding_dim for role, a in self._roles.items()}
+        if self.config.structure == "nested" and len(set(widths.values())) > 1:
+            raise ConfigError(
+                f"model.structure=nested ranks columns across tables, which needs one width; "
+                f"{self.config.base!r} has ID-embedding widths {widths}"
+            )
+        if self.config.block_dims is not None:
+            self._check_block_dims(self.config.block_dims, len(fractions), widths)
         total = self.full_parameters()
         if self.config.param_budget is not None and self.config.param_budget > total:
             raise ConfigError(
                 f"model.param_budget={self.config.param_budget} exceeds the "
                 f"{total} ID-embedding parameters of {self.config.base!r}"
             )
+
+    def _check_block_dims(
+        self, dims: dict[str, list[int]], n_blocks: int, widths: dict[str, int]
+    ) -> None:
+        if set(dims) != set(self._roles):
+            raise ConfigError(
+                f"model.block_dims names roles {sorted(dims)}; {self.config.base!r} has "
+                f"{sorted(self._roles)}"
+            )
+        for role, values in dims.items():
+            if len(values) != n_blocks or any(not 0 <= d <= widths[role] for d in values):
+                raise ConfigError(
+                    f"model.block_dims.{role}: need {n_blocks} widths between 0 and "
+                    f"{widths[role]}, got {values}"
+                )
+
+    @torch.no_grad()
+    def fixed_masks(self) -> dict[str, Tensor]:
+        """Attribute -> mask ``[S, K]`` keeping the first :math:`d_s` columns of every block, for
+        the given ``block_dims`` or MDE's widths."""
+        cfg = self.config
+        out = {}
+        for role, attr in self._roles.items():
+            wrapper = self._wrappers()[attr]
+            if cfg.block_dims is not None:
+                dims = cfg.block_dims[role]
+            else:
+                sizes = wrapper.block_sizes().cpu().numpy()
+                block = wrapper.row_block.cpu().numpy()
+                interactions = np.bincount(
+                    block, weights=self.block_freq[role], minlength=wrapper.n_blocks
+                )
+                budget = cfg.keep_ratio * wrapper.num_embeddings * wrapper.embedding_dim
+                dims = mde_dims(
+                    interactions, sizes, budget, wrapper.embedding_dim, cfg.mde_exponent or 0.0
+                )
+            columns = torch.arange(wrapper.embedding_dim, device=wrapper.alpha.device)
+            widths = torch.tensor(dims, device=wrapper.alpha.device).unsqueeze(1)
+            out[attr] = (columns.unsqueeze(0) < widths).to(wrapper.alpha.dtype)
+        return out
 
     def reset_parameters(self) -> None:
         if self.is_compact():
@@ -704,6 +844,8 @@ class DNIS(Recommender):
     # -- schedule (the trainer's hooks) -----------------------------------------------------
     def _phase(self, epoch: int) -> str:
         cfg = self.config
+        if cfg.fixed_allocation():
+            return "finetune"
         if epoch < cfg.warm_start_epochs:
             return "warm"
         if epoch < cfg.warm_start_epochs + cfg.search_epochs:
@@ -726,10 +868,18 @@ class DNIS(Recommender):
             return EpochPlan(patience=False)
         if phase == "search":
             return EpochPlan(auxiliary=True, patience=False)
+        if self.config.fixed_allocation():
+            if not bool(self.pruned):
+                self._fix_masks()
+            return EpochPlan()
         if not self.config.finetune:
             return EpochPlan(stop=True)
-        if not bool(self.pruned):
-            self.prune()
+        if bool(self.pruned):
+            return EpochPlan()
+        self.prune()
+        if self.config.finetune_from == "scratch":
+            self._reinitialise_weights()
+            return EpochPlan(restart=True)
         return EpochPlan()
 
     def auxiliary_parameters(self) -> list[nn.Parameter]:
@@ -771,12 +921,17 @@ class DNIS(Recommender):
         budget."""
         wrappers = self._wrappers()
         attrs = list(wrappers)
-        masks = select_cells(
-            [wrappers[a].cell_scores(self.config.score_normalization) for a in attrs],
-            [wrappers[a].block_sizes() for a in attrs],
-            self.budget(),
-            self.config.min_dim,
-        )
+        scores = [wrappers[a].cell_scores(self.config.score_normalization) for a in attrs]
+        sizes = [wrappers[a].block_sizes() for a in attrs]
+        order = None
+        if self.config.structure == "nested":
+            # a column's importance: its score summed over every row of every table
+            importance = sum(
+                (size.to(score.dtype).unsqueeze(1) * score).sum(0)
+                for score, size in zip(scores, sizes, strict=True)
+            )
+            order = torch.argsort(importance, descending=True, stable=True)
+        masks = select_cells(scores, sizes, self.budget(), self.config.min_dim, order)
         return dict(zip(attrs, masks, strict=True))
 
     def _deployed_masks(self) -> dict[str, Tensor]:
@@ -784,6 +939,8 @@ class DNIS(Recommender):
             return {}
         if bool(self.pruned):
             return {a: w.mask for a, w in self._wrappers().items()}
+        if self.config.fixed_allocation():
+            return self.fixed_masks()
         return self.target_masks()
 
     @torch.no_grad()
@@ -814,13 +971,32 @@ class DNIS(Recommender):
             {role: [r["dim"] for r in rows] for role, rows in report["blocks"].items()},
         )
 
+    @torch.no_grad()
+    def _fix_masks(self) -> None:
+        for attr, mask in self.fixed_masks().items():
+            self._wrappers()[attr].mask.copy_(mask)
+        self.pruned.fill_(True)
+        self._clear_view()
+        log.info("DNIS: fixed widths per block (no search): %s", self.block_dims())
+
+    @torch.no_grad()
+    def _reinitialise_weights(self) -> None:
+        """Fresh weights under the fixed mask: the base's own initialisation, ``alpha`` = 1."""
+        masks = {a: w.mask.clone() for a, w in self._wrappers().items()}
+        self.reset_parameters()
+        for attr, w in self._wrappers().items():
+            w.mask.copy_(masks[attr])
+            w.alpha.fill_(1.0)
+        self.pruned.fill_(True)
+        log.info("DNIS: retraining the pruned architecture from freshly initialised weights")
+
     def _set_view(self) -> None:
         if self.is_compact():
             return
         if bool(self.pruned):
             self._clear_view()
             return
-        for attr, mask in self.target_masks().items():
+        for attr, mask in self._deployed_masks().items():
             self._wrappers()[attr].view_mask = mask
 
     def _clear_view(self) -> None:

@@ -327,6 +327,9 @@ class Trainer:
             plan = self.model.begin_epoch(epoch)
             if plan.stop:
                 break
+            if plan.restart:
+                optimizer.state.clear()
+                best_value, bad = -math.inf, 0
             tic = time.perf_counter()
             train_terms = self._train_epoch(
                 sampler, optimizer, rng, aux if plan.auxiliary else None

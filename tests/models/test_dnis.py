@@ -17,6 +17,7 @@ from recsys.models.dnis import (
     MixedDimEmbedding,
     SelectedEmbedding,
     frequency_blocks,
+    mde_dims,
     normalize_block_grad,
     row_frequencies,
     select_cells,
@@ -222,6 +223,156 @@ def test_select_cells_prefers_high_scores_and_costs_rows():
     assert mask.tolist() == [[1.0, 0.0], [1.0, 0.0]]
     with pytest.raises(ConfigError, match="min_dim"):
         select_cells(scores, sizes, budget=50, min_dim=1)
+
+
+def test_nested_selection_keeps_a_prefix_of_one_column_ranking():
+    # column 2 ranks first, then 0, then 1; block 1 alone would prefer column 1
+    scores = [torch.tensor([[2.0, 0.1, 3.0], [0.2, 5.0, 0.3]]), torch.tensor([[1.0, 0.5, 4.0]])]
+    sizes = [torch.tensor([10, 10]), torch.tensor([10])]
+    order = torch.tensor([2, 0, 1])
+    for budget in range(0, 91, 10):
+        masks = select_cells(scores, sizes, budget=budget, column_order=order)
+        kept = sum(int((m * torch.tensor([[10.0]])).sum()) for m in masks)
+        assert kept == budget
+        for mask in masks:
+            for row in mask[:, order]:  # in ranking order every block keeps a prefix
+                width = int(row.sum())
+                assert row[:width].all() and not row[width:].any()
+    # free selection would give block 1 its column 1 first
+    (free, _) = select_cells(scores, sizes, budget=10)
+    (nested, _) = select_cells(scores, sizes, budget=10, column_order=order)
+    assert free[1].tolist() == [0.0, 1.0, 0.0] and nested[1].sum() == 0
+
+
+def test_nested_structure_prunes_rows_onto_shared_columns(planted_split):
+    model = _setup(planted_split, keep_ratio=0.4, structure="nested")
+    with torch.no_grad():
+        for table in model._wrappers().values():
+            table.alpha.uniform_(0, 1)
+    model.prune()
+    kept = [w.mask.bool() for w in model._wrappers().values()]
+    rows = torch.cat(kept)
+    # nested column sets: of any two blocks (of either table), one keeps a subset of the other
+    for a in rows:
+        for b in rows:
+            assert bool((a & ~b).sum() == 0) or bool((b & ~a).sum() == 0)
+
+
+def test_retraining_from_scratch_reinitialises_under_the_mask(planted_split):
+    model = _setup(
+        planted_split,
+        keep_ratio=0.5,
+        warm_start_epochs=1,
+        search_epochs=1,
+        finetune_from="scratch",
+    )
+    trainer = _trainer(planted_split, model, epochs=3, patience=5)
+    seen = {}
+
+    def spy(report):
+        if report.epoch == 1:  # the last search epoch: remember the searched weights
+            seen["weight"] = model.base.user_embedding.embedding.weight.detach().clone()
+        if report.epoch == 2:
+            seen["best_epoch"] = report.best_epoch
+
+    trainer.callbacks = [spy]
+    plans = []
+    begin = model.begin_epoch
+
+    def record(epoch):
+        plan = begin(epoch)
+        plans.append(plan)
+        if plan.restart:
+            seen["after_reset"] = model.base.user_embedding.embedding.weight.detach().clone()
+            seen["alpha"] = [w.alpha.detach().clone() for w in model._wrappers().values()]
+        return plan
+
+    model.begin_epoch = record
+    result = trainer.fit()
+    assert [p.restart for p in plans] == [False, False, True]
+    # fresh weights (not the searched ones), alpha back to 1, the mask kept
+    assert not torch.allclose(seen["after_reset"], seen["weight"])
+    assert all(bool((a == 1).all()) for a in seen["alpha"])
+    assert bool(model.pruned) and model.kept_parameters() < model.full_parameters()
+    # selection restarted: the best epoch is the retrained one, whatever the search scored
+    assert seen["best_epoch"] == 2 and result.best_epoch == 2
+
+
+def test_trainer_restart_clears_optimizer_state_and_selection(planted_split):
+    model = _setup(
+        planted_split, keep_ratio=0.5, warm_start_epochs=1, search_epochs=0, finetune_from="scratch"
+    )
+    trainer = _trainer(planted_split, model, epochs=2, patience=5)
+    states = []
+    step = torch.optim.Adam.step
+
+    def count(self, *args, **kwargs):
+        states.append(sum(int(s["step"]) for s in self.state.values() if "step" in s))
+        return step(self, *args, **kwargs)
+
+    torch.optim.Adam.step = count
+    try:
+        trainer.fit()
+    finally:
+        torch.optim.Adam.step = step
+    per_epoch = len(states) // 2
+    # the first step after the restart sees no moments of the searched weights
+    assert states[per_epoch] == 0 and states[per_epoch - 1] > 0
+
+
+def test_mde_widths_follow_popularity_within_the_budget():
+    interactions = np.array([500, 200, 100, 50, 10])
+    sizes = np.array([20, 20, 20, 20, 20])
+    budget = 0.5 * 100 * 16
+    uniform = mde_dims(interactions, sizes, budget, 16, 0.0)
+    assert uniform == [8, 8, 8, 8, 8]
+    skewed = mde_dims(interactions, sizes, budget, 16, 1.0)
+    assert skewed == sorted(skewed, reverse=True) and skewed[0] == 16  # capped at K
+    assert abs(sum(d * 20 for d in skewed) - budget) <= 20 * len(sizes)
+    rare = mde_dims(interactions, sizes, budget, 16, -0.5)
+    assert rare == sorted(rare)
+
+
+def test_fixed_block_dims_train_without_a_search(planted_split):
+    dims = {"user": [16, 8, 4, 2], "item": [8, 8, 8, 8]}
+    model = _setup(planted_split, block_dims=dims)
+    result = _trainer(planted_split, model, epochs=2).fit()
+    assert not any("aux_loss" in h for h in result.history)
+    assert model.block_dims() == dims
+    # the trained model is the compact one; every block keeps its first d_s columns
+    assert model.is_compact()
+    for role, attr in model._roles.items():
+        table = getattr(model.base, attr)
+        for s, width in enumerate(dims[role]):
+            assert torch.equal(getattr(table, f"cols_{s}"), torch.arange(width))
+    with pytest.raises(ConfigError, match="model.block_dims.item"):
+        _setup(planted_split, block_dims={"user": [1, 1, 1, 1], "item": [1, 1, 99, 1]})
+    with pytest.raises(ConfigError, match="block_dims names roles"):
+        _setup(planted_split, block_dims={"user": [1, 1, 1, 1]})
+    with pytest.raises(ConfigError, match="not both"):
+        _setup(planted_split, block_dims=dims, mde_exponent=0.5)
+
+
+def test_mde_allocation_through_a_run(tmp_path):
+    import json
+
+    from recsys.config import build_run_config
+    from recsys.experiment import train_run
+
+    cfg = build_run_config(
+        None,
+        ["model.mde_exponent=1.0", "model.keep_ratio=0.5", "train.epochs=2"],
+        model={"name": "dnis", "base": "bpr", "base_params": {"embedding_size": 16}},
+        data={"name": "synthetic-300x200x4000"},
+        train={"progress": False},
+        tracking={"enabled": False},
+        output_dir=str(tmp_path),
+    )
+    train_run(cfg)
+    report = json.loads(next(tmp_path.glob("**/dnis_dimensions.json")).read_text())
+    item = [r["dim"] for r in report["blocks"]["item"]]
+    # the most frequent items get the widest block, and the budget holds
+    assert item[0] > item[-1] and abs(report["kept_ratio"] - 0.5) < 0.05
 
 
 def test_pruned_model_scores_through_its_mask(planted_split):
