@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import per_seed_rows, summarize, write_result
+from benchmarks.common import parallel_map, per_seed_rows, summarize, write_result
 from recsys.data.split import split_ratio
 from recsys.data.synthetic import make_synthetic
 from recsys.eval.evaluator import Evaluator
@@ -95,13 +95,7 @@ def run(
         "models": {},
     }
     grid = [(model, seed, threads, epochs, patience) for model in MODELS for seed in seeds]
-    if jobs > 1:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-            results = pool.map(_fit_job, grid, chunksize=1)
-    else:
-        results = [_fit_job(job) for job in grid]
+    results = parallel_map(_fit_job, grid, jobs)
     for model in MODELS:
         runs = [r for job, r in zip(grid, results, strict=True) if job[0] == model]
         summary = summarize(runs, KEYS)

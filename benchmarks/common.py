@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,6 +110,17 @@ def summarize(runs: list[dict], keys: tuple[str, ...] = SUMMARY_KEYS, part: str 
                 "max": float(values.max()),
             }
     return out
+
+
+def parallel_map(fn: Callable[[Any], Any], jobs: list, processes: int = 1) -> list:
+    """``[fn(job) for job in jobs]``, in ``processes`` spawned worker processes when more than
+    one (each run then owns its torch threads; ``fn`` must be importable at module level)."""
+    if processes <= 1:
+        return [fn(job) for job in jobs]
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        return pool.map(fn, jobs, chunksize=1)
 
 
 def train_seeds(

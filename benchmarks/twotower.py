@@ -34,13 +34,12 @@ no evaluation) for each variant and for BPR-MF (embedding 64, one negative) on t
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import time
 
 import numpy as np
 import torch
 
-from benchmarks.common import per_seed_rows, summarize, write_result
+from benchmarks.common import parallel_map, per_seed_rows, summarize, write_result
 from recsys.data.catalog import DataConfig, load_dataset
 from recsys.data.dataset import Dataset
 from recsys.data.features import text_encoder_available
@@ -143,14 +142,6 @@ def fit_job(job: tuple[str, str, float, int, dict, dict]) -> dict:
     return {**r, "params": params}
 
 
-def _fit_all(grid: list[tuple], jobs: int) -> list[dict]:
-    if jobs > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(jobs) as pool:
-            return pool.map(fit_job, grid, chunksize=1)
-    return [fit_job(job) for job in grid]
-
-
 def _mean_valid(runs: list[dict]) -> float:
     return float(np.mean([r["valid"]["recall_at_20"] for r in runs]))
 
@@ -180,7 +171,7 @@ def run(
         grid: list[tuple] = []
         if main_grid:
             first = [(data, "none", 0.0, seed, train, m) for m in main_grid for seed in seeds]
-            runs = _fit_all(first, jobs)
+            runs = parallel_map(fit_job, first, jobs)
             by_main = [
                 [r for job, r in zip(first, runs, strict=True) if job[5] == m] for m in main_grid
             ]
@@ -205,7 +196,7 @@ def run(
             if not (main_grid and v == "none")
         ]
         grid += rest
-        results += _fit_all(rest, jobs)
+        results += parallel_map(fit_job, rest, jobs)
         for variant in VARIANTS:
             by_weight = {
                 w: [r for job, r in zip(grid, results, strict=True) if job[1:3] == (variant, w)]
