@@ -21,15 +21,14 @@ DNIS's longer schedule. Parameters are the ID-embedding parameters.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from benchmarks.common import parallel_map, summarize, train_seeds, write_result
+from benchmarks.dnis import _dims, _kept_parameters
 
 BAR_METRIC = "recall_at_20"
 KEYS = ("recall_at_20", "ndcg_at_20", "recall_at_10", "ndcg_at_10")
@@ -76,15 +75,11 @@ def run_config(job: tuple[str, str, dict, list[int]]) -> dict:
     }
     with tempfile.TemporaryDirectory(prefix="bench-dnis-tt-") as tmp:
         runs = train_seeds("x", seeds, Path(tmp), model=model, **common)
-        kept: dict[int, dict] = {}
-        for path in Path(tmp).glob("x/*/dnis_dimensions.json"):
-            seed = yaml.safe_load((path.parent / "config.yaml").read_text())["split"]["seed"]
-            kept[int(seed)] = json.loads(path.read_text())
-    for run in runs:
-        report = kept.get(run["seed"])
-        if report is not None:
-            run["parameters"] = report["kept_parameters"]
-            run["dims"] = {k: [b["dim"] for b in v] for k, v in report["blocks"].items()}
+        kept = _kept_parameters(Path(tmp) / "x")
+        for run in runs:
+            if run["seed"] in kept:
+                run["parameters"] = kept[run["seed"]]
+                run["dims"] = _dims(Path(tmp) / "x", run["seed"])
     return {"label": label, "runs": runs}
 
 
