@@ -870,7 +870,7 @@ class DNIS(Recommender):
             return EpochPlan(auxiliary=True, patience=False)
         if self.config.fixed_allocation():
             if not bool(self.pruned):
-                self._fix_masks()
+                self.prune()
             return EpochPlan()
         if not self.config.finetune:
             return EpochPlan(stop=True)
@@ -939,17 +939,20 @@ class DNIS(Recommender):
             return {}
         if bool(self.pruned):
             return {a: w.mask for a, w in self._wrappers().items()}
-        if self.config.fixed_allocation():
-            return self.fixed_masks()
-        return self.target_masks()
+        return self._pruning_masks()
+
+    def _pruning_masks(self) -> dict[str, Tensor]:
+        """The masks pruning fixes: the given widths, or the current state pruned to budget."""
+        return self.fixed_masks() if self.config.fixed_allocation() else self.target_masks()
 
     @torch.no_grad()
     def prune(self) -> None:
         """Fix the pruning mask from the current state; with ``fold_alpha``, fold
         :math:`\\alpha` into the weights (:math:`E \\leftarrow \\alpha \\odot E`,
         :math:`\\alpha \\leftarrow 1`: the same function, but fine-tuning steps are no longer
-        scaled by :math:`\\alpha`)."""
-        for attr, mask in self.target_masks().items():
+        scaled by :math:`\\alpha`). With ``block_dims`` or ``mde_exponent`` the mask is the
+        given widths."""
+        for attr, mask in self._pruning_masks().items():
             self._wrappers()[attr].mask.copy_(mask)
         self.pruned.fill_(True)
         self._clear_view()
@@ -964,20 +967,13 @@ class DNIS(Recommender):
                 w.embedding.weight.mul_((w.alpha * w.mask).index_select(0, w.row_block))
                 w.alpha.fill_(1.0)
         log.info(
-            "DNIS pruned to %d of %d ID-embedding parameters (%.3f); dims per block: %s",
+            "DNIS pruned to %d of %d ID-embedding parameters (%.3f, %s); dims per block: %s",
             report["kept_parameters"],
             report["full_parameters"],
             report["kept_ratio"],
+            "fixed widths" if self.config.fixed_allocation() else "searched",
             {role: [r["dim"] for r in rows] for role, rows in report["blocks"].items()},
         )
-
-    @torch.no_grad()
-    def _fix_masks(self) -> None:
-        for attr, mask in self.fixed_masks().items():
-            self._wrappers()[attr].mask.copy_(mask)
-        self.pruned.fill_(True)
-        self._clear_view()
-        log.info("DNIS: fixed widths per block (no search): %s", self.block_dims())
 
     @torch.no_grad()
     def _reinitialise_weights(self) -> None:
