@@ -46,14 +46,34 @@ DNIS_PARAMS = {
 }
 
 
-def _train_section(threads: int) -> dict:
+def run_sections(dataset: str, threads: int) -> dict:
+    """The data, split, train and evaluation sections every run of the DNIS benchmarks shares
+    (``train_seeds``' keywords)."""
     return {
-        "valid_metric": BAR_METRIC,
-        "patience": 10,
-        "epochs": 500,
-        "learning_rate": LEARNING_RATE,
-        "batch_size": 2048,
-        "num_threads": threads,
+        "data": {"name": dataset},
+        "split": {"strategy": "ratio", "ratios": [0.8, 0.1, 0.1]},
+        "train": {
+            "valid_metric": BAR_METRIC,
+            "patience": 10,
+            "epochs": 500,
+            "learning_rate": LEARNING_RATE,
+            "batch_size": 2048,
+            "num_threads": threads,
+        },
+        "evaluation": {"topk": [10, 20]},
+    }
+
+
+def dnis_model(keep_ratio: float, **extra: object) -> dict:
+    """The model section of DNIS around BPR-MF at width ``FULL`` with the benchmark's search
+    settings (``extra`` overrides or adds DNIS options)."""
+    return {
+        "name": "dnis",
+        "base": "bpr",
+        "base_params": {"embedding_size": FULL},
+        "keep_ratio": keep_ratio,
+        **DNIS_PARAMS,
+        **extra,
     }
 
 
@@ -85,12 +105,7 @@ def run_dataset(
     data = load_dataset(cfg.data)
     n_rows = data.n_users + data.n_items
     out: dict = {"dataset": dataset, "users": data.n_users, "items": data.n_items, "models": {}}
-    common = {
-        "data": {"name": dataset},
-        "split": {"strategy": "ratio", "ratios": [0.8, 0.1, 0.1]},
-        "train": _train_section(threads),
-        "evaluation": {"topk": [10, 20]},
-    }
+    common = run_sections(dataset, threads)
     with tempfile.TemporaryDirectory(prefix="bench-dnis-") as tmp:
         for width in sorted(widths, reverse=True):
             label = f"bpr-{width}"
@@ -106,14 +121,7 @@ def run_dataset(
             out["models"][label] = {"kind": "uniform", "setting": width, "runs": runs}
         for ratio in ratios:
             label = f"dnis-{ratio:g}"
-            model = {
-                "name": "dnis",
-                "base": "bpr",
-                "base_params": {"embedding_size": FULL},
-                "keep_ratio": ratio,
-                **DNIS_PARAMS,
-            }
-            runs = train_seeds(label, seeds, Path(tmp), model=model, **common)
+            runs = train_seeds(label, seeds, Path(tmp), model=dnis_model(ratio), **common)
             kept = _kept_parameters(Path(tmp) / label)
             for run in runs:
                 run["parameters"] = kept[run["seed"]]
@@ -245,19 +253,8 @@ def measure_cost(dataset: str, seeds: list[int], ratio: float, threads: int) -> 
     full-width base run and one DNIS run per seed, run back to back."""
     import time
 
-    common = {
-        "data": {"name": dataset},
-        "split": {"strategy": "ratio", "ratios": [0.8, 0.1, 0.1]},
-        "train": _train_section(threads),
-        "evaluation": {"topk": [10, 20]},
-    }
-    dnis = {
-        "name": "dnis",
-        "base": "bpr",
-        "base_params": {"embedding_size": FULL},
-        "keep_ratio": ratio,
-        **DNIS_PARAMS,
-    }
+    common = run_sections(dataset, threads)
+    dnis = dnis_model(ratio)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-dnis-cost-") as tmp:
         for seed in seeds:

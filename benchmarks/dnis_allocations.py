@@ -28,21 +28,17 @@ import numpy as np
 import torch
 
 from benchmarks.common import summarize, train_seeds, write_result
-from benchmarks.dnis import DNIS_PARAMS, FULL, KEYS, _dims, _kept_parameters, _train_section
+from benchmarks.dnis import (
+    BAR_METRIC,
+    FULL,
+    KEYS,
+    _dims,
+    _kept_parameters,
+    dnis_model,
+    run_sections,
+)
 
-BAR_METRIC = "recall_at_20"
 HALF = 0.5
-
-
-def _dnis(**extra: object) -> dict:
-    return {
-        "name": "dnis",
-        "base": "bpr",
-        "base_params": {"embedding_size": FULL},
-        "keep_ratio": HALF,
-        **DNIS_PARAMS,
-        **extra,
-    }
 
 
 def configurations(exponents: list[float]) -> dict[str, tuple[str, dict]]:
@@ -52,9 +48,9 @@ def configurations(exponents: list[float]) -> dict[str, tuple[str, dict]]:
         f"bpr-{FULL // 2}": ("uniform", {"name": "bpr", "embedding_size": FULL // 2}),
     }
     for a in exponents:
-        out[f"mde a={a:g}"] = ("fixed", _dnis(mde_exponent=a))
-    out["dnis free"] = ("searched", _dnis())
-    out["dnis nested"] = ("searched", _dnis(structure="nested"))
+        out[f"mde a={a:g}"] = ("fixed", dnis_model(HALF, mde_exponent=a))
+    out["dnis free"] = ("searched", dnis_model(HALF))
+    out["dnis nested"] = ("searched", dnis_model(HALF, structure="nested"))
     return out
 
 
@@ -63,12 +59,7 @@ def run_dataset(dataset: str, seeds: list[int], exponents: list[float], threads:
     from recsys.data.catalog import load_dataset
 
     data = load_dataset(build_run_config(None, [], data={"name": dataset}).data)
-    common = {
-        "data": {"name": dataset},
-        "split": {"strategy": "ratio", "ratios": [0.8, 0.1, 0.1]},
-        "train": _train_section(threads),
-        "evaluation": {"topk": [10, 20]},
-    }
+    common = run_sections(dataset, threads)
     out: dict = {"dataset": dataset, "users": data.n_users, "items": data.n_items, "models": {}}
     with tempfile.TemporaryDirectory(prefix="bench-dnis-alloc-") as tmp:
         for i, (label, (kind, model)) in enumerate(configurations(exponents).items()):
