@@ -512,7 +512,7 @@ class DNISConfig(ModelConfig):
     block first) instead of a search: the mixed model trains from its initialisation, every
     block keeping its first :math:`d_s` columns. For baselines and studies of the search
     space."""
-    mde_exponent: float | None = None
+    mde_exponent: float | None = Field(None, allow_inf_nan=False)
     """Fixed widths from MDE's popularity rule (:func:`mde_dims`, exponent :math:`a`) at
     ``keep_ratio`` of every table, instead of a search (the paper's MDE baseline)."""
     structure: Literal["free", "nested"] = "free"

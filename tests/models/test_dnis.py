@@ -351,6 +351,8 @@ def test_fixed_block_dims_train_without_a_search(planted_split):
         _setup(planted_split, block_dims={"user": [1, 1, 1, 1]})
     with pytest.raises(ConfigError, match="not both"):
         _setup(planted_split, block_dims=dims, mde_exponent=0.5)
+    with pytest.raises(ConfigError, match="mde_exponent"):
+        _setup(planted_split, mde_exponent=float("nan"))
 
 
 def test_mde_allocation_through_a_run(tmp_path):
