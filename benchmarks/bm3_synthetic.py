@@ -126,7 +126,8 @@ def run(
     ds = make_synthetic(**DATA, seed=seeds[0])
     stats = ds.stats()
     out: dict = {
-        "protocol": __doc__.split("\n\n")[1:3],
+        # the data and model paragraphs, and the grid paragraph for a grid search
+        "protocol": __doc__.split("\n\n")[1 : 4 if grid else 3],
         "data": {**DATA, **{k: stats[k] for k in ("median_per_user", "median_per_item")}},
         "training": {"epochs": epochs, "patience": patience},
         "models": {},
