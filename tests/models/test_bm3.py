@@ -372,3 +372,29 @@ def test_mmrec_card_with_a_missing_feature_file_names_it(
     args = ["train", "--model", "bm3", "--dataset", "tinymm", *FAST, "-o", str(tmp_path / "r")]
     assert main(args) != 0
     assert "image_feat.npy" in capsys.readouterr().err
+
+
+def test_cosine_to_targets_matches_normalize_and_its_gradient_checks() -> None:
+    from recsys.models.bm3 import CosineToTargets
+
+    torch.manual_seed(0)
+    p = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    targets = [torch.randn(7, 5, dtype=torch.float64) for _ in range(2)]
+    assert torch.autograd.gradcheck(lambda x: CosineToTargets.apply(x, *targets), (p,))
+    # values and the gradient of a weighted sum of both outputs are autograd's through
+    # normalize, also for a zero row (divided by eps, so it has no norm term)
+    with torch.no_grad():
+        p[3] = 0.0
+    dots = CosineToTargets.apply(p, *targets)
+    weights = torch.randn(2, 7, dtype=torch.float64)
+
+    def reference(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return (F.normalize(x, dim=-1) * g).sum(-1)
+
+    for dot, g in zip(dots, targets, strict=True):
+        assert torch.allclose(dot, reference(p, g))
+    total = sum((w * d).sum() for w, d in zip(weights, dots, strict=True))
+    (grad,) = torch.autograd.grad(total, p)
+    expected_total = sum((w * reference(p, g)).sum() for w, g in zip(weights, targets, strict=True))
+    (expected,) = torch.autograd.grad(expected_total, p)
+    assert torch.allclose(grad, expected)
