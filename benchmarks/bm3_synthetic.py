@@ -23,19 +23,24 @@ use the paper's grid (``n_layers`` {1, 2} x ``dropout`` {0.3, 0.5} x ``reg_weigh
 {0.1, 0.01}, cl_weight 2); LightGCN uses ``n_layers`` {1, 2, 3} x ``reg_weight``
 {1e-5, 1e-4, 1e-3} (its paper's choice, 1e-4, in the middle).
 
+``--configs-from NAME`` trains, for each model, the configuration that the grid run recorded
+in ``results/NAME.json`` chose; with seeds the grid did not see, that measures the chosen
+configurations without the selection's optimism.
+
     python -m benchmarks.bm3_synthetic [--seeds 0 1 2] [--threads 1] [--patience 20]
-        [--epochs 300] [--jobs 1] [--grid] [--name bm3_synthetic]
+        [--epochs 300] [--jobs 1] [--grid | --configs-from NAME] [--name bm3_synthetic]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
 import torch
 
-from benchmarks.common import parallel_map, per_seed_rows, summarize, write_result
+from benchmarks.common import RESULTS, parallel_map, per_seed_rows, summarize, write_result
 from recsys.data.split import split_ratio
 from recsys.data.synthetic import make_synthetic
 from recsys.eval.evaluator import Evaluator
@@ -122,17 +127,26 @@ def run(
     patience: int = 20,
     jobs: int = 1,
     grid: bool = False,
+    configs_from: str | None = None,
 ) -> dict:
     ds = make_synthetic(**DATA, seed=seeds[0])
     stats = ds.stats()
     out: dict = {
-        # the data and model paragraphs, and the grid paragraph for a grid search
-        "protocol": __doc__.split("\n\n")[1 : 4 if grid else 3],
+        # the data and model paragraphs, then the grid's or the chosen configurations' one
+        "protocol": [
+            paragraph
+            for k, paragraph in enumerate(__doc__.split("\n\n"))
+            if k in (1, 2) or (k == 3 and grid) or (k == 4 and configs_from)
+        ],
         "data": {**DATA, **{k: stats[k] for k in ("median_per_user", "median_per_item")}},
         "training": {"epochs": epochs, "patience": patience},
         "models": {},
     }
     configs = GRIDS if grid else {model: [params] for model, (_, params) in MODELS.items()}
+    if configs_from:
+        recorded = json.loads((RESULTS / f"{configs_from}.json").read_text())["models"]
+        configs = {model: [recorded[model]["params"]] for model in MODELS}
+        out["configs_from"] = configs_from
     jobs_list = [
         (model, seed, threads, epochs, patience, params)
         for model, grid_ in configs.items()
@@ -174,8 +188,26 @@ def run(
         "bm3_no_modalities_minus_lightgcn": kept,
         "share_of_margin_lost_without_modalities": (margin - kept) / margin if margin else None,
         "bm3_beats_lightgcn": margin > 0,
+        "paired": {
+            f"bm3_minus_{other}": _paired(out["models"]["bm3"], out["models"][other])
+            for other in ("lightgcn", "bm3_no_modalities")
+        },
     }
     return out
+
+
+def _paired(model: dict, other: dict) -> dict:
+    """Per-seed test Recall@20 differences ``model - other`` (same seed, same data and split):
+    mean, standard error (sample std / sqrt(n)) and the number of seeds where it is positive."""
+    theirs = {r["seed"]: r["test"]["recall_at_20"] for r in other["runs"]}
+    diffs = np.array([r["test"]["recall_at_20"] - theirs[r["seed"]] for r in model["runs"]])
+    se = float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else None
+    return {
+        "mean": float(diffs.mean()),
+        "standard_error": se,
+        "positive": int((diffs > 0).sum()),
+        "seeds": len(diffs),
+    }
 
 
 def markdown(result: dict) -> str:
@@ -209,6 +241,7 @@ def markdown(result: dict) -> str:
         f"LightGCN: {v['bm3_no_modalities_minus_lightgcn']:+.4f}"
         + (f" (share of the margin lost without modalities: {share:.0%})" if share else ""),
         "",
+        *_paired_rows(v),
         *_grid_rows(result),
         "Per seed (test):",
         "",
@@ -223,6 +256,18 @@ def markdown(result: dict) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def _paired_rows(verdict: dict) -> list[str]:
+    """One line per paired comparison, when the result has them."""
+    lines = []
+    for key, d in verdict.get("paired", {}).items():
+        se = f", standard error {d['standard_error']:.4f}" if d["standard_error"] else ""
+        lines.append(
+            f"Paired per seed, {key.replace('_minus_', ' − ')}: {d['mean']:+.4f}{se}, "
+            f"positive in {d['positive']} of {d['seeds']} seeds  "
+        )
+    return [*lines, ""] if lines else []
 
 
 def _params_text(params: dict) -> str:
@@ -261,10 +306,25 @@ def main() -> None:
     parser.add_argument(
         "--grid", action="store_true", help="tune each model on validation over its grid"
     )
+    parser.add_argument(
+        "--configs-from",
+        metavar="NAME",
+        help="train the configurations chosen by the grid run recorded as results/NAME.json",
+    )
     parser.add_argument("--name", default="bm3_synthetic", help="result file name")
     args = parser.parse_args()
+    if args.grid and args.configs_from:
+        parser.error("--grid and --configs-from are exclusive")
     torch.set_num_threads(args.threads)
-    result = run(args.seeds, args.threads, args.epochs, args.patience, args.jobs, args.grid)
+    result = run(
+        args.seeds,
+        args.threads,
+        args.epochs,
+        args.patience,
+        args.jobs,
+        args.grid,
+        args.configs_from,
+    )
     path = write_result(args.name, result, markdown(result))
     print(path.read_text())
 
