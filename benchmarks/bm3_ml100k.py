@@ -9,9 +9,12 @@ BM3 uses the paper's defaults (embedding 64, 1 layer, dropout 0.5, reg 0.1, cl_w
 MovieLens' two modalities: ``text`` (title, release year and genres joined and encoded by
 all-MiniLM-L6-v2, 384-d; needs ``recsys[text]``) and ``genre`` (19-d multi-hot). LightGCN uses
 its defaults (embedding 64, 2 layers, reg 1e-4, one uniform negative). BM3 without modalities
-(its ID-only form) is the third row.
+(its ID-only form) is the third row. Ablations, run on request (``--models``): BM3 with the
+genre modality only (``bm3_genre``), the text modality only (``bm3_text``), and both with the
+raw features frozen instead of fine-tuned (``bm3_frozen_features``).
 
     python -m benchmarks.bm3_ml100k [--seeds 2020] [--models lightgcn bm3 bm3_no_modalities]
+        [--name bm3_ml100k]
 
 Each run is the same as, e.g.::
 
@@ -34,14 +37,31 @@ MODELS = {
     "lightgcn": {"name": "lightgcn", "n_layers": 2, "reg_weight": 1e-4},
     "bm3": {"name": "bm3", "modalities": ["text", "genre"]},
     "bm3_no_modalities": {"name": "bm3", "modalities": []},
+    "bm3_genre": {"name": "bm3", "modalities": ["genre"]},
+    "bm3_text": {"name": "bm3", "modalities": ["text"]},
+    "bm3_frozen_features": {
+        "name": "bm3",
+        "modalities": ["text", "genre"],
+        "train_features": False,
+    },
 }
+DEFAULT_MODELS = ["lightgcn", "bm3", "bm3_no_modalities"]
 KEYS = ("recall_at_10", "ndcg_at_10", "recall_at_20", "ndcg_at_20")
 
 
 def run(models: list[str], seeds: list[int], threads: int) -> dict:
-    if "bm3" in models and not text_encoder_available():
-        MODELS["bm3"]["modalities"] = ["genre"]
-        print("recsys[text] is not installed: BM3 runs with the genre modality only", flush=True)
+    if not text_encoder_available():
+        for model in list(models):
+            modalities = MODELS[model].get("modalities", [])
+            if "text" not in modalities:
+                continue
+            rest = [m for m in modalities if m != "text"]
+            if not rest:
+                print(f"recsys[text] is not installed: {model} is skipped", flush=True)
+                models.remove(model)
+                continue
+            MODELS[model]["modalities"] = rest
+            print(f"recsys[text] is not installed: {model} runs with {rest} only", flush=True)
     out: dict = {"protocol": __doc__.split("\n\n")[1:3], "models": {}}
     with tempfile.TemporaryDirectory(prefix="bm3-ml100k-") as tmp:
         for model in models:
@@ -96,12 +116,13 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=DEFAULT_MODELS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--name", default="bm3_ml100k", help="result file name")
     args = parser.parse_args()
     result = run(args.models, args.seeds, args.threads)
-    path = write_result("bm3_ml100k", result, markdown(result))
+    path = write_result(args.name, result, markdown(result))
     print(path.read_text())
 
 
