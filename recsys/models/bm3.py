@@ -26,8 +26,8 @@ def dropout_mask(like: Tensor, keep: float) -> Tensor:
 
     On CPU the uniform draws are 16-bit slices of numpy's raw PCG64 output, seeded from torch's
     generator (so ``torch.manual_seed`` and a restored torch RNG state reproduce the mask);
-    that is over ten times cheaper than torch's CPU Bernoulli or uniform sampler, which
-    otherwise dominate a BM3 step. :math:`q` is rounded to a multiple of :math:`2^{-16}`.
+    that is 6-20 times cheaper than torch's CPU uniform or Bernoulli sampler, which would
+    otherwise be a large share of a BM3 step. :math:`q` is rounded to a multiple of :math:`2^{-16}`.
     """
     if like.device.type != "cpu":
         return (torch.rand_like(like) < keep).to(like.dtype) / keep
@@ -55,10 +55,10 @@ class CosineToTargets(torch.autograd.Function):
         = \frac{1}{n_r}\Big(\sum_k a^k_r\mathbf{g}^k_r
         - \big(\textstyle\sum_k a^k_r s^k_r\big)\hat{\mathbf{p}}_r\Big).
 
-    The same values as ``(F.normalize(p) * g).sum(-1)`` per target, in a third of the passes
-    over the rows: autograd through ``normalize`` materialises :math:`\hat{\mathbf{p}}` and
-    walks the division and the norm separately, and those elementwise passes are most of a
-    BM3 step on CPU.
+    The same values as ``(F.normalize(p) * g).sum(-1)`` per target, in fewer passes over the
+    rows: autograd through ``normalize`` materialises :math:`\hat{\mathbf{p}}` and walks the
+    division, the norm and each target's product separately, and on CPU a BM3 step is mostly
+    such memory-bound passes.
     """
 
     eps = 1e-12
