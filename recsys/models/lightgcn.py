@@ -128,6 +128,12 @@ class LightGCN(DotProductScorer, Recommender):
 
     def propagate(self) -> tuple[Tensor, Tensor]:
         """Final user and item embeddings: the mean of layers :math:`0..L`."""
+        final = self.node_embeddings()
+        return final[: self.n_users], final[self.n_users :]
+
+    def node_embeddings(self) -> Tensor:
+        r""":meth:`propagate`'s two tables as one ``[n_users + n_items, d]`` table, users first
+        (the layout of the embedding table and of :math:`\tilde{\mathbf{A}}`)."""
         x = self.embedding.weight
         # a running sum instead of stacking the layers: one fewer copy of the whole table
         total = x
@@ -145,26 +151,21 @@ class LightGCN(DotProductScorer, Recommender):
             for _ in range(self.config.n_layers):
                 x = SymmetricSpMM.apply(adj, x)
                 total = total + x
-        final = total / (self.config.n_layers + 1)
-        return final[: self.n_users], final[self.n_users :]
+        return total / (self.config.n_layers + 1)
 
     def _triplets(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Positive and negative scores ``[B]`` of the batch's triplets, and the reg terms."""
-        users_f, items_f = self.propagate()
         u, i, j = batch["user"], batch["pos"], batch["neg"]
-        # index_select's backward (index_add) is cheaper on CPU than advanced indexing's
-        e_u = users_f.index_select(0, u)
-        pos = (e_u * items_f.index_select(0, i)).sum(-1)
-        neg = (e_u * items_f.index_select(0, j)).sum(-1)
+        nodes = torch.cat([u, i + self.n_users, j + self.n_users])
+        # one gather per table: each gather's backward zero-fills a gradient as large as the
+        # whole table (index_select's index_add, still cheaper on CPU than advanced indexing's)
+        e_u, e_i, e_j = self.node_embeddings().index_select(0, nodes).split(len(u))
+        pos = (e_u * e_i).sum(-1)
+        neg = (e_u * e_j).sum(-1)
         terms = {}
         if self.config.reg_weight > 0:
-            ego = self.embedding.weight
-            reg = l2_penalty(
-                ego.index_select(0, u),
-                ego.index_select(0, i + self.n_users),
-                ego.index_select(0, j + self.n_users),
-            )
-            terms["reg"] = self.config.reg_weight * reg
+            ego = self.embedding.weight.index_select(0, nodes).split(len(u))
+            terms["reg"] = self.config.reg_weight * l2_penalty(*ego)
         return pos, neg, terms
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
