@@ -49,27 +49,35 @@ DEFAULT_MODELS = ["lightgcn", "bm3", "bm3_no_modalities"]
 KEYS = ("recall_at_10", "ndcg_at_10", "recall_at_20", "ndcg_at_20")
 
 
-def run(models: list[str], seeds: list[int], threads: int) -> dict:
-    if not text_encoder_available():
-        for model in list(models):
-            modalities = MODELS[model].get("modalities", [])
-            if "text" not in modalities:
-                continue
+def model_sections(models: list[str], text: bool) -> dict[str, dict]:
+    """The model section of each run, by label. Without the text encoder (``text`` False) a
+    run's ``text`` modality is left out, and a run with no other modality is skipped; the log
+    says which."""
+    sections = {}
+    for model in models:
+        section = dict(MODELS[model])
+        modalities = section.get("modalities", [])
+        if not text and "text" in modalities:
             rest = [m for m in modalities if m != "text"]
             if not rest:
                 print(f"recsys[text] is not installed: {model} is skipped", flush=True)
-                models.remove(model)
                 continue
-            MODELS[model]["modalities"] = rest
+            section["modalities"] = rest
             print(f"recsys[text] is not installed: {model} runs with {rest} only", flush=True)
+        sections[model] = section
+    return sections
+
+
+def run(models: list[str], seeds: list[int], threads: int) -> dict:
     out: dict = {"protocol": __doc__.split("\n\n")[1:3], "models": {}}
+    sections = model_sections(models, text_encoder_available())
     with tempfile.TemporaryDirectory(prefix="bm3-ml100k-") as tmp:
-        for model in models:
+        for model, section in sections.items():
             runs = train_seeds(
                 model,
                 seeds,
                 Path(tmp),
-                model=dict(MODELS[model]),
+                model=section,
                 data={"name": "ml-100k"},
                 split={"strategy": "ratio", "ratios": [0.8, 0.1, 0.1]},
                 train={
@@ -81,7 +89,7 @@ def run(models: list[str], seeds: list[int], threads: int) -> dict:
                 evaluation={"topk": [10, 20]},
             )
             summary = summarize(runs, KEYS)
-            out["models"][model] = {"params": MODELS[model], "runs": runs, "summary": summary}
+            out["models"][model] = {"params": section, "runs": runs, "summary": summary}
     return out
 
 
