@@ -120,6 +120,27 @@ def _fit_job(job: tuple) -> dict:
     return fit(*job)
 
 
+def configurations(grid: bool, configs_from: str | None = None) -> dict[str, list[dict]]:
+    """Model key -> the parameter sets to train: its grid, the one a recorded grid run chose
+    (``results/<configs_from>.json``), or its defaults."""
+    if grid:
+        return GRIDS
+    if not configs_from:
+        return {model: [params] for model, (_, params) in MODELS.items()}
+    path = RESULTS / f"{configs_from}.json"
+    if not path.is_file():
+        raise SystemExit(f"--configs-from {configs_from}: no recorded result {path}")
+    recorded = json.loads(path.read_text()).get("models", {})
+    # a grid run of this benchmark records each model's grid beside the chosen parameters
+    missing = [model for model in MODELS if "grid" not in recorded.get(model, {})]
+    if missing:
+        raise SystemExit(
+            f"--configs-from {configs_from}: {path} is not a --grid run of this benchmark "
+            f"(no grid choice for {', '.join(missing)})"
+        )
+    return {model: [recorded[model]["params"]] for model in MODELS}
+
+
 def run(
     seeds: list[int],
     threads: int,
@@ -142,10 +163,8 @@ def run(
         "training": {"epochs": epochs, "patience": patience},
         "models": {},
     }
-    configs = GRIDS if grid else {model: [params] for model, (_, params) in MODELS.items()}
+    configs = configurations(grid, configs_from)
     if configs_from:
-        recorded = json.loads((RESULTS / f"{configs_from}.json").read_text())["models"]
-        configs = {model: [recorded[model]["params"]] for model in MODELS}
         out["configs_from"] = configs_from
     jobs_list = [
         (model, seed, threads, epochs, patience, params)
