@@ -28,6 +28,13 @@ trained until it stops improving, as ``recsys train`` does, up to ``--epochs``; 
 to ``results/tune_asha_ml100k_patience<P>.*``:
 
     python -m benchmarks.tune_asha_ml100k --epochs 200 --patience 10
+
+With ``--replay-sweep`` nothing trains: the recorded learning curves of those runs are replayed
+under every ASHA setting of a grid (reduction factor x grace period x brackets), to show
+whether any setting meets the target reliably; results go to
+``results/tune_asha_ml100k_replay_sweep.*``:
+
+    python -m benchmarks.tune_asha_ml100k --replay-sweep
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import write_result
+from benchmarks.common import RESULTS, write_result
 from recsys.config import build_run_config
 from recsys.tuning.driver import TuneOptions, TuneOutcome, run_tune
 from recsys.tuning.space import parse_space
@@ -127,17 +134,36 @@ def _curves(outcome: TuneOutcome) -> dict[tuple[int, float], list[float]]:
 
 
 def replay_asha(
-    curves: dict, order: list, cap: int, grace: int, rf: float, workers: int = 2
+    curves: dict,
+    order: list,
+    cap: int,
+    grace: int,
+    rf: float,
+    workers: int = 2,
+    brackets: int = 1,
+    rng: np.random.Generator | None = None,
 ) -> tuple[int, float]:
     """Ray's asynchronous successive halving rule replayed on recorded learning curves.
 
     ``workers`` trials run at once, in ``order``, one epoch per time step each; at a rung a
     trial stops when its value is below the ``1 - 1/rf`` quantile of the values recorded at
-    that rung so far (``ray.tune.schedulers.async_hyperband._Bracket``). Returns the total
-    trial-epochs and the best validation value any trial reached.
+    that rung so far (``ray.tune.schedulers.async_hyperband._Bracket``). With ``brackets``
+    > 1, bracket ``s`` has its rungs from ``grace * rf**s`` on and each trial joins a bracket
+    drawn with ``rng`` as Ray draws it (probability proportional to ``e**(number of rungs)``).
+    Returns the total trial-epochs and the best validation value any trial reached.
     """
-    n_rungs = int(np.log(cap / grace) / np.log(rf) + 1)
-    recorded: dict[int, list[float]] = {grace * rf**k: [] for k in range(n_rungs)}
+    rungs = []
+    for s in range(brackets):
+        n_rungs = int(np.log(cap / grace) / np.log(rf) - s + 1)
+        rungs.append({grace * rf ** (k + s): [] for k in range(n_rungs)})
+    sizes = np.array([len(r) for r in rungs])
+    weights = np.exp(sizes - sizes.max())
+    if brackets > 1:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        drawn = rng.choice(brackets, size=len(order), p=weights / weights.sum())
+        joined = dict(zip(order, drawn, strict=True))
+    else:
+        joined = dict.fromkeys(order, 0)
     queue, running, ran = list(order), {}, {}
     while queue or running:
         while len(running) < workers and queue:
@@ -147,6 +173,7 @@ def replay_asha(
             epoch = running[key]
             # a curve shorter than the cap ended in the trainer's own early stop
             stop = epoch >= min(cap, len(curves[key]))
+            recorded = rungs[joined[key]]
             if epoch in recorded:
                 value = curves[key][epoch - 1]
                 seen = recorded[epoch]
@@ -159,7 +186,9 @@ def replay_asha(
     return sum(ran.values()), best
 
 
-def _replay(curves: dict, cap: int, grace: int) -> dict:
+def _replay(
+    curves: dict, cap: int, grace: int, rf: float = REDUCTION_FACTOR, brackets: int = 1
+) -> dict:
     rng = np.random.default_rng(0)
     keys = sorted(curves)
     full_epochs = sum(len(c[:cap]) for c in curves.values())
@@ -167,7 +196,7 @@ def _replay(curves: dict, cap: int, grace: int) -> dict:
     shares, ratios = [], []
     for _ in range(REPLAY_ORDERS):
         order = [keys[i] for i in rng.permutation(len(keys))]
-        epochs, best = replay_asha(curves, order, cap, grace, REDUCTION_FACTOR)
+        epochs, best = replay_asha(curves, order, cap, grace, rf, brackets=brackets, rng=rng)
         shares.append(epochs / full_epochs)
         ratios.append(best / full_best)
     shares_a, ratios_a = np.array(shares), np.array(ratios)
@@ -255,6 +284,105 @@ def run(epochs: int, grace: int, repeats: int, patience: int | None = None) -> d
     return out
 
 
+SWEEP_REDUCTION_FACTORS = (2, 3, 4)
+SWEEP_GRACE_PERIODS = (1, 2, 3, 4, 6, 8)
+SWEEP_BRACKETS = (1, 2, 3)
+SWEEP_SOURCES = ("tune_asha_ml100k", "tune_asha_ml100k_patience10")
+
+
+def replay_sweep(sources: tuple[str, ...] = SWEEP_SOURCES) -> dict:
+    """Replay every ASHA setting of the sweep grid on each recorded run's learning curves."""
+    out: dict = {"orders": REPLAY_ORDERS, "workers": 2, "runs": {}}
+    for name in sources:
+        path = RESULTS / f"{name}.json"
+        if not path.is_file():
+            raise SystemExit(f"{path} is missing: run the benchmark it records first")
+        recorded = json.loads(path.read_text())
+        cap = recorded["epochs"]
+        curves = {}
+        for key, curve in recorded["curves"].items():
+            size, lr = key.split("_")
+            curves[(int(size), float(lr))] = curve
+        settings = []
+        for rf in SWEEP_REDUCTION_FACTORS:
+            for grace in SWEEP_GRACE_PERIODS:
+                for brackets in SWEEP_BRACKETS:
+                    if grace * rf ** (brackets - 1) > cap:
+                        continue
+                    replay = _replay(curves, cap, grace, rf, brackets)
+                    settings.append(
+                        {"reduction_factor": rf, "grace_period": grace, "brackets": brackets}
+                        | replay
+                    )
+        out["runs"][name] = {
+            "command": recorded["command"],
+            "commit": recorded["git"],
+            "epochs": cap,
+            "patience": recorded.get("patience"),
+            "grace_period": recorded["grace_period"],
+            "settings": settings,
+        }
+    return out
+
+
+def _sweep_markdown(result: dict) -> str:
+    lines = [
+        "# ASHA settings replayed on recorded learning curves: 16 BPR configurations on "
+        "MovieLens-100k",
+        "",
+        "Nothing trains here. Each recorded full sweep of `benchmarks.tune_asha_ml100k` (every "
+        "configuration's validation NDCG@10 per epoch) is replayed under Ray's ASHA rule "
+        f"(`replay_asha`) for {result['orders']} random trial orders, {result['workers']} "
+        "trials at a time, at every reduction factor x grace period x number of brackets of "
+        "the grid (settings whose last bracket has no rung within the epochs are left out; "
+        "with several brackets each trial joins one at random, as Ray assigns them). Target, "
+        f"as in the benchmark: at most {EPOCH_SHARE:.2f} of the full sweep's trial-epochs and a "
+        f"best validation NDCG@10 within {METRIC_TOLERANCE:.0%} of the full sweep's. Columns: "
+        "mean epoch share, mean best ratio, and the share of orders meeting the epochs "
+        "target, the metric target, and both; *as run* marks the setting of the recorded "
+        "ASHA runs, whose row reproduces that run's own replay.",
+    ]
+    for name, run in result["runs"].items():
+        settings = run["settings"]
+        top = max(s["p_both_met"] for s in settings)
+        lines += [
+            "",
+            f"## {name} (`{run['command']}`, commit {run['commit']}; at most {run['epochs']} "
+            f"epochs per trial"
+            + (f", trainer patience {run['patience']})" if run["patience"] else ")"),
+            "",
+            "| reduction factor | grace period | brackets | epoch share | best ratio | "
+            "epochs met | metric met | both met |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for s in settings:
+            both = f"{s['p_both_met']:.0%}"
+            if s["p_both_met"] == top:
+                both = f"**{both}**"
+            ran = (s["reduction_factor"], s["grace_period"], s["brackets"]) == (
+                REDUCTION_FACTOR,
+                run["grace_period"],
+                1,
+            )
+            lines.append(
+                f"| {s['reduction_factor']}{' (as run)' if ran else ''} | {s['grace_period']} | "
+                f"{s['brackets']} | "
+                f"{s['epoch_share_mean']:.2f} | {s['best_ratio_mean']:.3f} | "
+                f"{s['p_epochs_met']:.0%} | {s['p_metric_met']:.0%} | {both} |"
+            )
+        best = [s for s in settings if s["p_both_met"] == top]
+        named = "; ".join(
+            f"reduction factor {s['reduction_factor']}, grace {s['grace_period']}, "
+            f"{s['brackets']} bracket{'s' if s['brackets'] > 1 else ''}"
+            for s in best
+        )
+        lines += [
+            "",
+            f"Best setting: {named}, meeting both targets in {top:.0%} of trial orders.",
+        ]
+    return "\n".join(lines)
+
+
 def _markdown(result: dict) -> str:
     full = result["full"]
     lines = [
@@ -335,8 +463,18 @@ def main() -> None:
     parser.add_argument(
         "--patience", type=int, help="trainer early stopping in every trial (default: off)"
     )
+    parser.add_argument(
+        "--replay-sweep",
+        action="store_true",
+        help="train nothing: replay a grid of ASHA settings on the recorded learning curves",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.replay_sweep:
+        sweep = replay_sweep()
+        path = write_result("tune_asha_ml100k_replay_sweep", sweep, _sweep_markdown(sweep))
+        print(path.read_text())
+        return
     tic = time.perf_counter()
     result = run(args.epochs, args.grace_period, args.repeats, args.patience)
     result["total_seconds"] = round(time.perf_counter() - tic, 1)

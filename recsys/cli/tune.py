@@ -95,6 +95,13 @@ SPACES_DIR = Path(__file__).resolve().parents[2] / "tune" / "spaces"
     help="ASHA keeps the top 1/reduction-factor trials at each rung.",
 )
 @click.option(
+    "--brackets",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="ASHA brackets; bracket s starts stopping at grace-period x reduction-factor^s.",
+)
+@click.option(
     "--search-alg",
     type=click.Choice(["random", "optuna"]),
     default="random",
@@ -134,6 +141,7 @@ def tune(
     scheduler: str,
     grace_period: int,
     reduction_factor: float,
+    brackets: int,
     search_alg: str,
     seed: int,
     max_failures: int,
@@ -176,7 +184,7 @@ def tune(
         _report(outcome)
         return
 
-    from recsys.config import build_run_config, parse_override
+    from recsys.config import build_run_config, parse_override, validate
     from recsys.tuning.driver import TuneOptions, check_tunable, run_tune
     from recsys.tuning.space import load_space
 
@@ -200,18 +208,22 @@ def tune(
     # --set beats the space's fixed values
     set_keys = {".".join(parse_override(text)[0]) for text in extra}
     space.fixed = {k: v for k, v in space.fixed.items() if k not in set_keys}
-    options = TuneOptions(
-        num_samples=num_samples,
-        scheduler=scheduler,
-        grace_period=grace_period,
-        reduction_factor=reduction_factor,
-        search_alg=search_alg,
-        seed=seed,
-        cpus_per_trial=cpus_per_trial,
-        gpus_per_trial=gpus_per_trial,
-        max_concurrent=max_concurrent,
-        max_failures=max_failures,
-        verbose=0 if quiet else 1,
+    options = validate(
+        TuneOptions,
+        dict(
+            num_samples=num_samples,
+            scheduler=scheduler,
+            grace_period=grace_period,
+            reduction_factor=reduction_factor,
+            brackets=brackets,
+            search_alg=search_alg,
+            seed=seed,
+            cpus_per_trial=cpus_per_trial,
+            gpus_per_trial=gpus_per_trial,
+            max_concurrent=max_concurrent,
+            max_failures=max_failures,
+            verbose=0 if quiet else 1,
+        ),
     )
     outcome = run_tune(cfg, space, options, address=address, name=name)
     _report(outcome)

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.config import RunConfig, validate
 from recsys.data.catalog import load_dataset
@@ -95,6 +95,10 @@ class TuneOptions(BaseModel):
     """Epochs every trial runs before a scheduler may stop it."""
     reduction_factor: float = Field(3.0, gt=1)
     """ASHA keeps the best ``1/reduction_factor`` of trials at each rung."""
+    brackets: int = Field(1, ge=1)
+    """ASHA brackets: bracket ``s`` has its first rung at ``grace_period * reduction_factor**s``
+    (Hyperband's hedge against stopping slow starters); Ray assigns each trial a bracket at
+    random, favouring those with more rungs. ASHA only."""
     search_alg: Literal["random", "optuna"] = "random"
     """Random/grid sampling (Ray's variant generator) or Optuna's TPE (needs ``optuna``)."""
     seed: int = 0
@@ -108,6 +112,14 @@ class TuneOptions(BaseModel):
     """Restarts (from the last checkpoint) allowed per trial after a crash."""
     verbose: int = Field(1, ge=0, le=3)
     """Ray Tune's console verbosity (0 silent, 1 status table, 2-3 more)."""
+
+    @model_validator(mode="after")
+    def _brackets_need_asha(self) -> TuneOptions:
+        if self.brackets > 1 and self.scheduler != "asha":
+            raise ValueError(
+                f"brackets={self.brackets} needs scheduler 'asha' (got {self.scheduler!r})"
+            )
+        return self
 
 
 @dataclass
@@ -264,15 +276,34 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def _check_brackets(options: TuneOptions, max_epochs: int) -> None:
+    """Fail when an ASHA bracket would have no rung within ``max_epochs`` (Ray would silently
+    run its trials to the end)."""
+    if options.brackets == 1 or max_epochs <= 1:
+        return
+    first_rung = min(options.grace_period, max_epochs) * options.reduction_factor ** (
+        options.brackets - 1
+    )
+    if first_rung > max_epochs:
+        raise ConfigError(
+            f"--brackets {options.brackets}: the last bracket's first rung would be at epoch "
+            f"{first_rung:g}, past train.epochs={max_epochs}; use fewer brackets, a smaller "
+            "--grace-period or --reduction-factor, or more epochs"
+        )
+
+
 def _scheduler(options: TuneOptions, max_epochs: int) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
     if options.scheduler == "asha" and max_epochs > 1:
+        _check_brackets(options, max_epochs)
+        grace = min(options.grace_period, max_epochs)
         return ASHAScheduler(
             time_attr="epoch",
             max_t=max_epochs,
-            grace_period=min(options.grace_period, max_epochs),
+            grace_period=grace,
             reduction_factor=options.reduction_factor,
+            brackets=options.brackets,
         )
     if options.scheduler == "median" and max_epochs > 1:
         return MedianStoppingRule(
@@ -399,6 +430,7 @@ def run_tune(
         set_dotted(base, key, value)
     base_cfg = validate(RunConfig, base)
     base = base_cfg.model_dump(mode="json")
+    _check_brackets(options, _max_epochs(base_cfg))
     output_dir = base_cfg.output_dir.resolve()
     tracker = _parent_tracker(base_cfg)  # checked before any data is read
     dataset = load_dataset(base_cfg.data)

@@ -69,6 +69,20 @@ def test_bad_scheduler_is_a_usage_error(run):
     assert code == 2 and "hyperband" in out
 
 
+def test_brackets_need_asha(run):
+    code, out = run("--model", "bpr", "--scheduler", "median", "--brackets", "2")
+    assert code == 2 and "brackets=2 needs scheduler 'asha' (got 'median')" in out
+
+
+def test_a_bracket_without_a_rung_fails_before_any_work(run, tmp_path):
+    # bracket 1 would start stopping at epoch 4 x 3 = 12, past the 8 epochs a trial runs
+    code, out = run("--model", "bpr", "--set", "train.epochs=8", "--grace-period", "4",
+                    "--reduction-factor", "3", "--brackets", "2")  # fmt: skip
+    assert code == 2
+    assert "--brackets 2: the last bracket's first rung would be at epoch 12, past " in out
+    assert not (tmp_path / "runs").exists()
+
+
 def test_set_beats_the_space_fixed_values(run, tmp_path, monkeypatch):
     captured = {}
 
@@ -79,10 +93,11 @@ def test_set_beats_the_space_fixed_values(run, tmp_path, monkeypatch):
     monkeypatch.setattr("recsys.tuning.driver.run_tune", fake_run_tune)
     with pytest.raises(SystemExit):
         run("--model", "bpr", "--set", "train.epochs=7", "--cpus-per-trial", "0.5",
-            "--gpus-per-trial", "0.25", "--address", "127.0.0.1:1")  # fmt: skip
+            "--gpus-per-trial", "0.25", "--address", "127.0.0.1:1", "--brackets", "2")  # fmt: skip
     space, cfg, options = captured["space"], captured["cfg"], captured["options"]
     assert "train.epochs" not in space.fixed  # the default bpr space fixes it; --set wins
     assert space.fixed["train.patience"] == 10
     assert cfg.train.epochs == 7
     assert (options.cpus_per_trial, options.gpus_per_trial) == (0.5, 0.25)
+    assert options.brackets == 2
     assert captured["kwargs"]["address"] == "127.0.0.1:1"
