@@ -217,6 +217,11 @@ def ray_session(address: str | None, quiet: bool) -> Iterator[dict[str, Any]]:
     # every trial checkpoints every epoch and keeps two checkpoints, so Ray snapshots its
     # experiment state often by design; its warning about that is noise here
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ray's newer console output prints its experiment header and TensorBoard hint at every
+    # verbosity; its legacy reporter prints nothing at verbosity 0
+    console_before = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    if quiet:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     started = False
     if not ray.is_initialized():
         common = {"log_to_driver": not quiet, "logging_level": logging.WARNING}
@@ -245,6 +250,11 @@ def ray_session(address: str | None, quiet: bool) -> Iterator[dict[str, Any]]:
         }
         yield info
     finally:
+        if quiet:
+            if console_before is None:
+                os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+            else:
+                os.environ["RAY_AIR_NEW_OUTPUT"] = console_before
         if started:
             ray.shutdown()
 

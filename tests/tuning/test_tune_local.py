@@ -124,6 +124,9 @@ def test_outputs_table_csv_and_a_best_config_train_accepts(asha, tmp_path):
     assert "best ndcg_at_10" in asha.stdout
     assert f"experiment folder: {asha.folder}" in asha.stdout
     assert "tested once" in asha.stdout
+    # --quiet: no Ray console output (its experiment header, TensorBoard hint) in between
+    assert "Configuration for experiment" not in asha.stdout
+    assert "tensorboard" not in asha.stdout.lower()
     trials = asha.trials
     columns = {"trial_id", "status", "stop_reason", "epochs", "best_epoch", "best_ndcg_at_10",
                "train.learning_rate", "failures", "restores", "mlflow_run_id"}  # fmt: skip
