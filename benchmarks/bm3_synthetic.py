@@ -69,6 +69,10 @@ GRIDS = {
     "bm3_no_modalities": [{**params, "modalities": []} for params in _BM3_GRID],
 }
 KEYS = ("recall_at_20", "ndcg_at_20", "recall_at_10", "ndcg_at_10")
+SLICE_KEYS = ("recall_at_20_head", "recall_at_20_tail")
+"""Recall@20 on the head and tail item slices (tail: the least popular items holding 20% of
+training interactions), where modality features should matter most (results recorded before
+the slices were added lack them)."""
 
 
 def fit(
@@ -94,7 +98,7 @@ def fit(
         progress=False,
         num_threads=threads,
     )
-    evaluator = Evaluator(topk=(10, 20), metrics=("recall", "ndcg"))
+    evaluator = Evaluator(topk=(10, 20), metrics=("recall", "ndcg"), item_slices=True)
     trainer = Trainer(create_model(name, **params), split, cfg, evaluator, dataset=ds)
     tic = time.perf_counter()
     result = trainer.fit()
@@ -105,7 +109,7 @@ def fit(
         "epochs_run": result.epochs_run,
         "seconds": time.perf_counter() - tic,
         "valid_recall_at_20": result.best_valid["recall_at_20"],
-        "test": {k: test[k] for k in KEYS},
+        "test": {k: test[k] for k in KEYS + SLICE_KEYS},
     }
     print(
         f"{model} {params} seed {seed}: test R@20 {r['test']['recall_at_20']:.4f} "
@@ -188,7 +192,7 @@ def run(
         out["models"][model] = {
             "params": chosen["params"],
             "runs": chosen["runs"],
-            "summary": summarize(chosen["runs"], KEYS),
+            "summary": summarize(chosen["runs"], KEYS + SLICE_KEYS),
         }
         if grid:
             out["models"][model]["grid"] = [
@@ -211,15 +215,22 @@ def run(
             f"bm3_minus_{other}": _paired(out["models"]["bm3"], out["models"][other])
             for other in ("lightgcn", "bm3_no_modalities")
         },
+        "paired_tail": {
+            f"bm3_minus_{other}": _paired(
+                out["models"]["bm3"], out["models"][other], "recall_at_20_tail"
+            )
+            for other in ("lightgcn", "bm3_no_modalities")
+        },
     }
     return out
 
 
-def _paired(model: dict, other: dict) -> dict:
-    """Per-seed test Recall@20 differences ``model - other`` (same seed, same data and split):
-    mean, standard error (sample std / sqrt(n)) and the number of seeds where it is positive."""
-    theirs = {r["seed"]: r["test"]["recall_at_20"] for r in other["runs"]}
-    diffs = np.array([r["test"]["recall_at_20"] - theirs[r["seed"]] for r in model["runs"]])
+def _paired(model: dict, other: dict, key: str = "recall_at_20") -> dict:
+    """Per-seed differences of test ``key`` between ``model`` and ``other`` (same seed, same
+    data and split): mean, standard error (sample std / sqrt(n)) and the number of seeds where
+    it is positive."""
+    theirs = {r["seed"]: r["test"][key] for r in other["runs"]}
+    diffs = np.array([r["test"][key] - theirs[r["seed"]] for r in model["runs"]])
     se = float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else None
     return {
         "mean": float(diffs.mean()),
@@ -231,6 +242,7 @@ def _paired(model: dict, other: dict) -> dict:
 
 def markdown(result: dict) -> str:
     v = result["verdict"]
+    slices = all(key in r["summary"] for r in result["models"].values() for key in SLICE_KEYS)
     lines = [
         "# BM3 vs LightGCN on planted multimodal data (mean of seeds)",
         "",
@@ -240,18 +252,20 @@ def markdown(result: dict) -> str:
         "",
         f"Training: {result.get('training', {'epochs': 300, 'patience': 20})}",
         "",
-        "| model | parameters | Recall@20 (mean ± std) | NDCG@20 (mean ± std) | best epochs "
-        "| s/run |",
-        "|---|---|---|---|---|---|",
+        "| model | parameters | Recall@20 (mean ± std) | NDCG@20 (mean ± std) | "
+        + ("Recall@20 head | Recall@20 tail | " if slices else "")
+        + "best epochs | s/run |",
+        "|---|---|---|---|" + ("---|---|" if slices else "") + "---|---|",
     ]
     for model, r in result["models"].items():
         s = r["summary"]
         epochs = ", ".join(str(x["best_epoch"]) for x in r["runs"])
         secs = np.mean([x["seconds"] for x in r["runs"]])
+        sliced = "".join(f"{s[key]['mean']:.4f} | " for key in SLICE_KEYS) if slices else ""
         lines.append(
             f"| {model} | {_params_text(r['params'])} | {s['recall_at_20']['mean']:.4f} ± "
             f"{s['recall_at_20']['std']:.4f} | {s['ndcg_at_20']['mean']:.4f} ± "
-            f"{s['ndcg_at_20']['std']:.4f} | {epochs} | {secs:.0f} |"
+            f"{s['ndcg_at_20']['std']:.4f} | {sliced}{epochs} | {secs:.0f} |"
         )
     share = v["share_of_margin_lost_without_modalities"]
     lines += [
@@ -261,6 +275,7 @@ def markdown(result: dict) -> str:
         + (f" (share of the margin lost without modalities: {share:.0%})" if share else ""),
         "",
         *_paired_rows(v),
+        *_paired_rows(v, "paired_tail", "on the tail slice"),
         *_grid_rows(result),
         "Per seed (test):",
         "",
@@ -271,20 +286,21 @@ def markdown(result: dict) -> str:
                 "N@20": "ndcg_at_20",
                 "R@10": "recall_at_10",
                 "N@10": "ndcg_at_10",
+                **({"R@20 head": SLICE_KEYS[0], "R@20 tail": SLICE_KEYS[1]} if slices else {}),
             },
         ),
     ]
     return "\n".join(lines)
 
 
-def _paired_rows(verdict: dict) -> list[str]:
-    """One line per paired comparison, when the result has them."""
+def _paired_rows(verdict: dict, entry: str = "paired", where: str = "") -> list[str]:
+    """One line per paired comparison of ``verdict[entry]``, when the result has them."""
     lines = []
-    for key, d in verdict.get("paired", {}).items():
+    for key, d in verdict.get(entry, {}).items():
         se = f", standard error {d['standard_error']:.4f}" if d["standard_error"] else ""
         lines.append(
-            f"Paired per seed, {key.replace('_minus_', ' − ')}: {d['mean']:+.4f}{se}, "
-            f"positive in {d['positive']} of {d['seeds']} seeds  "
+            f"Paired per seed{' ' + where if where else ''}, {key.replace('_minus_', ' − ')}: "
+            f"{d['mean']:+.4f}{se}, positive in {d['positive']} of {d['seeds']} seeds  "
         )
     return [*lines, ""] if lines else []
 
