@@ -32,7 +32,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from recsys.config import RunConfig, validate
+from recsys.config import RunConfig, load_config_dict, validate
 from recsys.data.catalog import load_dataset
 from recsys.data.dataset import Dataset
 from recsys.data.split import Split, make_split
@@ -41,7 +41,7 @@ from recsys.eval.evaluator import Evaluator
 from recsys.models.base import Recommender
 from recsys.models.registry import create_model
 from recsys.tracking import Tracker, flatten_params, make_tracker
-from recsys.train.checkpoint import atomic_write_text, load_checkpoint
+from recsys.train.checkpoint import atomic_write_text, load_checkpoint, load_weights
 from recsys.train.trainer import EpochReport, Trainer, default_num_threads, resolve_device
 
 log = logging.getLogger("recsys")
@@ -97,12 +97,14 @@ def build_model(cfg: RunConfig, split: Split, dataset: Dataset | None) -> Recomm
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
-    import yaml
-
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run folder: {path.name} is missing")
-    return validate(RunConfig, yaml.safe_load(path.read_text()))
+    try:
+        return validate(RunConfig, load_config_dict(path))
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if str(path) in message else f"{path}: {message}") from None
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -252,8 +254,8 @@ def load_run(
             f"but the run's split has shape {split.shape}; the data changed since the run"
         )
     model = build_model(cfg, split, dataset)
-    state = load_checkpoint(run_dir / "checkpoints" / "best.pt")
-    model.load_state_dict(state["model"])
+    checkpoint = run_dir / "checkpoints" / "best.pt"
+    load_weights(model, load_checkpoint(checkpoint), checkpoint)
     model.to(resolve_device(cfg.train.device))
     model.eval()
     return cfg, dataset, split, model

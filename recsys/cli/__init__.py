@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 
 import click
 
@@ -61,6 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     except RecsysError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
+    except OSError as exc:
+        # a path the user gave that cannot be written or read (a folder, a missing parent,
+        # no permission, a full disk): the system's reason and the path say it all
+        paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p)
+        click.echo(f"error: {paths + ': ' if paths else ''}{exc.strerror or exc}", err=True)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        click.echo("error: an internal error in recsys (a bug; the traceback is above)", err=True)
+        return 3
     return 0
 
 

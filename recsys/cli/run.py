@@ -79,19 +79,22 @@ def train(
         _report([result], cfg.eval.topk)
         return
 
-    results = []
-    cfg = None
-    for name in models or (None,):
-        cfg = build_run_config(
+    # every model's config is checked before the first one trains
+    configs = [
+        build_run_config(
             config_path,
             extra,
             model={"name": name} if name else None,
             data=data_section(dataset, data_path),
             output_dir=str(output_dir) if output_dir else None,
         )
+        for name in models or (None,)
+    ]
+    results = []
+    for cfg in configs:
         results.append(train_run(cfg))
         click.echo(f"run folder: {results[-1].run_dir}", err=True)
-    _report(results, cfg.eval.topk if cfg else [10])
+    _report(results, configs[-1].eval.topk)
 
 
 def _report(results: list, topk: list[int]) -> None:

@@ -22,6 +22,7 @@ Strategies (RecBole's names in brackets):
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -137,10 +138,16 @@ class Split:
 
     @classmethod
     def load(cls, path: Path) -> Split:
-        with np.load(path, allow_pickle=False) as z:
-            shape = tuple(int(x) for x in z["shape"])
-            names = ("train", "valid", "test") + (("foldin",) if "foldin_row" in z else ())
-            parts = {part: _csr(z[f"{part}_row"], z[f"{part}_col"], shape) for part in names}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                shape = tuple(int(x) for x in z["shape"])
+                names = ("train", "valid", "test") + (("foldin",) if "foldin_row" in z else ())
+                parts = {part: _csr(z[f"{part}_row"], z[f"{part}_col"], shape) for part in names}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(
+                f"{path} cannot be read as a saved split (corrupt, truncated or not written "
+                f"by recsys): {exc}"
+            ) from None
         return cls(**parts)
 
 

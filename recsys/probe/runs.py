@@ -47,7 +47,7 @@ from recsys.tracking import (
     redact_uri,
     resolve_tracking_uri,
 )
-from recsys.train.checkpoint import atomic_write_bytes, load_checkpoint
+from recsys.train.checkpoint import atomic_write_bytes, load_checkpoint, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,7 @@ def load_trained(path: Path) -> LoadedRun:
     run_dir, checkpoint = resolve_run(path)
     cfg, dataset, split, model = load_run(run_dir)
     if checkpoint.resolve() != (run_dir / "checkpoints" / "best.pt").resolve():
-        state = load_checkpoint(checkpoint)
-        if "model" not in state:
-            raise DataError(f"checkpoint {checkpoint} holds no model weights ('model' key)")
-        model.load_state_dict(state["model"])
+        load_weights(model, load_checkpoint(checkpoint), checkpoint)
         model.eval()
     return LoadedRun(run_dir, checkpoint, cfg, dataset, split, model)
 

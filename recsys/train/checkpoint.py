@@ -62,7 +62,29 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise DataError(f"checkpoint {path} cannot be read: {exc}") from exc
+        # torch's own text runs to many lines (and suggests an unsafe load); its first line
+        # says enough
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"checkpoint {path} cannot be read (corrupt, truncated or not a recsys "
+            f"checkpoint): {reason}"
+        ) from exc
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
+    """``model.load_state_dict(state["model"])``, with a :class:`DataError` naming ``path``
+    when the checkpoint holds no weights or weights of another model or shape."""
+    if "model" not in state:
+        raise DataError(f"checkpoint {path} holds no model weights ('model' key)")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        raise DataError(
+            f"checkpoint {path} does not fit the {type(model).__name__} model its run config "
+            f"builds (was the config edited, or the data changed?): "
+            + ("; ".join(details[:2]) or str(exc))
+        ) from exc
 
 
 def rng_state(rng: np.random.Generator) -> str:

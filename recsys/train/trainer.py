@@ -41,7 +41,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(300, ge=0)
+    epochs: int = Field(300, ge=1)
     """Maximum number of epochs."""
     batch_size: int = Field(2048, gt=0)
     """Training examples per batch."""

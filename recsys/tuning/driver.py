@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -225,6 +226,8 @@ def ray_session(address: str | None, quiet: bool) -> Iterator[dict[str, Any]]:
     started = False
     if not ray.is_initialized():
         common = {"log_to_driver": not quiet, "logging_level": logging.WARNING}
+        if address:
+            _check_reachable(address)
         try:
             if address:
                 ray.init(address=address, **common)
@@ -257,6 +260,23 @@ def ray_session(address: str | None, quiet: bool) -> Iterator[dict[str, Any]]:
                 os.environ["RAY_AIR_NEW_OUTPUT"] = console_before
         if started:
             ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at a ``host:port`` address: Ray itself retries for
+    minutes, printing connection warnings, before it gives up."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", a ray:// client address, or something Ray will judge itself
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot reach a Ray head at {address} (--address): {exc.strerror or exc}. Check "
+            "the host and port (`ray start --head --port P` prints them; `ray status` on the "
+            "head shows it runs)"
+        ) from None
 
 
 def _check_resources(info: dict[str, Any], options: TuneOptions, remote: bool) -> None:

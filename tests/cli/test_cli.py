@@ -238,3 +238,96 @@ def test_device_option(tmp_path, capsys):
     assert code == 2
     assert "CUDA is not available" in capsys.readouterr().err
     assert not (tmp_path / "gpu-runs").exists()
+
+
+def test_models_are_all_checked_before_the_first_trains(tmp_path, capsys):
+    code = _train(tmp_path, "--no-tracking", "--model", "bpr", "--model", "no-such-model")
+    assert code == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # bpr did not train first
+
+
+def test_zero_epochs_is_a_config_error(tmp_path, capsys):
+    code = _train(tmp_path, "--no-tracking", "--model", "bpr", "--set", "train.epochs=0")
+    assert code == 2
+    assert "train.epochs" in capsys.readouterr().err
+
+
+def test_config_files_that_are_folders_or_not_text(tmp_path, capsys):
+    assert main(["train", "-c", str(tmp_path), "--no-tracking"]) == 2
+    assert f"config file {tmp_path} is a folder" in capsys.readouterr().err
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"model:\xff\xfe\x00 bpr\n")
+    assert main(["train", "-c", str(binary), "--no-tracking"]) == 2
+    assert f"config file {binary} is not UTF-8 text" in capsys.readouterr().err
+
+
+def test_an_output_path_that_cannot_be_written_is_a_user_error(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    code = _train(tmp_path, "--no-tracking", "--model", "pop", "-o", str(a_file / "runs"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"error: {a_file / 'runs'}" in err and "Traceback" not in err
+
+
+def test_an_unexpected_exception_is_a_bug_with_exit_status_3(tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("something recsys did not expect")
+
+    monkeypatch.setattr("recsys.experiment.train_run", broken)
+    code = _train(tmp_path, "--no-tracking", "--model", "pop")
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "Traceback" in err and "RuntimeError: something recsys did not expect" in err
+    assert "error: an internal error in recsys" in err
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained")
+    assert _train(root, "--no-tracking", "--model", "bpr") == 0
+    (run,) = _run_dirs(root)
+    return run
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            lambda run: (run / "config.yaml").write_text("model: [\n"),
+            "config.yaml is not valid YAML",
+        ),
+        (
+            lambda run: (run / "config.yaml").write_text(
+                (run / "config.yaml").read_text().replace("train:\n", "train:\n  bogus: 1\n")
+            ),
+            "config.yaml: unknown key 'train.bogus'",
+        ),
+        (
+            lambda run: (run / "split.npz").write_bytes(b"junk"),
+            "split.npz cannot be read as a saved split",
+        ),
+        (
+            lambda run: (run / "checkpoints" / "best.pt").write_bytes(b""),
+            "best.pt cannot be read (corrupt, truncated or not a recsys checkpoint)",
+        ),
+        (
+            lambda run: (run / "config.yaml").write_text(
+                (run / "config.yaml").read_text().replace("embedding_size: 64", "embedding_size: 8")
+            ),
+            "best.pt does not fit the BPR model its run config builds",
+        ),
+    ],
+    ids=["yaml", "unknown-key", "split", "checkpoint", "mismatch"],
+)
+def test_a_damaged_run_folder_is_a_clear_error(trained_run, tmp_path, capsys, damage, message):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    damage(run)
+    for command in (["evaluate", str(run)], ["recommend", str(run), "-u", "1"]):
+        assert main([*command]) == 2, command
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err

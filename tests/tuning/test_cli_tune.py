@@ -101,3 +101,15 @@ def test_set_beats_the_space_fixed_values(run, tmp_path, monkeypatch):
     assert (options.cpus_per_trial, options.gpus_per_trial) == (0.5, 0.25)
     assert options.brackets == 2
     assert captured["kwargs"]["address"] == "127.0.0.1:1"
+
+
+def test_an_address_where_no_ray_listens_fails_fast(run):
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code, out = run("--model", "bpr", "--address", f"127.0.0.1:{port}", "--no-tracking")
+    assert code == 2
+    # checked before ray.init, whose own retries take minutes
+    assert f"cannot reach a Ray head at 127.0.0.1:{port} (--address)" in out
