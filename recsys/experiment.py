@@ -35,7 +35,7 @@ import torch
 from recsys.config import RunConfig, load_config_dict, validate
 from recsys.data.catalog import load_dataset
 from recsys.data.dataset import Dataset
-from recsys.data.split import Split, make_split
+from recsys.data.split import Split, resolve_split_config, split_dataset
 from recsys.errors import ConfigError, DataError
 from recsys.eval.evaluator import Evaluator
 from recsys.models.base import Recommender
@@ -120,8 +120,12 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
     tracker = make_tracker(
         cfg.tracking.enabled, cfg.tracking.uri, cfg.output_dir.resolve(), cfg.tracking.experiment
     )
-    # bad data fails here, before a run folder exists
+    # bad data and splits that cannot work fail here, before a run folder exists
     dataset = load_dataset(cfg.data)
+    cfg = cfg.model_copy(update={"split": resolve_split_config(dataset, cfg.split)})
+    split = None
+    if resume_dir is None or not (Path(resume_dir) / "split.npz").is_file():
+        split = split_dataset(dataset, cfg.split)
     if resume_dir is not None:
         run_dir = Path(resume_dir)
     else:
@@ -132,11 +136,9 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
         log.info("run folder %s", run_dir)
         log.info("dataset %s", dataset)
         split_path = run_dir / "split.npz"
-        if resume_dir is not None and split_path.is_file():
+        if split is None:
             split = Split.load(split_path)
         else:
-            default = "given" if dataset.split_labels is not None else "ratio"
-            split = make_split(dataset, cfg.split, default=default)
             split.save(split_path)
         log.info("split %s", split)
         tracker.start(

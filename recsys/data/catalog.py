@@ -169,6 +169,13 @@ class CardSplit(BaseModel):
     strategy: SplitName = "ratio"
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
 
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_valid(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        from recsys.data.split import check_ratios
+
+        return check_ratios(value)
+
 
 class CardStats(BaseModel):
     """Expected sizes after loading with the card's default preprocessing."""
@@ -724,6 +731,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         min_item_interactions=cfg.min_item_interactions or defaults.min_item_interactions,
     )
     ds = preprocess(ds, options)
+    if card is not None:
+        ds.default_split = card.split.model_dump()
     default_filters = options == PreprocessConfig(**defaults.model_dump())
     if card is not None and card.stats is not None and cfg.path is None and default_filters:
         _check_stats(ds, card)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -129,6 +129,9 @@ class Dataset:
     item_features: dict[str, FeatureTable] = field(default_factory=dict)
     user_features: dict[str, FeatureTable] = field(default_factory=dict)
     source: str = ""
+    default_split: dict[str, Any] | None = None
+    """The dataset card's default split (``strategy``, ``ratios``), when a card named it; a
+    run's ``split`` section overrides it (:func:`recsys.data.split.split_dataset`)."""
 
     SPLIT_TRAIN = 0
     SPLIT_VALID = 1

@@ -22,6 +22,7 @@ Strategies (RecBole's names in brackets):
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +36,21 @@ from recsys.data.dataset import Dataset
 from recsys.errors import DataError
 
 SplitStrategy = Literal["ratio", "temporal", "loo", "given", "heldout_users"]
+
+
+def check_ratios(value: tuple[float, float, float]) -> tuple[float, float, float]:
+    """``value`` if it is a valid train/validation/test split (ValueError otherwise)."""
+    # NaN compares false with everything, so it would pass the range checks below
+    if (
+        not all(math.isfinite(r) for r in value)
+        or any(r < 0 for r in value)
+        or value[0] <= 0
+        or abs(sum(value) - 1.0) > 1e-6
+    ):
+        raise ValueError(
+            f"ratios must be finite, non-negative, train > 0, summing to 1; got {value}"
+        )
+    return value
 
 
 class SplitConfig(BaseModel):
@@ -68,9 +84,7 @@ class SplitConfig(BaseModel):
     @field_validator("ratios")
     @classmethod
     def _ratios_valid(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
-        if any(r < 0 for r in value) or value[0] <= 0 or abs(sum(value) - 1.0) > 1e-6:
-            raise ValueError(f"ratios must be non-negative, train > 0, summing to 1; got {value}")
-        return value
+        return check_ratios(value)
 
     @field_validator("heldout_users")
     @classmethod
@@ -341,6 +355,26 @@ def split_heldout_users(
     )
 
 
+def resolve_split_config(ds: Dataset, cfg: SplitConfig) -> SplitConfig:
+    """``cfg`` with its strategy made explicit: ``cfg``'s own, else the published split when
+    the data carries one, else the dataset card's default (with the card's ratios unless
+    ``cfg`` sets ``ratios``), else ``ratio``. A run records this, so its config says which
+    split it used and reproduces it."""
+    card = ds.default_split or {}
+    update: dict = {}
+    if cfg.strategy is None:
+        given = ds.split_labels is not None
+        update["strategy"] = "given" if given else card.get("strategy") or "ratio"
+        if "ratios" not in cfg.model_fields_set and card.get("ratios") is not None:
+            update["ratios"] = tuple(card["ratios"])
+    return cfg.model_copy(update=update) if update else cfg
+
+
+def split_dataset(ds: Dataset, cfg: SplitConfig) -> Split:
+    """Split ``ds`` as :func:`resolve_split_config` resolves ``cfg``."""
+    return make_split(ds, resolve_split_config(ds, cfg))
+
+
 def make_split(ds: Dataset, cfg: SplitConfig, default: SplitStrategy = "ratio") -> Split:
     """Split ``ds`` as ``cfg`` says, then check that every user keeps a training interaction."""
     strategy = cfg.strategy or default
@@ -380,10 +414,20 @@ def clean_test(ds: Dataset, split: Split, min_rating: float) -> Split:
 
 
 def check_split(ds: Dataset, split: Split) -> None:
-    """Raise :class:`DataError` naming the first user left with no training interaction.
+    """Raise :class:`DataError` for an empty test or validation part, or naming the first user
+    left with no training interaction.
 
     With a ``foldin`` part (held-out users), fold-in items count as the user's known history.
     """
+    for part, hint in (
+        ("test", "lower split.clean_test_min_rating, or give the test part a share"),
+        ("valid", "give validation a share (split.ratios, split.valid_ratio)"),
+    ):
+        if getattr(split, part).nnz == 0:
+            raise DataError(
+                f"{ds.name}: the split leaves the {part} part empty, so there is nothing to "
+                f"{'test on' if part == 'test' else 'select epochs on'}; {hint}"
+            )
     n_train = np.diff(split.history.indptr)
     n_all = np.diff(ds.interactions.indptr)
     empty = np.flatnonzero((n_train == 0) & (n_all > 0))

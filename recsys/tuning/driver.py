@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from recsys.config import RunConfig, validate
 from recsys.data.catalog import load_dataset
 from recsys.data.dataset import Dataset
-from recsys.data.split import Split, make_split
+from recsys.data.split import Split, resolve_split_config, split_dataset
 from recsys.errors import ConfigError
 from recsys.tracking import (
     NullTracker,
@@ -464,6 +464,10 @@ def run_tune(
     output_dir = base_cfg.output_dir.resolve()
     tracker = _parent_tracker(base_cfg)  # checked before any data is read
     dataset = load_dataset(base_cfg.data)
+    split = split_dataset(dataset, base_cfg.split)  # before an experiment folder exists
+    # trials and best_config.yaml name the split that was used
+    base_cfg = base_cfg.model_copy(update={"split": resolve_split_config(dataset, base_cfg.split)})
+    base = base_cfg.model_dump(mode="json")
     experiment_dir = new_experiment_dir(output_dir, name, base_cfg.model["name"], dataset.name)
     log.info("experiment folder %s", experiment_dir)
     atomic_write_text(experiment_dir / "base_config.yaml", base_cfg.to_yaml())
@@ -472,8 +476,6 @@ def run_tune(
         f"# search space read from {space.source}\n"
         + yaml.safe_dump(space.as_dict(), sort_keys=False),
     )
-    default = "given" if dataset.split_labels is not None else "ratio"
-    split = make_split(dataset, base_cfg.split, default=default)
     split.save(experiment_dir / "split.npz")
     tracking = _start_parent(tracker, base_cfg, space, options, experiment_dir, dataset.name)
     state = {
