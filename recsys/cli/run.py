@@ -165,7 +165,17 @@ def recommend(
 
     wanted = list(users)
     if users_file:
-        wanted += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
+        try:
+            # utf-8-sig: a byte-order mark from a spreadsheet export is not part of the first id
+            text = users_file.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise click.BadParameter(
+                f"{users_file} is not UTF-8 text ({exc.reason})", param_hint="--users-file"
+            ) from None
+        listed = [line.strip() for line in text.splitlines() if line.strip()]
+        if not listed:
+            raise click.BadParameter(f"{users_file} lists no user ids", param_hint="--users-file")
+        wanted += listed
     frame = recommend_run(run_dir, k, wanted or None, exclude_seen=not include_seen, device=device)
     text = frame.to_csv(index=False)
     if output:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import textwrap
 
@@ -331,3 +332,18 @@ def test_a_damaged_run_folder_is_a_clear_error(trained_run, tmp_path, capsys, da
         assert main([*command]) == 2, command
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
+
+
+def test_users_file_with_a_bom_or_bad_bytes_or_no_ids(trained_run, tmp_path, capsys):
+    user = pd.read_csv(trained_run / "recommendations.csv", dtype=str)["user"].iloc[0]
+    listed = tmp_path / "users.txt"
+    listed.write_bytes(b"\xef\xbb\xbf" + f"{user}\n".encode())  # a spreadsheet's BOM
+    assert main(["recommend", str(trained_run), "--users-file", str(listed), "-k", "3"]) == 0
+    recs = pd.read_csv(io.StringIO(capsys.readouterr().out), dtype=str)
+    assert recs["user"].tolist() == [user] * 3
+    listed.write_bytes(b"\xff\xfe1\n")
+    assert main(["recommend", str(trained_run), "--users-file", str(listed)]) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
+    listed.write_text("\n\n")
+    assert main(["recommend", str(trained_run), "--users-file", str(listed)]) == 2
+    assert "lists no user ids" in capsys.readouterr().err
