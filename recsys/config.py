@@ -193,6 +193,13 @@ def load_config_dict(path: Path | None) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    # a scalar where a section belongs would otherwise surface later, blamed on an override
+    for section in ("data", "split", "model", "train", "eval", "tracking"):
+        if section in values and not isinstance(values[section], dict | None):
+            raise ConfigError(
+                f"config file {path}: {section!r} must be a section (a mapping of keys), "
+                f"got {values[section]!r}"
+            )
     return values
 
 

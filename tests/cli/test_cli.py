@@ -254,6 +254,13 @@ def test_zero_epochs_is_a_config_error(tmp_path, capsys):
     assert "train.epochs" in capsys.readouterr().err
 
 
+def test_a_config_file_with_a_value_where_a_section_belongs(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("model:\n  name: pop\ntrain: 5\n")
+    assert main(["train", "-c", str(config), "--no-tracking", "--quiet"]) == 2
+    assert f"config file {config}: 'train' must be a section" in capsys.readouterr().err
+
+
 def test_config_files_that_are_folders_or_not_text(tmp_path, capsys):
     assert main(["train", "-c", str(tmp_path), "--no-tracking"]) == 2
     assert f"config file {tmp_path} is a folder" in capsys.readouterr().err
