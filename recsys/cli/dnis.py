@@ -186,6 +186,16 @@ def dnis(
         click.echo(f"run folder: {result.run_dir}")
         return
 
+    from recsys.models.registry import get_model_class
+
+    # checked before DNIS trains: the report's uniform-width models set this key last
+    fields = get_model_class(cfg.model["base"]).config_class.model_fields
+    if width_key not in fields:
+        raise click.BadParameter(
+            f"the base model {cfg.model['base']!r} has no hyper-parameter {width_key!r}; "
+            f"its hyper-parameters: {', '.join(sorted(fields))}",
+            param_hint="--width-key",
+        )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     points = run_frontier(cfg, ratios, uniform, width_key=width_key, stamp=stamp)
     folder = cfg.output_dir / f"dnis-report-{stamp}"

@@ -107,3 +107,7 @@ def test_bad_options_are_clear_errors(tmp_path, capsys):
     assert "ratios must be in (0, 1]" in capsys.readouterr().err
     assert _dnis(tmp_path, "--budget", "99999999", "--no-tracking") == 2
     assert "exceeds" in capsys.readouterr().err
+    # a report whose uniform models would fail is refused before DNIS trains
+    assert _dnis(tmp_path, "--report", "--width-key", "bogus", "--no-tracking") == 2
+    assert "has no hyper-parameter 'bogus'" in capsys.readouterr().err
+    assert not list((tmp_path / "runs").glob("*/checkpoints"))
