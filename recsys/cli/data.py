@@ -34,7 +34,13 @@ def list_() -> None:
 def prepare(name: str, cache_dir: Path | None) -> None:
     """Download (with checksum checks) and load dataset NAME, then print where it lives."""
     from recsys.data.catalog import DataConfig, fetch, get_card, load_dataset
+    from recsys.data.synthetic import parse_synthetic_name
 
+    if parse_synthetic_name(name) is not None:
+        raise click.UsageError(
+            f"{name!r} is generated on the fly, so there is nothing to download or prepare; "
+            f"`recsys data stats {name}` shows it"
+        )
     card = get_card(name)
     folder = fetch(card, cache_dir)
     ds = load_dataset(DataConfig(name=name, cache_dir=cache_dir))

@@ -202,6 +202,8 @@ def test_data_commands(capsys):
     assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1682, 100000)
     assert main(["data", "stats", "ml-100k", "--json", "--set", "rating_threshold=4"]) == 0
     assert json.loads(capsys.readouterr().out)["interactions"] == 55375
+    assert main(["data", "prepare", "synthetic-50x40x300"]) == 2
+    assert "is generated on the fly, so there is nothing to download" in capsys.readouterr().err
 
 
 def test_version_and_help(capsys):
