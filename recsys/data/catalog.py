@@ -697,6 +697,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         )
     card: DatasetCard | None = None
     if cfg.path is not None:
+        if not Path(cfg.path).exists():
+            raise DatasetNotFoundError(f"data.path={cfg.path}: no such file or folder")
         if "name" in cfg.model_fields_set and _card_exists(cfg.name):
             card = get_card(cfg.name)
         fmt = cfg.format or detect_format(cfg.path) or (card.format if card else None)

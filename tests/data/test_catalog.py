@@ -471,6 +471,9 @@ def test_path_errors(tmp_path: Path) -> None:
         load_dataset(DataConfig(path=tmp_path / "x.bin"))
     with pytest.raises(DatasetNotFoundError, match=r"nope: no such file or folder"):
         load_dataset(DataConfig(path=tmp_path / "nope", format="csv"))
+    # without a format either: missing, not "cannot tell its format"
+    with pytest.raises(DatasetNotFoundError, match=r"nope: no such file or folder"):
+        load_dataset(DataConfig(path=tmp_path / "nope"))
     with pytest.raises(DataError, match=r"format 'csv' needs a file, not a folder"):
         load_dataset(DataConfig(path=tmp_path, format="csv"))
     with pytest.raises(ConfigError, match=r"data.format='csv' applies only with data.path"):
