@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.dataset import Dataset, FeatureTable
+from recsys.data.readers import _float_ids
 from recsys.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -303,15 +304,24 @@ def _item_file(dataset: Dataset) -> Path | None:
 
 
 @lru_cache(maxsize=16)
-def _item_header_cached(path: str, mtime: float) -> tuple[str, ...]:
+def _item_header_cached(path: str, mtime: float) -> tuple[tuple[str, str], ...]:
     with open(path, encoding="utf-8") as fh:
         header = fh.readline().removeprefix("\ufeff").rstrip("\r\n")
-    return tuple(token.strip().rpartition(":")[0] or token.strip() for token in header.split("\t"))
+    fields = []
+    for token in header.split("\t"):
+        name, _, kind = token.strip().rpartition(":")
+        fields.append((name, kind) if name else (token.strip(), ""))
+    return tuple(fields)
 
 
 def _item_header(path: Path) -> tuple[str, ...]:
     """Field names (type suffixes removed) of an atomic ``.item`` file."""
-    return _item_header_cached(str(path), path.stat().st_mtime)
+    return tuple(name for name, _ in _item_header_cached(str(path), path.stat().st_mtime))
+
+
+def _item_field_kinds(path: Path) -> dict[str, str]:
+    """Field name -> type (``token``, ``float``, ...) of an atomic ``.item`` file."""
+    return dict(_item_header_cached(str(path), path.stat().st_mtime))
 
 
 def _fields_from_item_file(dataset: Dataset, path: Path, fields: Sequence[str]) -> pd.DataFrame:
@@ -334,7 +344,11 @@ def _fields_from_item_file(dataset: Dataset, path: Path, fields: Sequence[str]) 
         encoding="utf-8",
         index_col=False,
     )
-    rows = pd.Index(dataset.items.ids.astype(str)).get_indexer(frame[id_field].to_numpy())
+    raw_ids = frame[id_field]
+    if _item_field_kinds(path).get(id_field) == "float":
+        # the reader spells whole-number ids of a float field as "10", not as written ("10.0")
+        raw_ids = _float_ids(raw_ids.set_axis(pd.RangeIndex(1, len(raw_ids) + 1)), path, id_field)
+    rows = pd.Index(dataset.items.ids.astype(str)).get_indexer(raw_ids.to_numpy())
     found = rows >= 0
     frame, rows = frame[found], rows[found]
     have = np.zeros(dataset.n_items, dtype=bool)

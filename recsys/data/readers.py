@@ -68,6 +68,14 @@ ML100K_GENRES = (
 
 _GENRE_ALIASES = ("class", "genre")
 _PARSER_LINE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+_INTEGER_TEXT = r"[+-]?\d+(?:\.0*)?"
+_INT64_MAX_DIGITS = str(np.iinfo(np.int64).max)
+_INT64_MIN_DIGITS = str(np.iinfo(np.int64).min).removeprefix("-")
+_EXACT_FLOAT_INT = 2.0**53
+"""Integers up to this magnitude are the largest that float64 holds without rounding."""
+
+# reasons returned by _parse_int64, turned into messages by _int_problem
+_INT_OK, _INT_MISSING, _INT_NON_NUMERIC, _INT_FRACTION, _INT_RANGE, _INT_INEXACT = range(6)
 
 __all__ = [
     "ATOMIC_TYPES",
@@ -87,11 +95,19 @@ __all__ = [
 
 def _natural_order(values: Sequence[object] | np.ndarray | pd.Index) -> np.ndarray:
     """Permutation that sorts ids numerically when they are all integers, else as strings."""
-    arr = np.asarray(values, dtype=object)
-    if len(arr) == 0:
+    raw = np.asarray(values)
+    if len(raw) == 0:
         return np.zeros(0, dtype=np.int64)
+    if raw.dtype.kind in "iu":
+        return np.argsort(raw, kind="stable")
+    arr = raw.astype(object)
     as_num = pd.to_numeric(pd.Series(arr), errors="coerce").to_numpy(dtype=np.float64)
     if np.isfinite(as_num).all() and np.all(as_num == np.round(as_num)):
+        if np.abs(as_num).max() >= _EXACT_FLOAT_INT:
+            # as floats, ids above 2**53 can tie or swap: order them by their exact value
+            exact, reason = _parse_int64(pd.Series(arr.astype(str)))
+            if not reason.any():
+                return np.argsort(exact, kind="stable")
         return np.argsort(as_num, kind="stable")
     return np.argsort(arr.astype(str), kind="stable")
 
@@ -99,6 +115,10 @@ def _natural_order(values: Sequence[object] | np.ndarray | pd.Index) -> np.ndarr
 def _encode(raw: np.ndarray | pd.Series, name: str) -> tuple[Vocabulary, np.ndarray]:
     """Vocabulary (ids in natural order) and the index of every raw value."""
     codes, uniques = pd.factorize(np.asarray(raw), sort=False)
+    if len(codes) and codes.min() < 0:
+        # factorize codes a missing value as -1, which would index the last id; the readers
+        # name the file and row before this, so this only guards against a reader that did not
+        raise DataError(f"{name} ids include a missing value")
     order = _natural_order(uniques)
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order), dtype=np.int64)
@@ -275,20 +295,115 @@ def _drop_blank(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _to_number(series: pd.Series, path: Path | str, field: str, *, integer: bool) -> pd.Series:
-    """Convert a string column to numbers, raising on the first bad row (named, with value)."""
+    """Convert a string column to numbers, raising on the first bad row (named, with value).
+
+    ``integer`` columns become int64 without passing through float64, so every digit of a
+    large id survives; a value outside the int64 range is an error, not a wrapped number.
+    """
+    if integer:
+        exact, reason = _parse_int64(series)
+        if reason.any():
+            pos = int(np.argmax(reason != _INT_OK))
+            what = _int_problem(int(reason[pos]), str(series.iloc[pos]))
+            raise DataError(f"{path}: row {series.index[pos]}, field {field!r}: {what}")
+        return pd.Series(exact, index=series.index, name=series.name)
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values)
-    if integer:
-        bad |= np.isfinite(values) & (values != np.round(values))
     if bad.any():
         pos = int(np.argmax(bad))
-        raw = series.iloc[pos]
+        raw = str(series.iloc[pos])
         what = "missing value" if raw == "" else f"non-numeric value {raw!r}"
-        if integer and raw != "" and np.isfinite(values[pos]):
-            what = f"non-integer value {raw!r}"
         raise DataError(f"{path}: row {series.index[pos]}, field {field!r}: {what}")
-    out = values.astype(np.int64) if integer else values
-    return pd.Series(out, index=series.index, name=series.name)
+    return pd.Series(values, index=series.index, name=series.name)
+
+
+def _parse_int64(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Exact int64 of every string in ``text`` and, per value, why it is not one (0 if it is).
+
+    Plain integer text (optionally with a ``.0`` fraction) is parsed digit for digit; other
+    numeric text such as ``1e3`` is accepted only up to 2**53, where float64 is still exact.
+    """
+    fast = pd.to_numeric(text, errors="coerce")
+    if fast.dtype == np.int64:  # every value plain integer text within int64: parsed exactly
+        return fast.to_numpy(), np.zeros(len(text), dtype=np.int8)
+    text = text.astype(str).str.strip()
+    exact = np.zeros(len(text), dtype=np.int64)
+    reason = np.full(len(text), _INT_OK, dtype=np.int8)
+    plain = text.str.fullmatch(_INTEGER_TEXT).to_numpy(dtype=bool)
+    whole = text.str.replace(r"\.0*$", "", regex=True)
+    digits = whole.str.replace(r"^[+-]?0*", "", regex=True)
+    negative = whole.str.startswith("-").to_numpy(dtype=bool)
+    length = digits.str.len().to_numpy()
+    # equal-length digit strings compare like the numbers they spell
+    fits = (length < len(_INT64_MAX_DIGITS)) | (
+        (length == len(_INT64_MAX_DIGITS))
+        & np.where(negative, digits <= _INT64_MIN_DIGITS, digits <= _INT64_MAX_DIGITS)
+    )
+    reason[plain & ~fits] = _INT_RANGE
+    ok = plain & fits
+    if ok.any():
+        exact[ok] = whole[ok].to_numpy(dtype=str).astype(np.int64)
+    other = ~plain
+    if other.any():
+        values = pd.to_numeric(text[other], errors="coerce").to_numpy(dtype=np.float64)
+        why = np.full(len(values), _INT_OK, dtype=np.int8)
+        finite = np.isfinite(values)
+        why[~finite] = _INT_NON_NUMERIC
+        why[(text[other] == "").to_numpy(dtype=bool)] = _INT_MISSING
+        why[finite & (values != np.round(values))] = _INT_FRACTION
+        why[(why == _INT_OK) & (np.abs(values) > _EXACT_FLOAT_INT)] = _INT_INEXACT
+        good = why == _INT_OK
+        converted = np.zeros(len(values), dtype=np.int64)
+        converted[good] = values[good].astype(np.int64)
+        exact[other] = converted
+        reason[other] = why
+    return exact, reason
+
+
+def _int_problem(reason: int, raw: str) -> str:
+    """What is wrong with ``raw`` as an integer, for a :class:`DataError` message."""
+    if reason == _INT_MISSING:
+        return "missing value"
+    if reason == _INT_NON_NUMERIC:
+        return f"non-numeric value {raw!r}"
+    if reason == _INT_FRACTION:
+        return f"non-integer value {raw!r}"
+    if reason == _INT_RANGE:
+        return f"value {raw!r} does not fit a 64-bit integer"
+    return f"value {raw!r} is too large to read exactly as a float; write it as a plain integer"
+
+
+def _float_ids(series: pd.Series, path: Path | str, field: str) -> pd.Series:
+    """Ids from a field typed ``float``, as canonical integer text (``10.0`` -> ``10``).
+
+    Token fields keep ids as written, so a float-typed field must render whole numbers the
+    same way for its ids to match them; a fractional id would match nothing.
+    """
+    if series.dtype.kind == "f":
+        values = series.to_numpy(dtype=np.float64)
+        reason = np.full(len(values), _INT_OK, dtype=np.int8)
+        reason[np.isnan(values)] = _INT_MISSING
+        reason[np.isinf(values)] = _INT_NON_NUMERIC
+        finite = np.isfinite(values)
+        reason[finite & (values != np.round(values))] = _INT_FRACTION
+        reason[(reason == _INT_OK) & (np.abs(values) > _EXACT_FLOAT_INT)] = _INT_INEXACT
+        exact = np.where(reason == _INT_OK, values, 0).astype(np.int64)
+    else:
+        exact, reason = _parse_int64(series.astype(str))
+    if reason.any():
+        pos = int(np.argmax(reason != _INT_OK))
+        raw = series.iloc[pos]
+        raw_text = raw if isinstance(raw, str) else str(float(raw))
+        what = _int_problem(int(reason[pos]), raw_text)
+        if reason[pos] == _INT_FRACTION:
+            what += " (ids in a float field must be whole numbers)"
+        elif reason[pos] == _INT_INEXACT and not isinstance(raw, str):
+            what = (
+                f"value {raw_text!r} is above 2**53, where a float column cannot hold an id "
+                f"exactly; store ids as integers or strings"
+            )
+        raise DataError(f"{path}: row {series.index[pos]}, field {field!r}: {what}")
+    return pd.Series(exact.astype(str).astype(object), index=series.index, name=series.name)
 
 
 def _require_text(frame: pd.DataFrame, path: Path | str, fields: Sequence[str]) -> None:
@@ -394,6 +509,32 @@ def _dense_rows(
     return FeatureTable(name, "dense", out)
 
 
+def _float32_overflow(values: np.ndarray) -> tuple[int, float] | None:
+    """(row, value) of the first finite value of a 2-d ``values`` that is inf as float32."""
+    with np.errstate(over="ignore"):
+        over = np.isinf(values.astype(np.float32)) & np.isfinite(values)
+    if not over.any():
+        return None
+    row, col = np.argwhere(over)[0]
+    return int(row), float(values[row, col])
+
+
+def _overflow_message(value: float) -> str:
+    return f"value {value:g} overflows float32 (largest magnitude {np.finfo(np.float32).max:.4g})"
+
+
+def _check_float32(values: np.ndarray, index: pd.Index, path: Path | str, field: str) -> None:
+    """Raise on the first row of ``values`` (row labels ``index``) that float32 cannot hold.
+
+    Dense features are stored as float32; unchecked, such a value would turn into inf and be
+    reported later as if the file held an infinite value.
+    """
+    found = _float32_overflow(values)
+    if found is not None:
+        row, value = found
+        raise DataError(f"{path}: row {index[row]}, field {field!r}: {_overflow_message(value)}")
+
+
 def _float_seq(series: pd.Series, path: Path | str, field: str) -> np.ndarray:
     """Parse a ``float_seq`` column (space-separated floats, equal length in every row)."""
     fast = _float_seq_fast(series)
@@ -489,19 +630,33 @@ def _find_field(fields: list[tuple[str, str]], base: str) -> str | None:
 
 
 def _read_atomic_frame(
-    path: Path, fields: list[tuple[str, str]], wanted: Sequence[str], encoding: str
+    path: Path,
+    fields: list[tuple[str, str]],
+    wanted: Sequence[str],
+    encoding: str,
+    ids: Sequence[str] = (),
 ) -> pd.DataFrame:
+    """The ``wanted`` fields of an atomic file; ``ids`` fields as non-empty id text.
+
+    An id field typed ``float`` is read as text, not as float64, so large ids keep every digit
+    and whole numbers come out as ``10``, the way a ``token`` field spells them.
+    """
     kinds = dict(fields)
     frame = _read_frame(
         path,
         [name for name, _ in fields],
         sep="\t",
         skiprows=1,
-        numeric=[name for name in wanted if kinds[name] == "float"],
+        numeric=[name for name in wanted if kinds[name] == "float" and name not in ids],
         encoding=encoding,
     )
     _require_rows(frame, path)
-    return frame[list(wanted)]
+    frame = frame[list(wanted)]
+    _require_text(frame, path, ids)
+    for name in ids:
+        if kinds[name] == "float":
+            frame[name] = _float_ids(frame[name], path, name)
+    return frame
 
 
 def _atomic_features(
@@ -515,14 +670,13 @@ def _atomic_features(
             f"{path}: missing required column {id_base!r} "
             f"(header has {', '.join(name for name, _ in fields)})"
         )
-    frame = _read_atomic_frame(path, fields, [name for name, _ in fields], encoding)
-    _require_text(frame, path, [id_field])
+    frame = _read_atomic_frame(path, fields, [name for name, _ in fields], encoding, ids=[id_field])
     ids = frame[id_field].to_numpy(dtype=object).astype(str)
     dup = pd.Index(ids).duplicated()
     if dup.any():
         k = int(np.argmax(dup))
         raise DataError(
-            f"{path}: row {frame.index[k]}, field {id_field!r}: duplicate id {ids[k]!r}"
+            f"{path}: row {frame.index[k]}, field {id_field!r}: duplicate id {str(ids[k])!r}"
         )
     rows = _lookup(vocab, ids)
     n_rows = len(vocab)
@@ -536,11 +690,12 @@ def _atomic_features(
             tables[name] = _multi_hot(name, positions, tokens, rows, n_rows)
         elif kind == "token":
             tables[name] = _categorical(name, column, rows, n_rows)
-        elif kind == "float":
-            values = column.to_numpy(dtype=np.float64)[:, None]
-            tables[name] = _dense_rows(name, values, rows, vocab, path)
         else:
-            values = _float_seq(column, path, name)
+            if kind == "float":
+                values = column.to_numpy(dtype=np.float64)[:, None]
+            else:
+                values = _float_seq(column, path, name)
+            _check_float32(values, frame.index, path, name)
             tables[name] = _dense_rows(name, values, rows, vocab, path)
     for alias in _GENRE_ALIASES:
         if alias in tables and "genre" not in tables:
@@ -599,8 +754,7 @@ def read_atomic(
                 f"expected 'float'"
             )
     wanted = [user_field, item_field] + [f for f in optional.values() if f is not None]
-    frame = _read_atomic_frame(inter, fields, wanted, encoding)
-    _require_text(frame, inter, [user_field, item_field])
+    frame = _read_atomic_frame(inter, fields, wanted, encoding, ids=[user_field, item_field])
     rating_field, time_field = optional["rating"], optional["timestamp"]
     ds = _build(
         stem,
@@ -943,16 +1097,16 @@ def _read_adjacency(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     values, lines = tokens[keep].astype(str), line_of[keep]
     if len(values) == 0:
         raise DataError(f"{path}: empty file (no data rows)")
-    numbers = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (numbers < 0)
+    ids, reason = _parse_int64(pd.Series(values))
+    bad = (reason != _INT_OK) | (ids < 0)
     if bad.any():
         k = int(np.argmax(bad))
         first = k == 0 or lines[k - 1] != lines[k]
         field = "user id" if first else "item id"
-        raise DataError(
-            f"{path}: row {lines[k]}, field {field!r}: not a non-negative integer: {values[k]!r}"
-        )
-    ids = numbers.astype(np.int64)
+        what = f"not a non-negative integer: {str(values[k])!r}"
+        if reason[k] in (_INT_RANGE, _INT_INEXACT):
+            what = _int_problem(int(reason[k]), str(values[k]))
+        raise DataError(f"{path}: row {lines[k]}, field {field!r}: {what}")
     starts = np.ones(len(ids), dtype=bool)
     starts[1:] = lines[1:] != lines[:-1]
     line_user = ids[starts]
@@ -1038,6 +1192,15 @@ def read_mmrec(
     _require_columns(frame, inter, ["userID", "itemID", "x_label"])
     user = _to_number(frame["userID"].astype(str), inter, "userID", integer=True)
     item = _to_number(frame["itemID"].astype(str), inter, "itemID", integer=True)
+    for field, ids in (("userID", user), ("itemID", item)):
+        # an item id is a row of the feature matrices, where -1 would silently be the last row
+        negative = (ids < 0).to_numpy()
+        if negative.any():
+            k = int(np.argmax(negative))
+            raise DataError(
+                f"{inter}: row {frame.index[k]}, field {field!r}: negative id {ids.iloc[k]} "
+                f"(MMRec ids count from 0)"
+            )
     label = _to_number(frame["x_label"].astype(str), inter, "x_label", integer=True).to_numpy()
     bad = (label < 0) | (label > 2)
     if bad.any():
@@ -1068,6 +1231,15 @@ def read_mmrec(
             matrix = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise DataError(f"{path}: cannot read as a numpy array: {exc}") from exc
+        if isinstance(matrix, np.lib.npyio.NpzFile):
+            matrix.close()
+            raise DataError(
+                f"{path}: is an .npz archive, not a single .npy array (save it with np.save)"
+            )
+        if matrix.dtype.kind not in "biuf":
+            if matrix.dtype.kind in "US":
+                raise DataError(f"{path}: holds strings, not numbers")
+            raise DataError(f"{path}: holds {matrix.dtype} values, not real numbers")
         if matrix.ndim != 2:
             raise DataError(f"{path}: expected a 2-d matrix, got shape {matrix.shape}")
         if matrix.shape[0] != n_expected:
@@ -1075,12 +1247,18 @@ def read_mmrec(
                 f"{path}: has {matrix.shape[0]} rows but {inter.name} has item ids 0..."
                 f"{n_expected - 1}, so it needs {n_expected} rows (row k = item id k)"
             )
-        values = np.asarray(matrix[item_ids], dtype=np.float32)
+        values = np.asarray(matrix[item_ids], dtype=np.float64)
         bad_rows = ~np.isfinite(values).all(axis=1)
         if bad_rows.any():
             k = int(np.argmax(bad_rows))
             raise DataError(f"{path}: row {item_ids[k]} (item id {item_ids[k]}) has NaN or inf")
-        features[key] = FeatureTable(key, "dense", values)
+        found = _float32_overflow(values)
+        if found is not None:
+            k, value = found
+            raise DataError(
+                f"{path}: row {item_ids[k]} (item id {item_ids[k]}): {_overflow_message(value)}"
+            )
+        features[key] = FeatureTable(key, "dense", values.astype(np.float32))
     return _with_features(ds, features)
 
 
@@ -1127,7 +1305,7 @@ def _optional_number(frame: pd.DataFrame, path: Path, col: str | None) -> np.nda
         return None
     series = frame[col]
     if series.dtype.kind in "fiu":
-        values = series.to_numpy(dtype=np.float64)
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isfinite(values)
         if bad.any():
             k = int(np.argmax(bad))
@@ -1170,19 +1348,35 @@ def read_table(
     required += [mapping[role] for role in ("rating", "timestamp") if role in given]
     _require_columns(frame, file, required)
     user_col, item_col = mapping["user"], mapping["item"]
-    for col in (user_col, item_col):
-        if frame[col].dtype.kind not in "fiu":
-            frame[col] = frame[col].astype(object).where(frame[col].notna(), "").astype(str)
-    _require_text(frame, file, [user_col, item_col])
     return _build(
         file.stem,
-        frame[user_col].to_numpy(),
-        frame[item_col].to_numpy(),
+        _table_ids(frame[user_col], file, user_col),
+        _table_ids(frame[item_col], file, item_col),
         keep=keep,
         ratings=_optional_number(frame, file, mapping["rating"]),
         timestamps=_optional_number(frame, file, mapping["timestamp"]),
         source=str(file),
     )
+
+
+def _table_ids(series: pd.Series, path: Path, field: str) -> np.ndarray:
+    """Raw ids of a CSV/Parquet column, each kept exactly; a missing id names its row.
+
+    Integer columns keep their integers; a float column (Parquet stores an integer column with
+    nulls as float) must hold whole numbers, which become text such as ``10``.
+    """
+    missing = series.isna().to_numpy()
+    if missing.any():
+        row = series.index[int(np.argmax(missing))]
+        raise DataError(f"{path}: row {row}, field {field!r}: missing value")
+    kind = series.dtype.kind
+    if kind == "f":
+        return _float_ids(series, path, field).to_numpy()
+    if kind in "iu":
+        return series.to_numpy(dtype=np.int64 if kind == "i" else np.uint64)
+    text = series.astype(str)
+    _require_text(text.to_frame(), path, [field])
+    return text.to_numpy(dtype=object)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
