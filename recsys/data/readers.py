@@ -743,6 +743,11 @@ def read_atomic(
             raise DataError(
                 f"{inter}: missing required column {base!r} "
                 f"(header has {', '.join(n for n, _ in fields)})"
+                + (
+                    "; atomic files are tab-separated"
+                    if _delimiter_hint([n for n, _ in fields])
+                    else ""
+                )
             )
     assert user_field is not None and item_field is not None
     optional = {base: _find_field(fields, base) for base in ("rating", "timestamp")}
@@ -1293,11 +1298,25 @@ def _read_csv_table(path: Path, sep: str) -> pd.DataFrame:
     return frame
 
 
+def _delimiter_hint(columns: Sequence[object]) -> str:
+    """A hint when a header read as one column holds another delimiter."""
+    if len(columns) != 1:
+        return ""
+    names = {",": "comma", ";": "semicolon", "|": "pipe", "\t": "tab", " ": "space"}
+    for mark, name in names.items():
+        if mark in str(columns[0]):
+            return f"; the header looks {name}-separated: set data.sep"
+    return ""
+
+
 def _require_columns(frame: pd.DataFrame, path: Path, names: Sequence[str]) -> None:
     for col in names:
         if col not in frame.columns:
             have = ", ".join(str(c) for c in frame.columns)
-            raise DataError(f"{path}: missing required column {col!r} (columns found: {have})")
+            raise DataError(
+                f"{path}: missing required column {col!r} (columns found: {have})"
+                + _delimiter_hint(list(frame.columns))
+            )
 
 
 def _optional_number(frame: pd.DataFrame, path: Path, col: str | None) -> np.ndarray | None:

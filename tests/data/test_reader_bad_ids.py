@@ -262,3 +262,14 @@ def test_lightgcn_message_prints_plain_token(write: Write) -> None:
     assert str(info.value).endswith(
         "train.txt: row 1, field 'item id': not a non-negative integer: 'x'"
     )
+
+
+def test_a_header_in_another_delimiter_gets_a_hint(tmp_path: Path) -> None:
+    semicolons = tmp_path / "t.csv"
+    semicolons.write_text("user_id;item_id\na;b\n")
+    with pytest.raises(DataError, match="the header looks semicolon-separated: set data.sep"):
+        load_dataset(DataConfig(path=semicolons))
+    commas = tmp_path / "x.inter"
+    commas.write_text("user_id:token,item_id:token\n1,2\n")
+    with pytest.raises(DataError, match="atomic files are tab-separated"):
+        load_dataset(DataConfig(path=commas))
