@@ -146,6 +146,16 @@ def dnis(
         )
     model["name"] = "dnis"
     if base:
+        from recsys.errors import ConfigError
+        from recsys.models.registry import get_model_class
+
+        try:
+            get_model_class(base)
+        except ConfigError as exc:
+            # the registry's message names model.name, the key of a run's own model
+            raise click.BadParameter(
+                str(exc).replace(" (key model.name)", ""), param_hint="--base"
+            ) from None
         model["base"] = base
     if base_overrides:
         model["base_params"] = apply_overrides(

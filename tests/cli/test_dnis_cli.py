@@ -101,6 +101,13 @@ def test_the_report_compares_dnis_with_uniform_widths_and_logs_to_mlflow(tmp_pat
 def test_bad_options_are_clear_errors(tmp_path, capsys):
     assert _dnis(tmp_path, "--keep-ratio", "0.5", "--budget", "10", "--no-tracking") == 2
     assert "not both" in capsys.readouterr().err
+    assert _dnis(tmp_path, "-b", "nosuch", "--no-tracking") == 2
+    err = capsys.readouterr().err
+    assert (
+        "Invalid value for --base" in err
+        and "unknown model 'nosuch'" in err
+        and "model.name" not in err
+    )
     assert _dnis(tmp_path, "-b", "pop", "--no-tracking") == 2
     assert "no trainable ID embeddings" in capsys.readouterr().err
     assert _dnis(tmp_path, "--report", "--ratios", "0.5,2", "--no-tracking") == 2
