@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.dataset import Dataset, FeatureTable
-from recsys.data.readers import _float_ids
+from recsys.data.readers import canonical_float_ids
 from recsys.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -347,7 +347,9 @@ def _fields_from_item_file(dataset: Dataset, path: Path, fields: Sequence[str]) 
     raw_ids = frame[id_field]
     if _item_field_kinds(path).get(id_field) == "float":
         # the reader spells whole-number ids of a float field as "10", not as written ("10.0")
-        raw_ids = _float_ids(raw_ids.set_axis(pd.RangeIndex(1, len(raw_ids) + 1)), path, id_field)
+        raw_ids = canonical_float_ids(
+            raw_ids.set_axis(pd.RangeIndex(1, len(raw_ids) + 1)), path, id_field
+        )
     rows = pd.Index(dataset.items.ids.astype(str)).get_indexer(raw_ids.to_numpy())
     found = rows >= 0
     frame, rows = frame[found], rows[found]

@@ -79,6 +79,7 @@ _INT_OK, _INT_MISSING, _INT_NON_NUMERIC, _INT_FRACTION, _INT_RANGE, _INT_INEXACT
 
 __all__ = [
     "ATOMIC_TYPES",
+    "canonical_float_ids",
     "read_atomic",
     "read_lightgcn",
     "read_mmrec",
@@ -373,7 +374,7 @@ def _int_problem(reason: int, raw: str) -> str:
     return f"value {raw!r} is too large to read exactly as a float; write it as a plain integer"
 
 
-def _float_ids(series: pd.Series, path: Path | str, field: str) -> pd.Series:
+def canonical_float_ids(series: pd.Series, path: Path | str, field: str) -> pd.Series:
     """Ids from a field typed ``float``, as canonical integer text (``10.0`` -> ``10``).
 
     Token fields keep ids as written, so a float-typed field must render whole numbers the
@@ -655,7 +656,7 @@ def _read_atomic_frame(
     _require_text(frame, path, ids)
     for name in ids:
         if kinds[name] == "float":
-            frame[name] = _float_ids(frame[name], path, name)
+            frame[name] = canonical_float_ids(frame[name], path, name)
     return frame
 
 
@@ -1390,7 +1391,7 @@ def _table_ids(series: pd.Series, path: Path, field: str) -> np.ndarray:
         raise DataError(f"{path}: row {row}, field {field!r}: missing value")
     kind = series.dtype.kind
     if kind == "f":
-        return _float_ids(series, path, field).to_numpy()
+        return canonical_float_ids(series, path, field).to_numpy()
     if kind in "iu":
         return series.to_numpy(dtype=np.int64 if kind == "i" else np.uint64)
     text = series.astype(str)
