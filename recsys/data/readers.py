@@ -672,13 +672,8 @@ def _atomic_features(
             f"(header has {', '.join(name for name, _ in fields)})"
         )
     frame = _read_atomic_frame(path, fields, [name for name, _ in fields], encoding, ids=[id_field])
+    _require_unique_ids(frame[id_field], path, id_field)
     ids = frame[id_field].to_numpy(dtype=object).astype(str)
-    dup = pd.Index(ids).duplicated()
-    if dup.any():
-        k = int(np.argmax(dup))
-        raise DataError(
-            f"{path}: row {frame.index[k]}, field {id_field!r}: duplicate id {str(ids[k])!r}"
-        )
     rows = _lookup(vocab, ids)
     n_rows = len(vocab)
     tables: dict[str, FeatureTable] = {}
@@ -997,6 +992,7 @@ def _read_ml100k(folder: Path, keep: Keep) -> Dataset:
             encoding="latin-1",
         )
         _require_rows(iframe, item_path)
+        _require_unique_ids(iframe["item_id"], item_path, "item_id")
         rows = _lookup(ds.items, iframe["item_id"].to_numpy())
         flags = iframe[names[5:]].to_numpy(dtype=np.int64)
         present = rows >= 0
@@ -1010,6 +1006,7 @@ def _read_ml100k(folder: Path, keep: Keep) -> Dataset:
     if user_path.is_file():
         names = ["user_id", "age", "gender", "occupation", "zip_code"]
         uframe = _read_frame(user_path, names, sep="|", integer=["user_id"], encoding="latin-1")
+        _require_unique_ids(uframe["user_id"], user_path, "user_id")
         rows = _lookup(ds.users, uframe["user_id"].to_numpy())
         for field in names[1:]:
             users[field] = _categorical(field, uframe[field], rows, ds.n_users)
@@ -1046,6 +1043,7 @@ def _read_ml_dat(folder: Path, keep: Keep) -> Dataset:
             encoding="latin-1",
             engine="python",
         )
+        _require_unique_ids(mframe["item_id"], movie_path, "item_id")
         rows = _lookup(ds.items, mframe["item_id"].to_numpy())
         items["genre"] = _genre_table(mframe["genres"], rows, ds.n_items)
         year = _year_from(mframe["title"], r"\((\d{4})\)\s*$")
@@ -1057,6 +1055,7 @@ def _read_ml_dat(folder: Path, keep: Keep) -> Dataset:
         uframe = _read_frame(
             user_path, names, sep="::", integer=["user_id"], encoding="latin-1", engine="python"
         )
+        _require_unique_ids(uframe["user_id"], user_path, "user_id")
         rows = _lookup(ds.users, uframe["user_id"].to_numpy())
         for field in names[1:]:
             users[field] = _categorical(field, uframe[field], rows, ds.n_users)
@@ -1076,6 +1075,7 @@ def _read_ml_csv(folder: Path, keep: Keep) -> Dataset:
     if movie_path.is_file():
         mframe = _read_csv_table(movie_path, ",")
         _require_columns(mframe, movie_path, ["movieId", "title", "genres"])
+        _require_unique_ids(mframe["movieId"], movie_path, "movieId")
         rows = _lookup(ds.items, mframe["movieId"].to_numpy())
         items["genre"] = _genre_table(mframe["genres"], rows, ds.n_items)
         year = _year_from(mframe["title"], r"\((\d{4})\)\s*$")
@@ -1308,6 +1308,17 @@ def _delimiter_hint(columns: Sequence[object]) -> str:
         if mark in str(columns[0]):
             return f"; the header looks {name}-separated: set data.sep"
     return ""
+
+
+def _require_unique_ids(ids: pd.Series, path: Path | str, field: str) -> None:
+    """Raise on the first repeated id of a feature file: later rows would silently win."""
+    text = ids.to_numpy(dtype=object).astype(str)
+    dup = pd.Index(text).duplicated()
+    if dup.any():
+        k = int(np.argmax(dup))
+        raise DataError(
+            f"{path}: row {ids.index[k]}, field {field!r}: duplicate id {str(text[k])!r}"
+        )
 
 
 def _require_columns(frame: pd.DataFrame, path: Path, names: Sequence[str]) -> None:

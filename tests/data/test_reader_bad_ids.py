@@ -273,3 +273,21 @@ def test_a_header_in_another_delimiter_gets_a_hint(tmp_path: Path) -> None:
     commas.write_text("user_id:token,item_id:token\n1,2\n")
     with pytest.raises(DataError, match="atomic files are tab-separated"):
         load_dataset(DataConfig(path=commas))
+
+
+def test_movielens_feature_files_with_a_repeated_id(tmp_path: Path) -> None:
+    folder = tmp_path / "ml"
+    folder.mkdir()
+    (folder / "u.data").write_text("1\t1\t5\t1\n2\t2\t3\t2\n")
+    flags = "|".join(["0"] * 19)
+    (folder / "u.item").write_text(
+        f"1|A (1995)|01-Jan-1995||http://a|{flags}\n"
+        f"2|B (1996)|01-Jan-1996||http://b|{flags}\n"
+        f"1|C (1997)|01-Jan-1997||http://c|{flags}\n"
+    )
+    with pytest.raises(DataError, match=r"u\.item: row 3, field 'item_id': duplicate id '1'"):
+        load_dataset(DataConfig(path=folder))
+    (folder / "u.item").unlink()
+    (folder / "u.user").write_text("1|24|M|technician|85711\n1|53|F|other|94043\n")
+    with pytest.raises(DataError, match=r"u\.user: row 2, field 'user_id': duplicate id '1'"):
+        load_dataset(DataConfig(path=folder))
