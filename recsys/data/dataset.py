@@ -232,6 +232,16 @@ class Dataset:
         def aligned(arr: np.ndarray | None, dtype: type) -> np.ndarray | None:
             return None if arr is None else np.asarray(arr, dtype=dtype)[keep]
 
+        if ratings is not None:
+            # ratings are stored as float32: a finite value beyond its range would become inf
+            wide = np.asarray(ratings, dtype=np.float64)
+            over = np.abs(wide) > np.finfo(np.float32).max
+            if over.any():
+                k = int(np.argmax(over))
+                raise DataError(
+                    f"{name}: interaction {k + 1} has rating {wide[k]:g}, which overflows float32"
+                )
+
         return cls(
             name=name,
             users=users,

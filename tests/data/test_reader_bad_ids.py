@@ -291,3 +291,12 @@ def test_movielens_feature_files_with_a_repeated_id(tmp_path: Path) -> None:
     (folder / "u.user").write_text("1|24|M|technician|85711\n1|53|F|other|94043\n")
     with pytest.raises(DataError, match=r"u\.user: row 2, field 'user_id': duplicate id '1'"):
         load_dataset(DataConfig(path=folder))
+
+
+def test_a_rating_that_overflows_float32(tmp_path: Path) -> None:
+    table = tmp_path / "r.csv"
+    table.write_text("user_id,item_id,rating\na,x,4\nb,y,1e40\n")
+    with pytest.raises(
+        DataError, match=r"interaction 2 has rating 1e\+40, which overflows float32"
+    ):
+        load_dataset(DataConfig(path=table, columns={"rating": "rating"}))
