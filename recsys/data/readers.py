@@ -1296,7 +1296,23 @@ def _read_csv_table(path: Path, sep: str) -> pd.DataFrame:
     )
     frame = _drop_blank(frame)
     _require_rows(frame, path)
+    _require_unique_header(path, sep)
     return frame
+
+
+def _require_unique_header(path: Path, sep: str) -> None:
+    """Raise when the header names a column twice: pandas would rename the second copy
+    (``user_id.1``) and the reader would silently use the first."""
+    if len(sep) != 1:
+        return
+    with open(path, encoding="utf-8", newline="") as fh:
+        line = fh.readline().removeprefix("\ufeff")
+    names = [name.strip() for name in next(csv.reader([line], delimiter=sep), [])]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"{path}: the header names column {name!r} twice")
+        seen.add(name)
 
 
 def _delimiter_hint(columns: Sequence[object]) -> str:

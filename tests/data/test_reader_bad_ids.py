@@ -300,3 +300,15 @@ def test_a_rating_that_overflows_float32(tmp_path: Path) -> None:
         DataError, match=r"interaction 2 has rating 1e\+40, which overflows float32"
     ):
         load_dataset(DataConfig(path=table, columns={"rating": "rating"}))
+
+
+def test_a_header_that_names_a_column_twice(tmp_path: Path) -> None:
+    table = tmp_path / "t.csv"
+    table.write_text("user_id,item_id,user_id\na,x,b\n")
+    with pytest.raises(DataError, match=r"t\.csv: the header names column 'user_id' twice"):
+        load_dataset(DataConfig(path=table))
+    folder = tmp_path / "mm"
+    folder.mkdir()
+    (folder / "mm.inter").write_text("userID\titemID\titemID\tx_label\n0\t0\t1\t0\n")
+    with pytest.raises(DataError, match=r"mm\.inter: the header names column 'itemID' twice"):
+        load_dataset(DataConfig(path=folder, format="mmrec"))
