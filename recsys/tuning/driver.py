@@ -13,6 +13,7 @@ once and writes an experiment folder::
         trials.json        each trial's Ray status and failure count
         mlflow_runs.json   trial id -> MLflow child run id
         trials.csv         one row per trial: params, epochs, stop reason, best validation
+        trials.png         every trial's validation curve, coloured by how it ended
         best_config.yaml   the best trial's full config; ``recsys train -c`` accepts it as is
         best_model.pt      the best trial's best-epoch weights
         summary.json       best trial, its validation and test metrics, totals, timings
@@ -57,7 +58,7 @@ from recsys.tracking import (
     redact_uri,
     resolve_tracking_uri,
 )
-from recsys.train.checkpoint import atomic_write_text, load_checkpoint
+from recsys.train.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint
 from recsys.tuning.space import SearchSpace, check_against, set_dotted
 from recsys.tuning.trainable import (
     InjectedFault,
@@ -748,6 +749,7 @@ def _finish(
     total_epochs = sum(row.epochs for row in rows)
     scored = [row for row in rows if math.isfinite(row.best_value)]
     best = scored[0] if scored and not interrupted else None
+    _plot_trials(experiment_dir, results, rows, best, metric, options, total_epochs)
     best_cfg, valid, test = None, {}, {}
     if best is not None:
         best_cfg, valid, test = _test_best(experiment_dir, base, split, dataset, best, options)
@@ -893,6 +895,51 @@ def _test_best(
     return best_cfg, valid, test
 
 
+def _plot_trials(
+    experiment_dir: Path,
+    results: Any,
+    rows: list[TrialRow],
+    best: TrialRow | None,
+    metric: str,
+    options: TuneOptions,
+    total_epochs: int,
+) -> None:
+    """Write ``trials.png``: each trial's validation curve, coloured by how it ended."""
+    from recsys.tuning.plot import plot_trials
+
+    key = metric_key(metric)
+    curves = {}
+    for result, row in zip(results, _rows_in_result_order(results, rows), strict=True):
+        history = result.metrics_dataframe
+        if history is None or key not in history or "epoch" not in history:
+            continue
+        values = pd.to_numeric(history[key], errors="coerce")
+        keep = values.notna()
+        curves[row.trial_id] = (
+            history.loc[keep, "epoch"].astype(int).tolist(),
+            values[keep].astype(float).tolist(),
+        )
+    title = (
+        f"{len(rows)} trials, {total_epochs} trial-epochs, scheduler {options.scheduler}"
+        + (f" (grace {options.grace_period}, factor {options.reduction_factor:g})"
+           if options.scheduler == "asha" else "")
+    )  # fmt: skip
+    png = plot_trials(
+        curves,
+        {row.trial_id: row.stop_reason for row in rows},
+        metric,
+        best_trial=best.trial_id if best is not None else None,
+        title=title,
+    )
+    atomic_write_bytes(experiment_dir / "trials.png", png)
+
+
+def _rows_in_result_order(results: Any, rows: list[TrialRow]) -> list[TrialRow]:
+    """``rows`` (sorted best first) back in the order of ``results``, matched by folder."""
+    by_path = {row.path: row for row in rows}
+    return [by_path[str(Path(result.path))] for result in results]
+
+
 def _record_parent(
     tracker: Tracker,
     experiment_dir: Path,
@@ -907,6 +954,7 @@ def _record_parent(
         return
     tracker.log_metrics({"total_trial_epochs": total_epochs, "n_trials": n_trials})
     tracker.log_artifact(experiment_dir / "trials.csv")
+    tracker.log_artifact(experiment_dir / "trials.png")
     tracker.log_artifact(experiment_dir / "summary.json")
     if interrupted:
         tracker.end("KILLED")

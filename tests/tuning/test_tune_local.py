@@ -135,6 +135,7 @@ def test_outputs_table_csv_and_a_best_config_train_accepts(asha, tmp_path):
     assert trials["best_ndcg_at_10"].is_monotonic_decreasing  # best first
     for name in ("best_model.pt", "base_config.yaml", "space.yaml", "split.npz", "tune.json"):
         assert (asha.folder / name).is_file(), name
+    assert (asha.folder / "trials.png").read_bytes().startswith(b"\x89PNG")
     # `recsys train -c best_config.yaml` takes the file as it is
     best_config = asha.folder / "best_config.yaml"
     code = main(["train", "-c", str(best_config), "--no-tracking", "-o", str(tmp_path), "--quiet"])
@@ -163,7 +164,13 @@ def test_mlflow_parent_and_child_runs(asha):
         best["valid"]["ndcg_at_10"]
     )
     artifacts = {a.path for a in client.list_artifacts(parent_id)}
-    assert {"best_config.yaml", "trials.csv", "summary.json", "space.yaml"} <= artifacts
+    assert {
+        "best_config.yaml",
+        "trials.csv",
+        "trials.png",
+        "summary.json",
+        "space.yaml",
+    } <= artifacts
 
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'"
