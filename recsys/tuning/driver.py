@@ -138,6 +138,10 @@ class TrialRow:
     failures: int = 0
     restores: int = 0
     error: str = ""
+    device: str = ""
+    """The torch device the trial trained on (``cpu``, ``cuda:0``)."""
+    node_ip: str = ""
+    """The Ray node the trial ran on."""
     mlflow_run_id: str = ""
     path: str = ""
     checkpoint: Any = field(default=None, repr=False)
@@ -154,6 +158,8 @@ class TrialRow:
             **{key: value for key, value in self.params.items()},
             "failures": self.failures,
             "restores": self.restores,
+            "device": self.device,
+            "node_ip": self.node_ip,
             "mlflow_run_id": self.mlflow_run_id,
             "error": self.error,
             "path": self.path,
@@ -851,6 +857,8 @@ def _trial_row(
         failures=int(entry.get("failures", 0)),
         restores=int(last.get("restores", 0) or 0),
         error=error,
+        device=str(last.get("device", "")),
+        node_ip=str(last.get("node_ip", "")),
         mlflow_run_id=str(run_ids.get(trial_id, "")),
         path=str(path),
         checkpoint=result.checkpoint,

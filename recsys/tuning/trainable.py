@@ -10,6 +10,7 @@ config from the base config plus the sampled keys, trains with the same Trainer 
 - ``epoch`` (1-based), ``best_epoch``, ``best_valid/<valid_metric>``, ``epoch_seconds``,
   ``early_stop`` (1 when the trainer's own patience ends the trial), ``restores`` (how often
   this trial was restored from a checkpoint), ``diverged`` (1 when the loss became NaN),
+  ``device`` (the torch device the trial trained on: ``cuda:0`` when Ray gave it a GPU),
 
 together with a checkpoint holding the trainer's ``last.pt`` (full state) and ``best.pt``
 (best weights). Test metrics are never computed here: the driver tests the best
@@ -261,6 +262,7 @@ def train_trial(
             "early_stop": int(early_stop),
             "restores": restores,
             "diverged": 0,
+            "device": cfg.train.device,
         }
         metrics.update(
             {metric_key(k): float(v) for k, v in epoch_report.valid.items() if k != "n_users"}

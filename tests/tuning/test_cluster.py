@@ -132,6 +132,7 @@ def test_trials_run_on_an_existing_cluster(ray_head, tmp_path):
     assert f"Ray at {ray_head.address}" in done.stdout
     trials = pd.read_csv(folder / "trials.csv")
     assert len(trials) == 2 and set(trials["status"]) == {"TERMINATED"}
+    assert set(trials["node_ip"]) == {"127.0.0.1"} and set(trials["device"]) == {"cpu"}
     # every trial ran in a worker process of that cluster: its log is in the head's folder
     logs = ray_head.temp_dir / "session_latest" / "logs"
     for result in (folder / "ray").glob("trial_*/result.json"):

@@ -132,6 +132,8 @@ def test_outputs_table_csv_and_a_best_config_train_accepts(asha, tmp_path):
                "train.learning_rate", "failures", "restores", "mlflow_run_id"}  # fmt: skip
     assert columns <= set(trials)
     assert sorted(trials["train.learning_rate"]) == sorted(LEARNING_RATES)
+    # where each trial trained: no GPU here, so the CPU, on this machine's Ray node
+    assert set(trials["device"]) == {"cpu"} and trials["node_ip"].notna().all()
     assert trials["best_ndcg_at_10"].is_monotonic_decreasing  # best first
     for name in ("best_model.pt", "base_config.yaml", "space.yaml", "split.npz", "tune.json"):
         assert (asha.folder / name).is_file(), name
