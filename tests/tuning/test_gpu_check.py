@@ -1,0 +1,26 @@
+"""The prepared GPU check of `recsys tune` (benchmarks/tune_gpu_check.py), run on the CPU path."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.tune_gpu_check import markdown, most_at_once, run
+from tests.tuning.conftest import DATA
+
+pytestmark = pytest.mark.usefixtures("local_ray")
+
+
+def test_most_at_once_counts_overlapping_spans():
+    assert most_at_once([]) == 0
+    assert most_at_once([(0, 2), (3, 4)]) == 1
+    assert most_at_once([(0, 5), (1, 2), (1.5, 6), (5.5, 7)]) == 3
+
+
+def test_the_check_records_each_trials_device_and_fails_without_a_gpu():
+    result = run(gpus_per_trial=0, trials=2, epochs=2, dataset=DATA)
+    assert [t["device"] for t in result["trials"]] == ["cpu", "cpu"]
+    assert all(t["node_ip"] for t in result["trials"])
+    assert result["all_trials_on_gpu"] is False and result["check_passed"] is False
+    assert result["most_trials_at_once"] >= 1
+    text = markdown(result)
+    assert "| cpu |" in text and "Check passed: **False**" in text
