@@ -286,6 +286,23 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+def _check_local_gpus(options: TuneOptions, address: str | None) -> None:
+    """Fail before any work when trials want GPUs, Ray would start here, and torch sees no CUDA
+    device: a trial could not use one anyway. (A Ray already running is checked by its own
+    resources once joined, :func:`_check_resources`.)"""
+    import ray
+    import torch
+
+    if address or options.gpus_per_trial == 0 or ray.is_initialized():
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"--gpus-per-trial {options.gpus_per_trial:g}, but torch {torch.__version__} sees "
+            "no CUDA device on this machine; use --gpus-per-trial 0, or --address to run the "
+            "trials on a Ray cluster with GPUs"
+        )
+
+
 def _check_resources(info: dict[str, Any], options: TuneOptions, remote: bool) -> None:
     """Fail early (local Ray) or warn (a cluster may autoscale) when a trial cannot fit."""
     have = info["resources"]
@@ -468,6 +485,7 @@ def run_tune(
     base_cfg = validate(RunConfig, base)
     base = base_cfg.model_dump(mode="json")
     _check_brackets(options, _max_epochs(base_cfg))
+    _check_local_gpus(options, address)
     output_dir = base_cfg.output_dir.resolve()
     tracker = _parent_tracker(base_cfg)  # checked before any data is read
     dataset = load_dataset(base_cfg.data)

@@ -113,3 +113,11 @@ def test_an_address_where_no_ray_listens_fails_fast(run):
     assert code == 2
     # checked before ray.init, whose own retries take minutes
     assert f"cannot reach a Ray head at 127.0.0.1:{port} (--address)" in out
+
+
+def test_gpus_without_cuda_fail_before_ray_starts(run, tmp_path, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    code, out = run("--model", "bpr", "--gpus-per-trial", "0.5", "--no-tracking")
+    assert code == 2
+    assert "--gpus-per-trial 0.5, but torch" in out and "sees no CUDA device" in out
+    assert not (tmp_path / "runs").exists()  # no experiment folder was made
