@@ -27,10 +27,16 @@ from tqdm.auto import tqdm
 
 from recsys.data.samplers import HeldOutPairwiseSampler, Sampler, make_sampler
 from recsys.data.split import Split
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, DataError
 from recsys.eval.evaluator import Evaluator, validate_metric_name
 from recsys.models.base import Recommender
-from recsys.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from recsys.train.checkpoint import (
+    load_checkpoint,
+    load_weights,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
 from recsys.train.optim import LazyAdam
 
 log = logging.getLogger(__name__)
@@ -524,8 +530,13 @@ class Trainer:
             log.warning("no checkpoint to resume from in %s; starting fresh", self.checkpoint_dir)
             return None
         state = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_weights(self.model, state, path)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, ValueError) as exc:
+            raise DataError(
+                f"checkpoint {path} holds no optimiser state that fits this run: {exc}"
+            ) from exc
         restore_rng(rng, state["numpy_rng"])
         if aux is not None and "aux_optimizer" in state:
             aux.optimizer.load_state_dict(state["aux_optimizer"])

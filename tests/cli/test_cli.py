@@ -356,3 +356,16 @@ def test_users_file_with_a_bom_or_bad_bytes_or_no_ids(trained_run, tmp_path, cap
     listed.write_text("\n\n")
     assert main(["recommend", str(trained_run), "--users-file", str(listed)]) == 2
     assert "lists no user ids" in capsys.readouterr().err
+
+
+def test_resume_from_a_checkpoint_that_does_not_fit_is_a_clear_error(trained_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("embedding_size: 64", "embedding_size: 8"))
+    assert main(["train", "--resume", str(run), "--no-tracking", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "last.pt does not fit the BPR model its run config builds" in err
+    assert "Traceback" not in err
