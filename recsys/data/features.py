@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.dataset import Dataset, FeatureTable
-from recsys.data.readers import canonical_float_ids
+from recsys.data.readers import atomic_header, canonical_float_ids
 from recsys.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -305,13 +305,8 @@ def _item_file(dataset: Dataset) -> Path | None:
 
 @lru_cache(maxsize=16)
 def _item_header_cached(path: str, mtime: float) -> tuple[tuple[str, str], ...]:
-    with open(path, encoding="utf-8") as fh:
-        header = fh.readline().removeprefix("\ufeff").rstrip("\r\n")
-    fields = []
-    for token in header.split("\t"):
-        name, _, kind = token.strip().rpartition(":")
-        fields.append((name, kind) if name else (token.strip(), ""))
-    return tuple(fields)
+    # the reader already parsed this header when it loaded the dataset
+    return tuple(atomic_header(Path(path), "utf-8"))
 
 
 def _item_header(path: Path) -> tuple[str, ...]:

@@ -79,6 +79,7 @@ _INT_OK, _INT_MISSING, _INT_NON_NUMERIC, _INT_FRACTION, _INT_RANGE, _INT_INEXACT
 
 __all__ = [
     "ATOMIC_TYPES",
+    "atomic_header",
     "canonical_float_ids",
     "read_atomic",
     "read_lightgcn",
@@ -347,18 +348,22 @@ def _parse_int64(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     other = ~plain
     if other.any():
         values = pd.to_numeric(text[other], errors="coerce").to_numpy(dtype=np.float64)
-        why = np.full(len(values), _INT_OK, dtype=np.int8)
-        finite = np.isfinite(values)
-        why[~finite] = _INT_NON_NUMERIC
+        converted, why = _whole_floats(values)
         why[(text[other] == "").to_numpy(dtype=bool)] = _INT_MISSING
-        why[finite & (values != np.round(values))] = _INT_FRACTION
-        why[(why == _INT_OK) & (np.abs(values) > _EXACT_FLOAT_INT)] = _INT_INEXACT
-        good = why == _INT_OK
-        converted = np.zeros(len(values), dtype=np.int64)
-        converted[good] = values[good].astype(np.int64)
         exact[other] = converted
         reason[other] = why
     return exact, reason
+
+
+def _whole_floats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int64 of float64 ``values`` and, per value, why it is not a whole number that float64
+    holds exactly (0 if it is; NaN and inf count as non-numeric)."""
+    reason = np.full(len(values), _INT_OK, dtype=np.int8)
+    finite = np.isfinite(values)
+    reason[~finite] = _INT_NON_NUMERIC
+    reason[finite & (values != np.round(values))] = _INT_FRACTION
+    reason[(reason == _INT_OK) & (np.abs(values) > _EXACT_FLOAT_INT)] = _INT_INEXACT
+    return np.where(reason == _INT_OK, values, 0).astype(np.int64), reason
 
 
 def _int_problem(reason: int, raw: str) -> str:
@@ -382,13 +387,8 @@ def canonical_float_ids(series: pd.Series, path: Path | str, field: str) -> pd.S
     """
     if series.dtype.kind == "f":
         values = series.to_numpy(dtype=np.float64)
-        reason = np.full(len(values), _INT_OK, dtype=np.int8)
+        exact, reason = _whole_floats(values)
         reason[np.isnan(values)] = _INT_MISSING
-        reason[np.isinf(values)] = _INT_NON_NUMERIC
-        finite = np.isfinite(values)
-        reason[finite & (values != np.round(values))] = _INT_FRACTION
-        reason[(reason == _INT_OK) & (np.abs(values) > _EXACT_FLOAT_INT)] = _INT_INEXACT
-        exact = np.where(reason == _INT_OK, values, 0).astype(np.int64)
     else:
         exact, reason = _parse_int64(series.astype(str))
     if reason.any():
@@ -591,7 +591,7 @@ def _float_seq_fast(series: pd.Series) -> np.ndarray | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _atomic_header(path: Path, encoding: str) -> list[tuple[str, str]]:
+def atomic_header(path: Path, encoding: str) -> list[tuple[str, str]]:
     """Parse ``name:type`` header fields; raise :class:`DataError` on anything else."""
     try:
         with open(path, "rb") as fh:
@@ -664,7 +664,7 @@ def _atomic_features(
     path: Path, vocab: Vocabulary, id_base: str, encoding: str
 ) -> dict[str, FeatureTable]:
     """Feature tables from an ``.item`` or ``.user`` file, aligned with ``vocab``."""
-    fields = _atomic_header(path, encoding)
+    fields = atomic_header(path, encoding)
     id_field = _find_field(fields, id_base)
     if id_field is None:
         raise DataError(
@@ -731,7 +731,7 @@ def read_atomic(
     _check_keep(keep)
     inter = _atomic_inter_path(Path(folder_or_inter_path), name)
     folder, stem = inter.parent, inter.name[: -len(".inter")]
-    fields = _atomic_header(inter, encoding)
+    fields = atomic_header(inter, encoding)
     user_field = _find_field(fields, "user_id")
     item_field = _find_field(fields, "item_id")
     for base, found in (("user_id", user_field), ("item_id", item_field)):
