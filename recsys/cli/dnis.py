@@ -134,6 +134,8 @@ def dnis(
     """
     from recsys.config import apply_overrides, build_run_config, load_config_dict
     from recsys.dnis.report import run_frontier, run_search, write_report
+    from recsys.errors import ConfigError
+    from recsys.models.registry import get_model_class
     from recsys.tracking import make_tracker
 
     if keep_ratio is not None and budget is not None:
@@ -146,16 +148,10 @@ def dnis(
         )
     model["name"] = "dnis"
     if base:
-        from recsys.errors import ConfigError
-        from recsys.models.registry import get_model_class
-
         try:
-            get_model_class(base)
+            get_model_class(base, key=None)
         except ConfigError as exc:
-            # the registry's message names model.name, the key of a run's own model
-            raise click.BadParameter(
-                str(exc).replace(" (key model.name)", ""), param_hint="--base"
-            ) from None
+            raise click.BadParameter(str(exc), param_hint="--base") from None
         model["base"] = base
     if base_overrides:
         model["base_params"] = apply_overrides(
@@ -195,8 +191,6 @@ def dnis(
         )
         click.echo(f"run folder: {result.run_dir}")
         return
-
-    from recsys.models.registry import get_model_class
 
     # checked before DNIS trains: the report's uniform-width models set this key last
     fields = get_model_class(cfg.model["base"]).config_class.model_fields

@@ -109,8 +109,9 @@ def _load_entry_point(ep: EntryPoint) -> type[Recommender] | None:
     return cls
 
 
-def get_model_class(name: str) -> type[Recommender]:
-    """The model class registered as ``name``; an unknown name lists the known ones."""
+def get_model_class(name: str, key: str | None = "model.name") -> type[Recommender]:
+    """The model class registered as ``name``; an unknown name lists the known ones (and the
+    config ``key`` that named it, when one did)."""
     _load_builtins()
     if name in _BUILTINS:
         return _BUILTINS[name]
@@ -120,7 +121,8 @@ def get_model_class(name: str) -> type[Recommender]:
             if cls is not None:
                 return cls
     known = ", ".join(info.name for info in list_models())
-    raise ConfigError(f"unknown model {name!r} (key model.name); available: {known}")
+    where = f" (key {key})" if key else ""
+    raise ConfigError(f"unknown model {name!r}{where}; available: {known}")
 
 
 def create_model(name: str, **config: object) -> Recommender:
