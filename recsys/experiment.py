@@ -35,7 +35,7 @@ import torch
 from recsys.config import RunConfig, load_config_dict, validate
 from recsys.data.catalog import load_dataset
 from recsys.data.dataset import Dataset
-from recsys.data.split import Split, resolve_split_config, split_dataset
+from recsys.data.split import Split, make_split, resolve_split_config
 from recsys.errors import ConfigError, DataError
 from recsys.eval.evaluator import Evaluator
 from recsys.models.base import Recommender
@@ -125,7 +125,7 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
     cfg = cfg.model_copy(update={"split": resolve_split_config(dataset, cfg.split)})
     split = None
     if resume_dir is None or not (Path(resume_dir) / "split.npz").is_file():
-        split = split_dataset(dataset, cfg.split)
+        split = make_split(dataset, cfg.split)
     if resume_dir is not None:
         run_dir = Path(resume_dir)
     else:

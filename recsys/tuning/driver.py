@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from recsys.config import RunConfig, validate
 from recsys.data.catalog import load_dataset
 from recsys.data.dataset import Dataset
-from recsys.data.split import Split, resolve_split_config, split_dataset
+from recsys.data.split import Split, make_split, resolve_split_config
 from recsys.errors import ConfigError
 from recsys.tracking import (
     NullTracker,
@@ -483,15 +483,14 @@ def run_tune(
     for key, value in space.fixed.items():
         set_dotted(base, key, value)
     base_cfg = validate(RunConfig, base)
-    base = base_cfg.model_dump(mode="json")
     _check_brackets(options, _max_epochs(base_cfg))
     _check_local_gpus(options, address)
     output_dir = base_cfg.output_dir.resolve()
     tracker = _parent_tracker(base_cfg)  # checked before any data is read
     dataset = load_dataset(base_cfg.data)
-    split = split_dataset(dataset, base_cfg.split)  # before an experiment folder exists
     # trials and best_config.yaml name the split that was used
     base_cfg = base_cfg.model_copy(update={"split": resolve_split_config(dataset, base_cfg.split)})
+    split = make_split(dataset, base_cfg.split)  # before an experiment folder exists
     base = base_cfg.model_dump(mode="json")
     experiment_dir = new_experiment_dir(output_dir, name, base_cfg.model["name"], dataset.name)
     log.info("experiment folder %s", experiment_dir)
@@ -766,6 +765,11 @@ def _finish(
     rows = [
         _trial_row(result, metric, int(state["max_epochs"]), ledger, run_ids) for result in results
     ]
+    curves = {
+        row.trial_id: curve
+        for row, result in zip(rows, results, strict=True)
+        if (curve := _validation_curve(result, metric)) is not None
+    }
     rows.sort(key=lambda r: -r.best_value if math.isfinite(r.best_value) else math.inf)
     interrupted = any(row.status not in _FINAL_STATUSES for row in rows)
     frame = pd.DataFrame([row.as_record(metric) for row in rows])
@@ -773,7 +777,7 @@ def _finish(
     total_epochs = sum(row.epochs for row in rows)
     scored = [row for row in rows if math.isfinite(row.best_value)]
     best = scored[0] if scored and not interrupted else None
-    _plot_trials(experiment_dir, results, rows, best, metric, options, total_epochs)
+    _plot_trials(experiment_dir, curves, rows, best, metric, options, total_epochs)
     best_cfg, valid, test = None, {}, {}
     if best is not None:
         best_cfg, valid, test = _test_best(experiment_dir, base, split, dataset, best, options)
@@ -921,9 +925,20 @@ def _test_best(
     return best_cfg, valid, test
 
 
+def _validation_curve(result: Any, metric: str) -> tuple[list[int], list[float]] | None:
+    """(epochs, validation values of ``metric``) that a trial reported, or None."""
+    history = result.metrics_dataframe
+    key = metric_key(metric)
+    if history is None or key not in history or "epoch" not in history:
+        return None
+    values = pd.to_numeric(history[key], errors="coerce")
+    keep = values.notna()
+    return history.loc[keep, "epoch"].astype(int).tolist(), values[keep].astype(float).tolist()
+
+
 def _plot_trials(
     experiment_dir: Path,
-    results: Any,
+    curves: dict[str, tuple[list[int], list[float]]],
     rows: list[TrialRow],
     best: TrialRow | None,
     metric: str,
@@ -933,18 +948,6 @@ def _plot_trials(
     """Write ``trials.png``: each trial's validation curve, coloured by how it ended."""
     from recsys.tuning.plot import plot_trials
 
-    key = metric_key(metric)
-    curves = {}
-    for result, row in zip(results, _rows_in_result_order(results, rows), strict=True):
-        history = result.metrics_dataframe
-        if history is None or key not in history or "epoch" not in history:
-            continue
-        values = pd.to_numeric(history[key], errors="coerce")
-        keep = values.notna()
-        curves[row.trial_id] = (
-            history.loc[keep, "epoch"].astype(int).tolist(),
-            values[keep].astype(float).tolist(),
-        )
     title = (
         f"{len(rows)} trials, {total_epochs} trial-epochs, scheduler {options.scheduler}"
         + (f" (grace {options.grace_period}, factor {options.reduction_factor:g})"
@@ -958,12 +961,6 @@ def _plot_trials(
         title=title,
     )
     atomic_write_bytes(experiment_dir / "trials.png", png)
-
-
-def _rows_in_result_order(results: Any, rows: list[TrialRow]) -> list[TrialRow]:
-    """``rows`` (sorted best first) back in the order of ``results``, matched by folder."""
-    by_path = {row.path: row for row in rows}
-    return [by_path[str(Path(result.path))] for result in results]
 
 
 def _record_parent(
