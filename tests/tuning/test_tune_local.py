@@ -333,19 +333,41 @@ def test_a_closed_form_model_is_one_step_per_trial(tmp_path):
     assert outcome.best is not None and outcome.test
 
 
-def test_optuna_searches_the_space(tmp_path):
+def test_optuna_samples_every_distribution_type_under_asha(tmp_path):
+    # optuna is in the test extra, so CI runs this; skipped only where it is not installed
     pytest.importorskip("optuna")
-    space = parse_space(
-        {"params": {"train.learning_rate": {"type": "loguniform", "low": 1e-3, "high": 5e-2}}}
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "fixed:\n  train.epochs: 4\n  train.patience: 4\n"
+        "params:\n"
+        "  train.learning_rate: {type: loguniform, low: 1.0e-3, high: 5.0e-2}\n"
+        "  model.reg_weight: {type: uniform, low: 0.0, high: 1.0e-3}\n"
+        "  model.embedding_size: {type: pow2, low: 8, high: 32}\n"
+        "  train.batch_size: {type: int, low: 128, high: 512}\n"
+        "  train.n_negatives: {type: choice, values: [1, 2]}\n"
     )
-    outcome = run_tune(
-        _base(tmp_path, "train.epochs=2"),
-        space,
-        TuneOptions(num_samples=2, scheduler="none", search_alg="optuna", seed=3, verbose=0),
-    )
-    rates = [t.params["train.learning_rate"] for t in outcome.trials]
-    assert len(set(rates)) == 2 and all(1e-3 <= r <= 5e-2 for r in rates)
-    assert outcome.best is not None and math.isfinite(outcome.best.best_value)
+    code, stdout = _run_cli(
+        "--model", "bpr", "--dataset", DATA, "--space", str(space), "--num-samples", "3",
+        "-o", str(tmp_path / "runs"), "--name", "optuna", "--no-tracking", "--quiet",
+        "--search-alg", "optuna", "--scheduler", "asha", "--grace-period", "1", "--seed", "3",
+    )  # fmt: skip
+    assert code == 0, stdout
+    trials = pd.read_csv(tmp_path / "runs" / "optuna" / "trials.csv")
+    assert len(trials) == 3
+    rates = trials["train.learning_rate"]
+    assert rates.nunique() == 3 and rates.between(1e-3, 5e-2).all()
+    assert trials["model.reg_weight"].between(0.0, 1e-3).all()
+    assert set(trials["model.embedding_size"]) <= {8, 16, 32}
+    assert trials["train.batch_size"].between(128, 512).all()
+    assert (trials["train.batch_size"] == trials["train.batch_size"].round()).all()
+    assert set(trials["train.n_negatives"]) <= {1, 2}
+    # the searcher state Ray saved holds an Optuna study: Optuna chose the points
+    states = (tmp_path / "runs" / "optuna" / "ray").glob("searcher-state-*.pkl")
+    assert any(b"optuna.study" in path.read_bytes() for path in states)
+    summary = json.loads((tmp_path / "runs" / "optuna" / "summary.json").read_text())
+    assert math.isfinite(summary["best"]["best_valid_ndcg_at_10"])
+    best = yaml.safe_load((tmp_path / "runs" / "optuna" / "best_config.yaml").read_text())
+    assert best["model"]["embedding_size"] in {8, 16, 32}
 
 
 def test_a_trial_that_needs_more_gpus_than_ray_has_fails_early(tmp_path, capsys):
