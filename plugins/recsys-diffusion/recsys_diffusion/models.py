@@ -12,16 +12,20 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
+from recsys.errors import ConfigError
 from recsys.models.base import ModelConfig, Recommender, ScoreFn, history_rows
 from recsys_diffusion.diffusion import Denoiser, GaussianDiffusion, ImportanceSampler
 
 
 class DiffRecConfig(ModelConfig):
     """Hyper-parameters of :class:`DiffRec` (defaults: the reference's clean-data settings)."""
+
+    # an infinite weight or NaN scale would only surface as an inf/NaN loss after set-up
+    model_config = ConfigDict(allow_inf_nan=False)
 
     steps: int = Field(5, gt=0)
     """Diffusion steps :math:`T` (also the number of denoiser calls at inference)."""
@@ -226,6 +230,23 @@ class LDiffRecConfig(DiffRecConfig):
     kl_anneal_batches: int = Field(200, gt=0)
     """Batches over which :math:`a_t` grows linearly to ``kl_cap``."""
 
+    @model_validator(mode="after")
+    def _check_latent(self) -> LDiffRecConfig:
+        # every cluster's encoder needs at least one latent unit
+        if self.latent_size < self.n_clusters:
+            raise ValueError(
+                f"model.latent_size ({self.latent_size}) must be at least model.n_clusters "
+                f"({self.n_clusters}): every cluster gets one latent unit or more"
+            )
+        # a floor above the start would make the "decay" a constant at the floor
+        if self.diffusion_weight_floor > self.diffusion_weight:
+            raise ValueError(
+                f"model.diffusion_weight_floor ({self.diffusion_weight_floor}) must not exceed "
+                f"model.diffusion_weight ({self.diffusion_weight}): lambda_t decays from "
+                "diffusion_weight down to the floor"
+            )
+        return self
+
 
 def kmeans(x: Tensor, k: int, seed: int, iters: int = 50) -> Tensor:
     """Cluster labels ``[n]`` of the rows of ``x`` by Lloyd's k-means (k-means++ start with a
@@ -298,7 +319,7 @@ class LDiffRec(DiffRec):
                 break
             widths[i] += 1
         if int(widths.sum()) != c.latent_size:
-            raise ValueError(
+            raise ConfigError(
                 f"model.latent_size={c.latent_size} is smaller than the {len(sizes)} clusters"
             )
         self.register_buffer("item_cluster", labels)

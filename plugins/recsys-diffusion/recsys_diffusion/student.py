@@ -23,11 +23,11 @@ from typing import Any, Literal
 import scipy.sparse as sp
 import torch
 import yaml
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, DataError
 from recsys.models.base import ModelConfig, Recommender, ScoreFn
 from recsys.train.checkpoint import load_checkpoint
 from recsys_diffusion.diffusion import Denoiser, GaussianDiffusion
@@ -40,6 +40,10 @@ Method = Literal["direct", "free", "regression", "boot", "consistency"]
 
 class DiffRecStudentConfig(ModelConfig):
     """Hyper-parameters of :class:`DiffRecStudent`."""
+
+    # huber_delta=inf silently turns the Huber loss into half the squared error; NaN passes
+    # no range check
+    model_config = ConfigDict(allow_inf_nan=False)
 
     teacher: str | None = None
     """A trained ``diffrec`` teacher: its run folder (``config.yaml``, ``split.npz``,
@@ -79,10 +83,28 @@ class DiffRecStudentConfig(ModelConfig):
         return self
 
 
+def _teacher_checkpoint(teacher: str, path: Path) -> dict[str, Any]:
+    """:func:`load_checkpoint`, with its error naming ``model.teacher``."""
+    try:
+        return load_checkpoint(path)
+    except DataError as exc:
+        raise ConfigError(f"model.teacher={teacher!r}: {exc}") from None
+
+
+def _run_folder_of(checkpoint: Path) -> Path | None:
+    """The run folder holding ``checkpoint`` (``<run>/checkpoints/<name>.pt``), if it is one."""
+    run = checkpoint.parent.parent
+    if checkpoint.parent.name == "checkpoints" and (run / "config.yaml").is_file():
+        return run
+    return None
+
+
 def read_teacher_config(teacher: str) -> tuple[dict[str, Any], Path, Path | None]:
     """``(diffrec config values, checkpoint path, run folder or None)`` of ``model.teacher``.
 
-    Reads only ``config.yaml`` for a run folder; a checkpoint file is read whole.
+    Reads only ``config.yaml`` for a run folder; a checkpoint file is read whole. A checkpoint
+    inside a run folder (``<run>/checkpoints/best.pt``) also returns that folder, so its split
+    is checked against the student's like a run folder's.
     """
     path = Path(teacher).expanduser()
     if path.is_dir():
@@ -91,11 +113,24 @@ def read_teacher_config(teacher: str) -> tuple[dict[str, Any], Path, Path | None
             raise ConfigError(
                 f"model.teacher={teacher!r}: {cfg_path} is missing (not a run folder)"
             )
-        model = dict((yaml.safe_load(cfg_path.read_text()) or {}).get("model") or {})
+        try:
+            loaded = yaml.safe_load(cfg_path.read_text())
+        except yaml.YAMLError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ConfigError(
+                f"model.teacher={teacher!r}: {cfg_path} is not valid YAML: {first}"
+            ) from None
+        section = loaded.get("model") if isinstance(loaded, dict) else None
+        if not isinstance(section, dict):
+            raise ConfigError(
+                f"model.teacher={teacher!r}: {cfg_path} has no 'model' section (not a run "
+                "folder's config)"
+            )
+        model = dict(section)
         name, run_dir, ckpt = model.pop("name", None), path, path / "checkpoints" / "best.pt"
     elif path.is_file():
-        state = load_checkpoint(path)
-        name, run_dir, ckpt = state.get("model_name"), None, path
+        state = _teacher_checkpoint(teacher, path)
+        name, run_dir, ckpt = state.get("model_name"), _run_folder_of(path), path
         model = dict(state.get("model_config") or {})
     else:
         raise ConfigError(f"model.teacher={teacher!r} does not exist")
@@ -221,7 +256,12 @@ class DiffRecStudent(Recommender):
             with torch.random.fork_rng(devices=[]):
                 model = DiffRec(self.arch).setup(self.train_matrix)
             self._check_teacher_split()
-            state = load_checkpoint(self._teacher_ckpt)
+            if not self._teacher_ckpt.is_file():
+                raise ConfigError(
+                    f"model.teacher={self.config.teacher!r}: {self._teacher_ckpt} does not exist "
+                    "(the teacher run saved no best checkpoint; train it first)"
+                )
+            state = _teacher_checkpoint(self.config.teacher, self._teacher_ckpt)
             try:
                 model.load_state_dict(state["model"])
             except (RuntimeError, KeyError) as exc:
@@ -236,12 +276,33 @@ class DiffRecStudent(Recommender):
         return self._teacher
 
     def _check_teacher_split(self) -> None:
-        """A teacher trained on other training rows would leak validation or test items."""
-        if self._teacher_run is None or not (self._teacher_run / "split.npz").is_file():
+        """A teacher trained on other training rows would leak validation or test items.
+
+        A run folder (or a checkpoint inside one) must hold the ``split.npz`` every recsys run
+        writes; without it the leak cannot be ruled out, so the teacher is refused. Only a
+        checkpoint file outside any run folder is taken on trust (logged).
+        """
+        teacher = self.config.teacher
+        if self._teacher_run is None:
+            log.warning(
+                "model.teacher=%r is a checkpoint outside a run folder: its training split "
+                "cannot be compared with this run's",
+                teacher,
+            )
             return
+        split_path = self._teacher_run / "split.npz"
+        if not split_path.is_file():
+            raise ConfigError(
+                f"model.teacher={teacher!r}: {split_path} is missing, so the teacher's training "
+                "split cannot be checked against this run's (it would leak held-out items if "
+                "they differ); use a complete teacher run folder"
+            )
         from recsys.data.split import Split
 
-        theirs = Split.load(self._teacher_run / "split.npz").train
+        try:
+            theirs = Split.load(split_path).train
+        except DataError as exc:
+            raise ConfigError(f"model.teacher={teacher!r}: {split_path}: {exc}") from None
         ours = sp.csr_array(self.train_matrix)
         if theirs.shape != ours.shape or (theirs != ours.astype(theirs.dtype)).nnz:
             raise ConfigError(

@@ -216,3 +216,41 @@ def test_teacher_given_as_a_checkpoint_file(runs):
     assert int(student.initialised) == 1
     for key, value in teacher.denoiser.state_dict().items():
         assert torch.equal(student.net.state_dict()[key], value), key
+
+
+def _train_code(out: Path, *args: str) -> int:
+    return main(["train", "-o", str(out), *COMMON, *FAST, *args])
+
+
+def test_teacher_run_without_a_best_checkpoint_names_model_teacher(runs, tmp_path, capsys):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(runs["teacher"], teacher)
+    shutil.rmtree(teacher / "checkpoints")
+    args = ["--model", "diffrec_student", "--set", f"model.teacher={teacher}"]
+    assert _train_code(tmp_path / "out", *args, "--set", "model.method=regression") == 2
+    err = capsys.readouterr().err
+    assert "error: model.teacher=" in err and "best.pt does not exist" in err
+
+
+def test_teacher_run_without_its_split_is_refused(runs, tmp_path, capsys):
+    # without split.npz the leak check was skipped: a student on another split trained
+    teacher = tmp_path / "teacher"
+    shutil.copytree(runs["teacher"], teacher)
+    (teacher / "split.npz").unlink()
+    args = ["--model", "diffrec_student", "--set", f"model.teacher={teacher}"]
+    code = _train_code(tmp_path / "out", *args, "--set", "model.method=boot")
+    err = capsys.readouterr().err
+    assert code == 2 and "model.teacher=" in err and "split.npz is missing" in err
+    assert not list((tmp_path / "out").glob("*/metrics.json"))
+
+
+def test_teacher_checkpoint_inside_a_run_folder_is_checked_for_its_split(runs, tmp_path, capsys):
+    # a checkpoint path skipped the split check that its own run folder gets
+    ckpt = runs["teacher"] / "checkpoints" / "best.pt"
+    args = ["--model", "diffrec_student", "--set", f"model.teacher={ckpt}"]
+    code = _train_code(
+        tmp_path / "out", *args, "--set", "model.method=boot", "--set", "split.seed=5"
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "different training split" in err
+    assert not list((tmp_path / "out").glob("*/metrics.json"))

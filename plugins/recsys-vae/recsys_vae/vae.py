@@ -18,13 +18,13 @@ from __future__ import annotations
 import itertools
 import logging
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
@@ -36,6 +36,9 @@ __all__ = ["ARDVAE", "ARDVAEConfig", "MultDAE", "MultDAEConfig", "MultVAE", "Mul
 log = logging.getLogger(__name__)
 
 _ROW_BATCH = 2048  # users encoded per block outside training (diagnostics, representations)
+
+Width = Annotated[int, Field(gt=0)]
+"""A layer width: a zero width would train an encoder that ignores its input, silently."""
 
 
 def _mlp(dims: list[int]) -> nn.ModuleList:
@@ -53,7 +56,10 @@ def _run(layers: nn.ModuleList, h: Tensor, final_activation: bool) -> Tensor:
 class MultDAEConfig(ModelConfig):
     """Hyper-parameters of :class:`MultDAE` (the paper's ``[I-200-I]``)."""
 
-    hidden_dims: tuple[int, ...] = ()
+    # an infinite or NaN rate, penalty or weight only shows up later as a NaN loss or metric
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    hidden_dims: tuple[Width, ...] = ()
     """Widths of the hidden layers between the input and the code (mirrored in the decoder)."""
     latent_dim: int = Field(200, gt=0)
     """Width of the code."""
@@ -67,7 +73,10 @@ class MultDAEConfig(ModelConfig):
 class MultVAEConfig(ModelConfig):
     """Hyper-parameters of :class:`MultVAE` (the paper's ``[I-600-200-600-I]``)."""
 
-    hidden_dims: tuple[int, ...] = (600,)
+    # an infinite or NaN rate, penalty or weight only shows up later as a NaN loss or metric
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    hidden_dims: tuple[Width, ...] = (600,)
     """Widths of the hidden layers between the input and the code (mirrored in the decoder)."""
     latent_dim: int = Field(200, gt=0)
     """Dimension :math:`K` of the latent code."""

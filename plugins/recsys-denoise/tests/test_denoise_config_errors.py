@@ -1,0 +1,60 @@
+"""Bad settings of the denoising wrappers are one-line CLI errors naming the key (exit 2),
+never a traceback or a run whose diagnostics or loss are silently wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recsys.cli import main
+
+DATA = "synthetic-120x80x2400"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path_factory.mktemp("data-cache")))
+    monkeypatch.delenv("RECSYS_TRACKING_URI", raising=False)
+
+
+def _train(tmp_path: Path, *args: str) -> int:
+    return main(
+        [
+            "train",
+            "--dataset",
+            DATA,
+            "-o",
+            str(tmp_path / "runs"),
+            "--no-tracking",
+            "--quiet",
+            "--set",
+            "train.epochs=1",
+            *args,
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "setting", "key"),
+    [
+        # NaN flagged nothing as noisy: drop precision and recall silently meaningless
+        ("tce", "model.clean_min_rating=nan", "model.clean_min_rating"),
+        # every weight exp(-inf * loss) = 0: a run that trained nothing and reported metrics
+        ("rce", "model.beta=inf", "model.beta"),
+        # inf * rate 0 = NaN drop count: "cannot convert float NaN to integer" (exit 3)
+        ("protodenoise", "model.candidate_factor=inf", "model.candidate_factor"),
+        # numpy refuses a negative seed: "expected non-negative integer" (exit 3)
+        ("protodenoise", "model.seed=-1", "model.seed"),
+        # the feature check named bm3's key model.modalities, not this model's
+        ("protodenoise", "model.modality=text+sound", "model.modality="),
+    ],
+)
+def test_bad_value_is_a_one_line_error_naming_the_key(tmp_path, capsys, model, setting, key):
+    code = _train(tmp_path, "--model", model, "--set", setting)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and key in lines[0], err
+    assert "Traceback" not in err
+    assert not list((tmp_path / "runs").glob("*/metrics.json"))
