@@ -28,12 +28,22 @@ def validation_message(exc: ValidationError, model: type[BaseModel], prefix: str
     """One readable line per problem, each naming the full dotted key."""
     problems = []
     for err in exc.errors():
+        raised = (err.get("ctx") or {}).get("error")
+        if isinstance(raised, ConfigError):
+            # a nested validation (a model's own config) already named its keys
+            problems.append(str(raised))
+            continue
         loc = [str(p) for p in err["loc"]]
         key = ".".join([prefix, *loc] if prefix else loc) or "(config)"
         if err["type"] == "extra_forbidden":
             known = _known_keys(model, loc[:-1])
             hint = f" (known: {', '.join(known)})" if known else ""
             problems.append(f"unknown key {key!r}{hint}")
+        elif not loc:
+            # a check across several keys: its input is the whole section, not worth echoing,
+            # and its message may name the keys itself
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(msg if prefix and msg.startswith(f"{prefix}.") else f"{key}: {msg}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{key}: {msg} (got {err.get('input')!r})")
@@ -61,7 +71,7 @@ def validate(model: type[T], values: dict[str, Any], prefix: str = "") -> T:
 class EvalConfig(BaseModel):
     """Full-ranking evaluation settings (RecBole's ``topk``, ``metrics``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     topk: list[int] = Field(default_factory=lambda: [10, 20])
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))

@@ -52,3 +52,52 @@ def test_missing_config_file(tmp_path):
     bad.write_text("train: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         build_run_config(bad)
+
+
+def _float_fields(config_class) -> list[str]:
+    """Keys of ``config_class`` whose type admits a float (``float``, ``float | None``)."""
+    return [
+        name
+        for name, field in config_class.model_fields.items()
+        if float in getattr(field.annotation, "__args__", ()) or field.annotation is float
+    ]
+
+
+def test_every_model_refuses_infinite_and_nan_hyper_parameters():
+    # NaN passes every range check and ``ge=0`` admits inf: each would train silently wrong
+    from recsys.models.base import build_config
+    from recsys.models.registry import get_model_class, list_models
+
+    checked = 0
+    for info in list_models():
+        config_class = get_model_class(info.name).config_class
+        for key in _float_fields(config_class):
+            for bad in (float("inf"), float("nan")):
+                with pytest.raises(ConfigError, match=f"model.{key}: .*finite"):
+                    build_config(config_class, {key: bad})
+            checked += 1
+    assert checked >= 10
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["model.reg_weight=inf", "train.learning_rate=nan", "data.rating_threshold=.inf",
+     "split.valid_ratio=nan", "eval.tail_share=nan", "train.clip_grad_norm=inf"],
+)  # fmt: skip
+def test_train_refuses_infinite_and_nan_settings_before_any_work(override, tmp_path, capsys):
+    from recsys.cli import main
+
+    code = main(["train", "--model", "bpr", "--dataset", "synthetic-120x80x2400",
+                 "--no-tracking", "--quiet", "-o", str(tmp_path), "--set", override])  # fmt: skip
+    assert code == 2
+    key = override.partition("=")[0]
+    assert f"error: {key}: Input should be a finite number" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_model_config_error_is_reported_once():
+    # the model section is validated by the model's own config class; its message is not
+    # wrapped again with the whole section echoed
+    with pytest.raises(ConfigError) as info:
+        build_run_config(overrides=["model.name=bpr", "model.embedding_size=0"])
+    assert str(info.value) == "model.embedding_size: Input should be greater than 0 (got 0)"

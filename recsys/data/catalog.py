@@ -76,7 +76,7 @@ __all__ = [
 class DataConfig(BaseModel):
     """Which dataset to load and how to filter it (the ``data`` section of a run config)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = "ml-100k"
     """A card name (``recsys data list``), or ``synthetic`` / ``synthetic-UxIxN``."""

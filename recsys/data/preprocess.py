@@ -38,7 +38,7 @@ class PreprocessOptions(Protocol):
 class PreprocessConfig(BaseModel):
     """Filters to apply after reading, in order: rating threshold, then k-core."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     rating_threshold: float | None = None
     """Keep interactions with ``rating >= rating_threshold``; ``None`` keeps all."""

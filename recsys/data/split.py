@@ -56,7 +56,7 @@ def check_ratios(value: tuple[float, float, float]) -> tuple[float, float, float
 class SplitConfig(BaseModel):
     """How to split interactions into train, validation and test."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     strategy: SplitStrategy | None = None
     """``ratio``, ``temporal``, ``loo`` or ``given``; None takes the dataset card's default."""

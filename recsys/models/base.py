@@ -61,23 +61,19 @@ def history_rows(
 class ModelConfig(BaseModel):
     """Base of every model's hyper-parameter class: typed, validated, unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # an infinite or NaN hyper-parameter passes range checks (NaN fails every comparison, and
+    # ``ge=0`` admits inf) and then trains silently wrong or dies mid-run
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def build_config(config_class: type[ModelConfig], values: dict[str, Any], prefix: str = "model"):
     """Validate ``values`` into ``config_class``; errors name the key (``model.embedding_size``)."""
+    from recsys.config import validation_message
+
     try:
         return config_class(**values)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join([prefix, *(str(p) for p in err["loc"])])
-            if err["type"] == "extra_forbidden":
-                known = ", ".join(sorted(config_class.model_fields))
-                problems.append(f"unknown key {key!r} (known: {known})")
-            else:
-                problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError("; ".join(problems)) from None
+        raise ConfigError(validation_message(exc, config_class, prefix)) from None
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 class TrainConfig(BaseModel):
     """Optimisation and early-stopping settings (defaults follow RecBole 1.2.1)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     epochs: int = Field(300, ge=1)
     """Maximum number of epochs."""

@@ -74,7 +74,7 @@ def test_the_card_split_sets_the_shares():
     "ratios", [(math.nan, 0.1, 0.1), (0.8, math.nan, 0.2), (0.8, math.inf, 0.2)]
 )
 def test_ratios_must_be_finite(ratios):
-    with pytest.raises(ValidationError, match="ratios must be finite"):
+    with pytest.raises(ValidationError, match="finite"):
         SplitConfig(ratios=ratios)
 
 
