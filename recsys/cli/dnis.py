@@ -30,7 +30,14 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> li
         raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
     if not out or any(not 0 < v <= 1 for v in out):
         raise click.BadParameter(f"ratios must be in (0, 1], got {value!r}")
-    return out
+    return _distinct(out, value)
+
+
+def _distinct(values: list, text: str) -> list:
+    # a repeated setting would train the same model twice under one label of the report
+    if len(set(values)) != len(values):
+        raise click.BadParameter(f"a value is listed twice in {text!r}")
+    return values
 
 
 def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -42,7 +49,7 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> list
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
     if not out or any(v <= 0 for v in out):
         raise click.BadParameter(f"widths must be positive, got {value!r}")
-    return out
+    return _distinct(out, value)
 
 
 @click.command()
@@ -140,6 +147,12 @@ def dnis(
 
     if keep_ratio is not None and budget is not None:
         raise click.UsageError("give --keep-ratio or --budget, not both")
+    if report and (keep_ratio is not None or budget is not None):
+        # the report trains DNIS at --ratios only: a single budget would be ignored
+        raise click.UsageError(
+            "--report trains DNIS at each of --ratios; --keep-ratio and --budget set the "
+            "budget of a single search (drop them, or put the ratio in --ratios)"
+        )
     model = dict(load_config_dict(config_path).get("model") or {})
     if model and model.get("name", "dnis") != "dnis":
         raise click.UsageError(
@@ -159,6 +172,8 @@ def dnis(
         )
     if keep_ratio is not None:
         model["keep_ratio"] = keep_ratio
+        # a param_budget from the config file would override the ratio asked for here
+        model["param_budget"] = None
     if budget is not None:
         model["param_budget"] = budget
     extra = run_overrides(
@@ -201,8 +216,17 @@ def dnis(
             param_hint="--width-key",
         )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    points = run_frontier(cfg, ratios, uniform, width_key=width_key, stamp=stamp)
     folder = cfg.output_dir / f"dnis-report-{stamp}"
+    suffix = 1
+    while folder.exists():  # another report of the same second keeps its files
+        suffix += 1
+        folder = cfg.output_dir / f"dnis-report-{stamp}-{suffix}"
+
+    def partial(points: list) -> None:
+        # rewritten after every run, so a failure later keeps the finished part
+        write_report(points, folder)
+
+    points = run_frontier(cfg, ratios, uniform, width_key=width_key, stamp=stamp, on_point=partial)
     paths = write_report(points, folder)
     tracker = make_tracker(
         cfg.tracking.enabled, cfg.tracking.uri, cfg.output_dir.resolve(), cfg.tracking.experiment

@@ -18,13 +18,17 @@ import html
 import io
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from recsys.config import RunConfig, validate
-from recsys.experiment import RunResult, load_run, train_run
+from recsys.data.catalog import load_dataset
+from recsys.data.split import make_split, resolve_split_config
+from recsys.errors import ConfigError
+from recsys.experiment import RunResult, build_model, load_run, train_run
 from recsys.models.base import Recommender
 from recsys.train.checkpoint import atomic_write_bytes, atomic_write_text
 
@@ -101,36 +105,84 @@ def _with(cfg: RunConfig, model: dict[str, Any], run_name: str) -> RunConfig:
     return validate(RunConfig, values)
 
 
+def _check_models(runs: list[tuple[str, str, float, RunConfig]], width_key: str) -> None:
+    """Set up every model of the report on the data before the first one trains.
+
+    A model that cannot be built (a keep ratio below one dimension per row, a width the
+    base's config refuses) would otherwise fail after the ones before it had trained. A
+    uniform model's ``width_key`` must be the width of its ID-embedding tables, or its
+    point would sit at the wrong parameter count (the two-tower's ``embedding_size`` is its
+    output width; its ID tables are ``feature_dim`` wide).
+    """
+    cfg = runs[0][3]
+    dataset = load_dataset(cfg.data)
+    split = make_split(dataset, resolve_split_config(dataset, cfg.split))
+    for label, kind, setting, run_cfg in runs:
+        try:
+            model = build_model(run_cfg, split, dataset)
+        except ConfigError as exc:
+            raise ConfigError(f"report model {label}: {exc}") from None
+        if kind != "uniform":
+            continue
+        widths = {
+            attr: int(getattr(model, attr).embedding_dim) for attr in model.id_embeddings().values()
+        }
+        if any(w != int(setting) for w in widths.values()):
+            raise ConfigError(
+                f"report model {label}: {width_key}={int(setting)} does not set the width of "
+                f"the ID-embedding tables of {run_cfg.model['name']!r} (they are {widths}); "
+                "give the base hyper-parameter that does as the width key (--width-key)"
+            )
+
+
 def run_frontier(
     cfg: RunConfig,
     ratios: list[float],
     widths: list[int],
     width_key: str = "embedding_size",
     stamp: str | None = None,
+    on_point: Callable[[list[FrontierPoint]], None] | None = None,
 ) -> list[FrontierPoint]:
     """DNIS at each keep ratio and the base at each uniform width, same data and seeds.
 
     ``cfg`` is a DNIS run config; the uniform runs train ``cfg.model["base"]`` with its
     ``base_params`` and ``width_key`` set to each width, and the rest of ``cfg`` unchanged.
+    Every model is set up once before the first one trains, so a setting that cannot work
+    fails in seconds, not after hours of training; ``on_point`` is called with the points so
+    far after each run (to write a partial report that survives a later failure).
+
+    Raises:
+        ConfigError: a repeated ratio or width, or a model of the report that cannot be set
+            up (naming it).
     """
+    for name, values in (("ratios", ratios), ("widths", widths)):
+        repeated = sorted({v for v in values if list(values).count(v) > 1})
+        if repeated:
+            raise ConfigError(f"the report's {name} list {repeated} more than once")
     stamp = stamp or datetime.now().strftime("%Y%m%d-%H%M%S")
     model = dict(cfg.model)
     base, base_params = model["base"], dict(model["base_params"])
-    points = []
+    runs: list[tuple[str, str, float, RunConfig]] = []
     for ratio in ratios:
         label = f"dnis-{ratio:g}"
-        run_cfg = _with(
-            cfg, {**model, "keep_ratio": ratio, "param_budget": None}, f"{label}-{stamp}"
-        )
-        result = train_run(run_cfg)
-        points.append(_point(result, label, "dnis", ratio))
-        log.info("%s: %s", label, points[-1].test.get(REPORT_METRIC))
+        dnis = {**model, "keep_ratio": ratio, "param_budget": None}
+        runs.append((label, "dnis", ratio, _with(cfg, dnis, f"{label}-{stamp}")))
     for width in widths:
         label = f"{base}-{width}"
-        run_cfg = _with(cfg, {"name": base, **base_params, width_key: width}, f"{label}-{stamp}")
+        try:
+            values = {"name": base, **base_params, width_key: width}
+            uniform = _with(cfg, values, f"{label}-{stamp}")
+        except ConfigError as exc:
+            raise ConfigError(f"report model {label} ({width_key}={width}): {exc}") from None
+        runs.append((label, "uniform", width, uniform))
+    _check_models(runs, width_key)
+    points: list[FrontierPoint] = []
+    for label, kind, setting, run_cfg in runs:
         result = train_run(run_cfg)
-        points.append(_point(result, label, "uniform", width))
+        points.append(_point(result, label, kind, setting))
         log.info("%s: %s", label, points[-1].test.get(REPORT_METRIC))
+        if on_point is not None:
+            on_point(list(points))
     return points
 
 

@@ -576,6 +576,14 @@ class DNISConfig(ModelConfig):
 def _resolve_base(values: dict[str, Any]) -> dict[str, Any]:
     """Check ``base`` and fill ``base_params`` with the base model's validated defaults."""
     values = dict(values)
+    fixed = [k for k in ("block_dims", "mde_exponent") if values.get(k) is not None]
+    if values.get("param_budget") is not None and fixed:
+        # fixed widths never read the budget: it would be ignored without a word
+        raise ConfigError(
+            f"model.param_budget={values['param_budget']} applies to a search, not to "
+            f"model.{fixed[0]} (block_dims gives the widths; mde_exponent spends "
+            "model.keep_ratio of every table)"
+        )
     name = str(values.get("base", "bpr"))
     if name == DNIS.name:
         raise ConfigError("model.base: DNIS cannot wrap itself")
@@ -670,6 +678,7 @@ class DNIS(Recommender):
                     f"{table.num_embeddings} rows but role {role!r} has {len(freq)}"
                 )
             order, block = frequency_blocks(freq, fractions)
+            self._check_blocks_filled(role, block, len(fractions))
             self.block_order[role], self.block_freq[role] = order, freq
             wrapper = SelectedEmbedding(
                 table, torch.from_numpy(block), len(fractions), self.config.init_alpha
@@ -690,6 +699,55 @@ class DNIS(Recommender):
                 f"model.param_budget={self.config.param_budget} exceeds the "
                 f"{total} ID-embedding parameters of {self.config.base!r}"
             )
+        if self.config.block_dims is None:
+            self._check_budget_covers_rows(total)
+
+    def _check_blocks_filled(self, role: str, block: np.ndarray, n_blocks: int) -> None:
+        """Every block of a table needs a row: an empty block has no frequency range, its
+        cells cost nothing, and its width in the report means nothing."""
+        sizes = np.bincount(block, minlength=n_blocks)
+        if sizes.all():
+            return
+        n, cfg = len(block), self.config
+        if cfg.block_fractions is not None:
+            empty = int(np.flatnonzero(sizes == 0)[0])
+            raise ConfigError(
+                f"model.block_fractions={cfg.block_fractions}: block {empty} of the {role} "
+                f"table of {cfg.base!r} ({n} rows) gets no rows; give every block a share of "
+                f"at least 1/{n}"
+            )
+        raise ConfigError(
+            f"model.n_blocks={n_blocks} exceeds the {n} rows of the {role} table of "
+            f"{cfg.base!r}; every frequency block needs at least one row (use at most {n})"
+        )
+
+    def _check_budget_covers_rows(self, total: int) -> None:
+        r"""The budget must pay for one dimension of every row, :math:`B \ge \sum_t n_t`:
+        below that whole blocks are pruned to width 0 and their rows score as zero vectors
+        (a budget under one block's cell keeps nothing at all)."""
+        rows = sum(m.num_embeddings for m in self._tables().values())
+        budget = self.budget()
+        cfg = self.config
+        # min_dim is otherwise only checked at pruning, after the warm start and the search
+        forced = sum(
+            min(cfg.min_dim, m.embedding_dim) * m.num_embeddings for m in self._tables().values()
+        )
+        if budget < forced and not self.config.fixed_allocation():
+            raise ConfigError(
+                f"model.min_dim={cfg.min_dim} needs {forced} parameters, more than the budget "
+                f"of {budget}; lower model.min_dim or raise the budget"
+            )
+        if budget >= rows:
+            return
+        if cfg.param_budget is not None:
+            what = f"model.param_budget={cfg.param_budget}"
+        else:
+            what = f"model.keep_ratio={cfg.keep_ratio:g} ({budget} parameters)"
+        raise ConfigError(
+            f"{what} is less than one dimension per row: the ID-embedding tables of "
+            f"{cfg.base!r} have {rows} rows ({total} parameters at full width), so keep at "
+            f"least {rows} parameters (keep_ratio >= {rows / total:.4g})"
+        )
 
     def _check_block_dims(
         self, dims: dict[str, list[int]], n_blocks: int, widths: dict[str, int]

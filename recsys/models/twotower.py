@@ -50,7 +50,7 @@ class TwoTowerConfig(ModelConfig):
     projections)."""
     hidden_sizes: list[PositiveInt] = Field(default_factory=lambda: [128])
     """Hidden layer widths of each tower's MLP (ReLU); ``[]`` gives one linear layer."""
-    temperature: float = Field(0.1, gt=0)
+    temperature: float = Field(0.1, gt=0, allow_inf_nan=False)
     """Softmax temperature :math:`\\tau` of the main task."""
     logq_correction: bool = False
     """Subtract :math:`\\log p_j` (training frequency of item :math:`j`) from the logits
@@ -73,10 +73,10 @@ class TwoTowerConfig(ModelConfig):
     """Item fields encoded into a derived ``text`` feature; None takes the dataset card's."""
     ssl: Literal["none", "rfm", "cfm"] = "cfm"
     """Self-supervised task on the item tower: off, random or correlated feature masking."""
-    ssl_weight: float = Field(0.5, ge=0.0)
+    ssl_weight: float = Field(0.5, ge=0.0, allow_inf_nan=False)
     """:math:`\\alpha` in :math:`\\mathcal{L} = \\mathcal{L}_\\text{main} +
     \\alpha\\mathcal{L}_\\text{ssl}`."""
-    ssl_temperature: float = Field(0.1, gt=0)
+    ssl_temperature: float = Field(0.1, gt=0, allow_inf_nan=False)
     """Softmax temperature of the contrastive task between the two views."""
     ssl_batch_size: int | None = Field(None, gt=0)
     """Items per SSL batch, sampled uniformly from the corpus; None: the main batch's size."""
@@ -224,15 +224,14 @@ def _tables(
     for name in names:
         table: FeatureTable | None = available.get(name)
         if table is None and role == "item" and name == "text":
-            from recsys.data.features import item_modalities
-
-            matrix = item_modalities(dataset, ["text"], text_fields=text_fields)["text"]
-            table = FeatureTable("text", "dense", matrix)
+            table = _derived_text(dataset, text_fields)
         if table is None:
-            known = ", ".join(available) or "none"
+            known = list(available)
+            if role == "item" and "text" not in known:
+                known.append("text (derived)")
             raise ConfigError(
                 f"unknown {role} feature {name!r} for dataset {dataset.name!r} (key {key}); "
-                f"available: {known}" + (", text (derived)" if role == "item" else "")
+                f"available: {', '.join(known) or 'none'}"
             )
         if table.n_rows != n_rows:
             raise DataError(
@@ -241,17 +240,59 @@ def _tables(
             )
         if table.kind == "categorical":
             n_values = len(table.vocab or [])
-            out.append(_Table(name, "categorical", np.asarray(table.values), n_values))
+            codes = _categorical_codes(table, n_values, f"{dataset.name}: {role}")
+            out.append(_Table(name, "categorical", codes, n_values))
         elif table.kind == "multi_hot":
             out.append(_Table(name, "multi_hot", sp.csr_array(table.values)))
         else:
             values = np.asarray(table.values, dtype=np.float32)
             if values.ndim == 1:
                 values = values[:, None]
-            if not np.isfinite(values).all():
-                raise DataError(f"{role} feature {name!r} has NaN or infinite values")
+            bad = ~np.isfinite(values).all(axis=1)
+            if bad.any():
+                raise DataError(
+                    f"{dataset.name}: {role} feature {name!r} has a NaN or infinite value in "
+                    f"row {int(np.flatnonzero(bad)[0])} ({int(bad.sum())} rows)"
+                )
             out.append(_Table(name, "dense", values))
     return out
+
+
+def _derived_text(dataset: Dataset, text_fields: list[str] | None) -> FeatureTable:
+    """The ``text`` feature encoded from the items' text fields, or a :class:`ConfigError`
+    in this model's keys (``model.item_features``, ``model.text_fields``)."""
+    from recsys.data.features import available_modalities, card_text_fields, item_modalities
+
+    if "text" not in available_modalities(dataset, text_fields):
+        fields = text_fields if text_fields is not None else card_text_fields(dataset.name)
+        source = "model.text_fields" if text_fields is not None else "its card's text_fields"
+        raise ConfigError(
+            f"model.item_features lists 'text', but dataset {dataset.name!r} has no text table "
+            f"and cannot derive one: {source} is {fields or 'empty'}, and the text fields "
+            "must all be columns of its item file; set model.text_fields to item fields "
+            f"(item feature tables: {', '.join(dataset.item_features) or 'none'})"
+        )
+    matrix = item_modalities(dataset, ["text"], text_fields=text_fields)["text"]
+    return FeatureTable("text", "dense", matrix)
+
+
+def _categorical_codes(table: FeatureTable, n_values: int, owner: str) -> np.ndarray:
+    """Integer codes in ``[-1, n_values)`` (``-1`` missing), or a :class:`DataError` naming
+    the first bad row: an out-of-range code would fail deep inside an embedding lookup."""
+    values = np.asarray(table.values)
+    if values.ndim != 1:
+        raise DataError(f"{owner} feature {table.name!r}: categorical codes must be one per row")
+    bad = (values < -1) | (values >= n_values)
+    if not np.issubdtype(values.dtype, np.integer):
+        bad |= ~np.isfinite(values) | (values != np.round(values))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{owner} feature {table.name!r} has code {values[row].item()} in row {row}; codes "
+            f"must be integers from -1 (missing) to {n_values - 1} (its vocabulary has "
+            f"{n_values})"
+        )
+    return values.astype(np.int64)
 
 
 def _slot(table: _Table, dim: int) -> nn.Module:

@@ -118,3 +118,65 @@ def test_bad_options_are_clear_errors(tmp_path, capsys):
     assert _dnis(tmp_path, "--report", "--width-key", "bogus", "--no-tracking") == 2
     assert "has no hyper-parameter 'bogus'" in capsys.readouterr().err
     assert not list((tmp_path / "runs").glob("*/checkpoints"))
+
+
+def test_budgets_and_blocks_that_cannot_work_are_clear_errors(tmp_path, capsys):
+    # 200 users + 120 items at width 16: one dimension per row costs 320 parameters
+    assert _dnis(tmp_path, "--budget", "3", "--no-tracking") == 2
+    err = capsys.readouterr().err
+    assert "model.param_budget=3 is less than one dimension per row" in err and "320" in err
+    assert _dnis(tmp_path, "--keep-ratio", "0.05", "--no-tracking") == 2
+    assert "keep_ratio >= 0.0625" in capsys.readouterr().err
+    assert _dnis(tmp_path, "--set", "model.n_blocks=500", "--no-tracking") == 2
+    assert "model.n_blocks=500 exceeds the 200 rows of the user table" in capsys.readouterr().err
+    assert not list((tmp_path / "runs").glob("*/checkpoints"))
+
+
+def test_keep_ratio_overrides_a_budget_from_the_config_file(tmp_path, capsys):
+    config = tmp_path / "dnis.yaml"
+    config.write_text("model:\n  name: dnis\n  param_budget: 4000\n")
+    args = ["-c", str(config), "--keep-ratio", "0.25", "--no-tracking", "--json"]
+    assert _dnis(tmp_path, *args) == 0
+    dims = json.loads(capsys.readouterr().out)["dimensions"]
+    assert dims["budget"] == 1280 and abs(dims["kept_parameters"] - 1280) <= 25
+
+
+def test_the_report_checks_every_model_before_the_first_trains(tmp_path, capsys):
+    assert _dnis(tmp_path, "--report", "--keep-ratio", "0.3", "--no-tracking") == 2
+    assert "--report trains DNIS at each of --ratios" in capsys.readouterr().err
+    assert _dnis(tmp_path, "--report", "--ratios", "0.5,0.5", "--no-tracking") == 2
+    assert "listed twice" in capsys.readouterr().err
+    # the second ratio is below one dimension per row: found before dnis-0.5 trains
+    code = _dnis(tmp_path, "--report", "--ratios", "0.5,0.01", "--uniform", "4", "--no-tracking")
+    assert code == 2
+    assert "report model dnis-0.01: model.keep_ratio=0.01" in capsys.readouterr().err
+    # the two-tower's embedding_size is its output width; its ID tables are feature_dim wide
+    code = _dnis(
+        tmp_path, "--report", "-b", "twotower", "--ratios", "0.5", "--uniform", "4", "--no-tracking"
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "report model twotower-4: embedding_size=4 does not set the width" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_report_cut_short_keeps_the_models_already_trained(tmp_path, capsys, monkeypatch):
+    import recsys.dnis.report as report
+    from recsys.errors import TrackingError
+
+    trained = []
+
+    def train_then_fail(cfg):
+        if trained:  # the tracker goes away during the second model
+            raise TrackingError("the MLflow server went away")
+        trained.append(cfg.run_name)
+        return real(cfg)
+
+    real = report.train_run
+    monkeypatch.setattr(report, "train_run", train_then_fail)
+    code = _dnis(tmp_path, "--report", "--ratios", "0.5", "--uniform", "4", "--no-tracking")
+    assert code == 2 and "went away" in capsys.readouterr().err
+    (folder,) = (tmp_path / "runs").glob("dnis-report-*")
+    points = json.loads((folder / "report.json").read_text())["points"]
+    assert [p["label"] for p in points] == ["dnis-0.5"]
+    assert "| dnis-0.5 |" in (folder / "report.md").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import torch
 
 from recsys.cli import main
 from recsys.experiment import load_run
+from recsys.train.checkpoint import load_checkpoint, save_checkpoint
 
 DATA = "synthetic-120x80x2400"
 
@@ -92,5 +94,68 @@ def test_export_needs_user_and_item_representations(tmp_path, capsys):
         == 0
     )
     capsys.readouterr()
-    assert main(["export", str(_run_dir(tmp_path)), "--out", str(tmp_path / "x")]) != 0
-    assert "no user or item representation" in capsys.readouterr().err
+    # a user error: one line and exit 2, like every other bad input
+    assert main(["export", str(_run_dir(tmp_path)), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "no user or item representation" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def _train_bpr(tmp_path) -> Path:
+    args = ["train", "--model", "bpr", "--dataset", DATA, "-o", str(tmp_path / "runs")]
+    assert main([*args, "--no-tracking", "--quiet", "--set", "train.epochs=1"]) == 0
+    return _run_dir(tmp_path)
+
+
+def test_an_existing_export_is_kept_unless_overwrite_is_given(tmp_path, capsys):
+    run = _train_bpr(tmp_path)
+    out = tmp_path / "export"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {
+        "item_embeddings.npy",
+        "user_embeddings.npy",
+        "items.csv",
+        "users.csv",
+        "export.json",
+    }
+    (out / "users.csv").write_text("mine\n")  # the user's own edit, not to be lost
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds" in err and "--overwrite" in err
+    assert (out / "users.csv").read_text() == "mine\n"
+    assert main(["export", str(run), "--out", str(out), "--overwrite"]) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # and no temporary files
+
+
+def test_non_finite_embeddings_are_refused(tmp_path, capsys):
+    run = _train_bpr(tmp_path)
+    best = run / "checkpoints" / "best.pt"
+    state = load_checkpoint(best)
+    weight = state["model"]["user_embedding.weight"]
+    weight[7] = float("nan")
+    save_checkpoint(best, state)
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "user embeddings have NaN or infinite values" in err and "first row 7" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_model_that_does_not_score_by_the_dot_product_is_refused(tmp_path, capsys, monkeypatch):
+    from recsys.models.bpr import BPR
+
+    run = _train_bpr(tmp_path)
+    plain = BPR.scorer
+
+    def with_item_bias(self, history=None):
+        score = plain(self, history)
+        return lambda users: score(users) + torch.arange(self.n_items, dtype=torch.float32)
+
+    # a model whose scores are not user . item (here: plus an item bias)
+    monkeypatch.setattr(BPR, "scorer", with_item_bias)
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(tmp_path / "x")]) == 2
+    assert "does not score by the dot product" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

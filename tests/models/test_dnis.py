@@ -187,7 +187,7 @@ def test_warm_start_keeps_alpha_and_search_moves_it(planted_split):
 # -- pruning ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ratio", [0.9, 0.5, 0.25, 0.05])
+@pytest.mark.parametrize("ratio", [0.9, 0.5, 0.25, 0.1])
 def test_pruning_hits_the_requested_ratio(planted_split, ratio):
     model = _setup(planted_split, keep_ratio=ratio)
     # make the cell scores differ like a trained model's
@@ -516,3 +516,36 @@ def test_early_stopping_waits_for_the_search_to_end(planted_split):
     result = _trainer(planted_split, model, epochs=6, patience=1, learning_rate=0.3).fit()
     assert result.epochs_run >= 4
     assert [("aux_loss" in h) for h in result.history[:3]] == [False, False, True]
+
+
+def test_a_budget_below_one_dimension_per_row_is_a_clear_error(planted_split):
+    # 300 users + 200 items at K = 16: 8000 parameters, one dimension per row costs 500
+    with pytest.raises(ConfigError, match=r"model.keep_ratio=0.05 \(400 parameters\).*500 rows"):
+        _setup(planted_split, keep_ratio=0.05)
+    with pytest.raises(ConfigError, match=r"model.param_budget=3 is less than one dimension"):
+        _setup(planted_split, param_budget=3)
+    # exactly one dimension per row is allowed, and every block can be paid for
+    model = _setup(planted_split, keep_ratio=1 / 16)
+    model.prune()
+    assert abs(model.kept_parameters() - 500) <= 75 / 2
+    # min_dim is checked at set-up, not at pruning after the warm start and the search
+    with pytest.raises(ConfigError, match=r"model.min_dim=4 needs 2000 parameters"):
+        _setup(planted_split, keep_ratio=0.2, min_dim=4)
+    # fixed widths do not read the budget, so it is refused rather than ignored
+    dims = {"user": [1, 1, 1, 1], "item": [1, 1, 1, 1]}
+    with pytest.raises(ConfigError, match=r"model.param_budget=600 applies to a search"):
+        _setup(planted_split, param_budget=600, block_dims=dims)
+    with pytest.raises(ConfigError, match=r"not to model.mde_exponent"):
+        _setup(planted_split, param_budget=600, mde_exponent=0.5)
+
+
+def test_every_frequency_block_needs_a_row(planted_split):
+    # 200 items: 250 equal blocks would leave 50 of them empty
+    with pytest.raises(ConfigError, match=r"model.n_blocks=250 exceeds the 200 rows of the item"):
+        _setup(planted_split, n_blocks=250)
+    with pytest.raises(ConfigError, match=r"model.n_blocks=301 exceeds the 300 rows of the user"):
+        _setup(planted_split, n_blocks=301)
+    with pytest.raises(ConfigError, match=r"model.block_fractions=\[0.001, 0.999\]: block 0"):
+        _setup(planted_split, block_fractions=[0.001, 0.999])
+    model = _setup(planted_split, n_blocks=200, keep_ratio=0.5)  # one item per block is fine
+    assert model.base.item_embedding.block_sizes().min() == 1

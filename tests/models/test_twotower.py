@@ -11,7 +11,7 @@ from torch import nn
 from recsys.data.dataset import Dataset, FeatureTable, Vocabulary
 from recsys.data.samplers import make_sampler
 from recsys.data.split import split_ratio
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, DataError
 from recsys.eval.evaluator import Evaluator
 from recsys.models.pop import Pop
 from recsys.models.ssl_masks import (
@@ -368,3 +368,59 @@ def test_repr_and_defaults():
     model = TwoTower()
     assert repr(model).startswith("TwoTower(embedding_size=64, feature_dim=32")
     assert model.config.ssl == "cfm"
+
+
+@pytest.mark.parametrize("key", ["temperature", "ssl_temperature", "ssl_weight"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_temperatures_and_weights_are_refused(key, value):
+    # an infinite temperature makes every logit 0: training would run and learn nothing
+    with pytest.raises(ConfigError, match=f"model.{key}"):
+        TwoTower(**{key: value})
+
+
+def _with_item_table(dataset: Dataset, table: FeatureTable) -> Dataset:
+    """A copy of ``dataset`` with one more item table, added after the dataset's own checks
+    (as a caller that builds feature tables itself would)."""
+    import dataclasses
+
+    copy = dataclasses.replace(dataset, item_features=dict(dataset.item_features))
+    copy.item_features[table.name] = table
+    return copy
+
+
+def test_bad_feature_values_name_the_feature_and_row(planted, planted_split):
+    n = planted.n_items
+    codes = np.zeros(n, dtype=np.int64)
+    codes[5] = 3  # the vocabulary has three values: 0, 1, 2
+    bad = _with_item_table(planted, FeatureTable("colour", "categorical", codes, ["r", "g", "b"]))
+    with pytest.raises(
+        DataError, match=r"feature 'colour' has code 3 in row 5.*-1 \(missing\) to 2"
+    ):
+        TwoTower(item_features=["colour"]).setup(planted_split.train, bad)
+    values = np.ones((n, 2), dtype=np.float32)
+    values[3, 1] = np.nan
+    bad = _with_item_table(planted, FeatureTable("price", "dense", values))
+    with pytest.raises(
+        DataError, match=r"item feature 'price' has a NaN or infinite value in row 3"
+    ):
+        TwoTower(item_features=["price"]).setup(planted_split.train, bad)
+    # missing codes (-1) are fine and get their own embedding
+    codes[5] = -1
+    ok = _with_item_table(planted, FeatureTable("colour", "categorical", codes, ["r", "g", "b"]))
+    TwoTower(item_features=["colour"], ssl="none").setup(planted_split.train, ok)
+
+
+def test_an_underivable_text_feature_names_the_two_tower_keys(planted, planted_split):
+    import dataclasses
+
+    features = {k: v for k, v in planted.item_features.items() if k != "text"}
+    no_text = dataclasses.replace(planted, item_features=features)
+    with pytest.raises(ConfigError) as info:
+        TwoTower(item_features=["text"]).setup(planted_split.train, no_text)
+    message = str(info.value)
+    assert "model.item_features lists 'text'" in message and "model.text_fields" in message
+    assert "model.modalities" not in message  # a key the two-tower model does not have
+    # a dataset with a text table lists it once
+    with pytest.raises(ConfigError) as info:
+        TwoTower(item_features=["colour"]).setup(planted_split.train, planted)
+    assert "text (derived)" not in str(info.value)
