@@ -28,7 +28,7 @@ from recsys.cli.options import output_dir_option, quiet_option, set_option, trac
     help="Latents per input dimension (default 4).",
 )
 @click.option("--epochs", type=click.IntRange(min=0), help="Maximum SAE epochs (default 50).")
-@click.option("--batch-size", type=click.IntRange(min=1), help="SAE mini-batch size (default 32).")
+@click.option("--batch-size", type=click.IntRange(min=2), help="SAE mini-batch size (default 32).")
 @click.option(
     "--lr",
     "learning_rate",
@@ -37,7 +37,7 @@ from recsys.cli.options import output_dir_option, quiet_option, set_option, trac
 )
 @click.option(
     "--seed",
-    type=int,
+    type=click.IntRange(0, 2**32 - 1),
     help="Seed of the SAE, the held-out split, the controls and ITDA (default 0).",
 )
 @click.option(

@@ -37,13 +37,13 @@ from torch import Tensor
 
 from recsys.eval.evaluator import Evaluator
 from recsys.models.base import Recommender
-from recsys.probe.sae import TopKSAE
+from recsys.probe.sae import MAX_SEED, TopKSAE
 
 
 class AblationConfig(BaseModel):
     """What to ablate and how to measure it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     k: int = Field(10, gt=0)
     """Length of the top-K lists compared."""
@@ -55,7 +55,7 @@ class AblationConfig(BaseModel):
     """:math:`\\lambda` of the steering experiment (1 turns it off)."""
     max_users: int = Field(2000, gt=0)
     """Users measured at most per latent (a seeded sample beyond that)."""
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 @dataclass
@@ -275,15 +275,19 @@ def concept_item_mask(attributes: list[str], names: list[str], items: sp.csr_arr
 def summarize_effects(effects: list[LatentEffect]) -> dict[str, float]:
     """Means over the ablated latents and the headline ratio (concept drop / random drop).
 
-    The ratio is NaN when no latent was ablated and infinite when the random control does not
-    lower the concept's share at all (then the concept drop is what counts).
+    The ratio is NaN when no latent was ablated or no random latent was (``n_random=0``: there
+    is no control), and infinite when the random control does not lower the concept's share at
+    all (then the concept drop is what counts).
     """
     if not effects:
         return {"n_ablated": 0}
     drop = float(np.mean([e.drop for e in effects]))
-    rand = float(np.nanmean([e.random_latent_drop for e in effects]))
+    rand = _nanmean([e.random_latent_drop for e in effects])
     direction = float(np.mean([e.random_direction_drop for e in effects]))
-    ratio = drop / rand if rand > 0 else (math.inf if drop > 0 else float("nan"))
+    if math.isnan(rand):
+        ratio = float("nan")
+    else:
+        ratio = drop / rand if rand > 0 else (math.inf if drop > 0 else float("nan"))
     return {
         "n_ablated": len(effects),
         "mean_share_before": float(np.mean([e.share_before for e in effects])),
@@ -293,8 +297,15 @@ def summarize_effects(effects: list[LatentEffect]) -> dict[str, float]:
         "drop_ratio_vs_random_latent": ratio,
         "mean_steer_gain": float(np.mean([e.steer_gain for e in effects])),
         "mean_overlap_ablated": float(np.mean([e.overlap_ablated for e in effects])),
-        "mean_overlap_random": float(np.nanmean([e.overlap_random for e in effects])),
-        "mean_ndcg_before": float(np.nanmean([e.ndcg_before for e in effects])),
-        "mean_ndcg_ablated": float(np.nanmean([e.ndcg_ablated for e in effects])),
+        "mean_overlap_random": _nanmean([e.overlap_random for e in effects]),
+        "mean_ndcg_before": _nanmean([e.ndcg_before for e in effects]),
+        "mean_ndcg_ablated": _nanmean([e.ndcg_ablated for e in effects]),
         "share_lowered": float(np.mean([e.drop > 0 for e in effects])),
     }
+
+
+def _nanmean(values: list[float]) -> float:
+    """Mean of the finite-or-infinite values, NaN when every value is NaN (no warning)."""
+    arr = np.asarray(values, dtype=float)
+    kept = arr[~np.isnan(arr)]
+    return float(kept.mean()) if len(kept) else float("nan")

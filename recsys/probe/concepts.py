@@ -62,6 +62,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys.data.dataset import Dataset, FeatureTable
+from recsys.probe.sae import MAX_SEED
 
 # words too common in titles to name anything
 STOPWORDS = frozenset(
@@ -172,7 +173,7 @@ POPULARITY_BUCKETS: tuple[tuple[float, float, str], ...] = (
 class ConceptConfig(BaseModel):
     """How concepts are built and validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     top_n: int = Field(10, gt=0)
     """Top-activating instances that explain a latent (name its concept)."""
@@ -199,7 +200,7 @@ class ConceptConfig(BaseModel):
     numeric."""
     confidence_threshold: float = Field(0.8, ge=0.0, le=1.0)
     """Interpretable means confidence at least this (RecSAE: 0.8)."""
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 @dataclass

@@ -78,11 +78,21 @@ def load_labeller(spec: str | None) -> Labeller | None:
         module = _import(module_name)
     except ImportError as exc:
         raise ConfigError(f"labeller {spec!r}: cannot import {module_name!r} ({exc})") from None
+    except Exception as exc:  # the user's module fails while importing (syntax, its own code)
+        raise ConfigError(
+            f"labeller {spec!r}: importing {module_name!r} failed ({type(exc).__name__}: {exc})"
+        ) from None
     target = getattr(module, attr, None)
     if target is None:
         raise ConfigError(f"labeller {spec!r}: {module_name!r} has no attribute {attr!r}")
     if isinstance(target, type):
-        target = target()
+        try:
+            target = target()
+        except Exception as exc:  # a class that needs arguments, or fails to set itself up
+            raise ConfigError(
+                f"labeller {spec!r}: cannot create {attr}() without arguments "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
     if isinstance(target, Labeller):
         return target
     if callable(target):

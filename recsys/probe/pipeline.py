@@ -44,7 +44,13 @@ from recsys.probe.ablation import (
     concept_item_mask,
     summarize_effects,
 )
-from recsys.probe.collect import Site, collect_representations, resolve_site
+from recsys.probe.collect import (
+    ProbeSiteError,
+    Site,
+    collect_representations,
+    resolve_site,
+    site_kind,
+)
 from recsys.probe.concepts import (
     AttributeTable,
     ConceptConfig,
@@ -60,6 +66,7 @@ from recsys.probe.concepts import (
 from recsys.probe.itda import build_itda, chance_jaccard, itda_fvu, jaccard
 from recsys.probe.labeller import Labeller, LatentEvidence
 from recsys.probe.sae import (
+    MAX_SEED,
     SAEConfig,
     SAEOptions,
     SAETrainConfig,
@@ -77,7 +84,7 @@ log = logging.getLogger(__name__)
 class ITDAConfig(BaseModel):
     """The ITDA dictionary (``itda`` section of a probe)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = True
     k: int = Field(8, gt=0)
@@ -86,7 +93,7 @@ class ITDAConfig(BaseModel):
     """Error threshold for adding an atom; None means cosine 0.9 (``(2 - 2*0.9) / d``)."""
     batch_size: int = Field(64, gt=0)
     max_atoms: int | None = Field(None, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     """Order of the instance stream (the same for every model compared)."""
 
 
@@ -127,12 +134,19 @@ class ProbeConfig(BaseModel):
         return sorted(set(value))
 
     def with_seed(self, seed: int) -> ProbeConfig:
-        """The same config with every section's seed set to ``seed``."""
-        update = {
-            name: getattr(self, name).model_copy(update={"seed": seed})
-            for name in ("train", "concepts", "ablation", "itda")
-        }
-        return self.model_copy(update=update)
+        """The same config with every section's seed set to ``seed``.
+
+        Raises:
+            ConfigError: ``seed`` is outside ``0 .. 2**32 - 1``.
+        """
+        # validated, not model_copy(update=...): that would skip the seed's range check and a
+        # negative seed would only fail deep inside numpy
+        if not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"seed must be in 0..{MAX_SEED}, got {seed}")
+        values = self.model_dump()
+        for name in ("train", "concepts", "ablation", "itda"):
+            values[name]["seed"] = seed
+        return type(self).model_validate(values)
 
 
 @dataclass
@@ -591,6 +605,13 @@ def _itda(
     for name, x in sorted(reps.items()):
         if name == site.name or x.dim() != 2 or x.shape[0] != site.n:
             continue
+        # atom ids are row indices: with as many users as items, an item site's ids would
+        # match user ids by accident, so only sites whose rows are the same kind compare
+        try:
+            if site_kind(name, x, int(model.n_users or 0), int(model.n_items or 0)) != site.kind:
+                continue
+        except ProbeSiteError:
+            continue
         compare_with(f"site {name}", build(x).ids)
     if compare is not None:
         other_reps = collect_representations(compare)
@@ -671,9 +692,20 @@ def _cards(
                 terms=terms,
             )
             try:
-                card["description"] = labeller.describe(evidence)
+                text = labeller.describe(evidence)
             except Exception as exc:  # an external labeller must not sink the report
                 log.warning("labeller failed on latent %d: %s", c.latent, exc)
+            else:
+                # anything but text (an LLM client's response object, a dict) would break the
+                # page and report.json after all the work is done
+                if text is None or isinstance(text, str):
+                    card["description"] = text
+                else:
+                    log.warning(
+                        "labeller returned a %s for latent %d, not a string; ignored",
+                        type(text).__name__,
+                        c.latent,
+                    )
             c.description = card["description"]
         cards.append(card)
     return cards

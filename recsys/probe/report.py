@@ -232,7 +232,10 @@ def _img(b64: str, alt: str) -> str:
 
 
 def _kv(pairs: list[tuple[str, Any]]) -> str:
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in pairs)
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{v if isinstance(v, _Raw) else _fmt(v)}</td></tr>"
+        for k, v in pairs
+    )
     return f'<table class="kv">{rows}</table>'
 
 
@@ -290,13 +293,20 @@ def _section_quality(r: ProbeResult) -> str:
             rows.append([f"{part}: SAE reconstruction", *[q[f"{part}_sae"][k] for k in keys]])
         parts.append(_table(["", *[k.replace("_at_", "@") for k in keys]], rows))
         ok = q["valid_retention"] >= 0.95
-        parts.append(
-            f'<p class="{"good" if ok else "bad"}">With the {html.escape(r.setup["site"])} '
-            f"representation replaced by its SAE reconstruction the model keeps "
-            f"<b>{100 * q['valid_retention']:.1f}%</b> of its validation "
-            f"{html.escape(metric.replace('_at_', '@'))} ({100 * q['test_retention']:.1f}% on "
-            f"test).</p>"
-        )
+        if not math.isfinite(q["valid_retention"]):
+            # the base model scores 0 on validation: a share of 0 is undefined
+            parts.append(
+                f"<p>The base model's validation {html.escape(metric.replace('_at_', '@'))} is 0, "
+                "so the retention of the SAE reconstruction is undefined.</p>"
+            )
+        else:
+            parts.append(
+                f'<p class="{"good" if ok else "bad"}">With the {html.escape(r.setup["site"])} '
+                f"representation replaced by its SAE reconstruction the model keeps "
+                f"<b>{100 * q['valid_retention']:.1f}%</b> of its validation "
+                f"{html.escape(metric.replace('_at_', '@'))} "
+                f"({_fmt(100 * q['test_retention'], 1)}% on test).</p>"
+            )
     return "".join(parts)
 
 
@@ -350,7 +360,8 @@ def _section_baselines(r: ProbeResult, conf_png: str) -> str:
         ("n_alive", "alive"),
         ("n_with_concept", "with a concept"),
         ("n_evaluated", "evaluated"),
-        ("n_interpretable", "confidence ≥ 0.8"),
+        # n_interpretable counts against the configured threshold, not RecSAE's 0.8
+        ("n_interpretable", f"confidence ≥ {r.config.concepts.confidence_threshold:g}"),
         ("n_distinct_concepts", "distinct concepts"),
         ("n_confidence_ge_0_9", "≥ 0.9"),
         ("n_confidence_eq_1", "= 1.0"),
@@ -391,11 +402,12 @@ def _section_ablation(r: ProbeResult, png: str | None) -> str:
             (f"gain when steering x{r.config.ablation.steer_scale:g}", s["mean_steer_gain"]),
             (
                 f"top-{k} overlap after ablation (concept / random latent)",
-                f"{s['mean_overlap_ablated']:.3f} / {s['mean_overlap_random']:.3f}",
+                # NaN (no random latent, no validation items) reads "–", not "nan"
+                _Raw(f"{_fmt(s['mean_overlap_ablated'], 3)} / {_fmt(s['mean_overlap_random'], 3)}"),
             ),
             (
                 f"validation NDCG@{k} of affected users (before → after)",
-                f"{s['mean_ndcg_before']:.4f} → {s['mean_ndcg_ablated']:.4f}",
+                _Raw(f"{_fmt(s['mean_ndcg_before'])} → {_fmt(s['mean_ndcg_ablated'])}"),
             ),
         ]
     )
@@ -613,7 +625,7 @@ def render_html(result: ProbeResult) -> str:
         + (
             f" · reconstruction keeps {100 * retention:.1f}% of validation "
             f"{result.quality['valid_metric'].replace('_at_', '@')}"
-            if retention
+            if retention and math.isfinite(retention)  # NaN when the base metric is 0
             else ""
         )
         + f" · generated {datetime.now().strftime('%Y-%m-%d %H:%M')}"

@@ -2,8 +2,9 @@
 
 ``recsys probe RUN_OR_CHECKPOINT`` accepts a run folder written by ``recsys train`` or a
 checkpoint file inside one (``<run>/checkpoints/best.pt``, or ``last.pt`` to probe the last
-epoch instead of the best). The report lands in ``<run>/probes/<site>-<time>/`` unless an
-output folder is given::
+epoch instead of the best). The report lands in ``<run>/probes/<site>-<time>/`` (``-2``,
+``-3``, ... when that is taken) unless an output folder is given, which must be new or empty:
+a probe never overwrites an earlier report. The files appear together, once all are written::
 
     report.html   the self-contained page
     report.json   the same numbers
@@ -21,20 +22,25 @@ run's, else ``$RECSYS_TRACKING_URI``, else ``sqlite:///<folder holding the run>/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import shutil
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from recsys.config import RunConfig
 from recsys.data.dataset import Dataset
 from recsys.data.split import Split
-from recsys.errors import DataError, TrackingError
+from recsys.errors import ConfigError, DataError, TrackingError
 from recsys.experiment import load_run
 from recsys.models.base import Recommender
+from recsys.probe.collect import ProbeSiteError, collect_representations, site_kind
 from recsys.probe.labeller import load_labeller
 from recsys.probe.pipeline import ProbeConfig, ProbeResult, run_probe
 from recsys.probe.report import write_report
@@ -78,7 +84,9 @@ def resolve_run(path: Path) -> tuple[Path, Path]:
         if path.suffix != ".pt":
             raise DataError(f"{path} is neither a run folder nor a checkpoint file (.pt)")
         checkpoint = path
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        # a bare "best.pt" (run from inside checkpoints/) has the parent "." with no name
+        parent = path.parent if path.parent.name else path.absolute().parent
+        run_dir = parent.parent if parent.name == "checkpoints" else parent
     else:
         run_dir = path
         checkpoint = path / "checkpoints" / "best.pt"
@@ -175,22 +183,21 @@ def probe_run(
         ``(result, report folder)``.
     """
     config = config or ProbeConfig()
-    labeller = load_labeller(config.labeller)  # a bad spec fails before any work
+    # everything the user can get wrong fails here, before the model is loaded or trained
+    if compare is not None and not config.itda.enabled:
+        raise ConfigError(
+            "--compare measures ITDA similarity, which itda.enabled=false (--no-itda) turns off"
+        )
+    if output_dir is not None:
+        check_output_dir(Path(output_dir))
+    labeller = load_labeller(config.labeller)
     loaded = load_trained(path)
     tracker = make_probe_tracker(loaded, tracking, tracking_uri, experiment)
     other = None
     if compare is not None:
         second = load_trained(compare)
-        if list(second.dataset.users.ids) != list(loaded.dataset.users.ids):
-            raise DataError(
-                f"{second.run_dir} was trained on other users than {loaded.run_dir}; "
-                "ITDA similarity needs the same users"
-            )
+        check_comparable(loaded, second, config.site)
         other = second.model
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = (
-        Path(output_dir) if output_dir else loaded.run_dir / "probes" / f"{config.site}-{stamp}"
-    )
     tracker.start(
         f"probe-{config.site}",
         flatten_params(config.model_dump(mode="json"), prefix="probe."),
@@ -202,6 +209,7 @@ def probe_run(
             "checkpoint": str(loaded.checkpoint.resolve()),
         },
     )
+    folder: Path | None = None
     try:
         result = run_probe(
             loaded.model,
@@ -215,9 +223,14 @@ def probe_run(
         result.setup["run_dir"] = str(loaded.run_dir)
         result.setup["checkpoint"] = str(loaded.checkpoint)
         result.setup["tracking_run_id"] = getattr(tracker, "run_id", None)
-        html_path, json_path = write_report(result, folder)
-        buffer = _export_bytes(result)
-        atomic_write_bytes(folder / "sae.pt", buffer)
+        if output_dir is not None:
+            folder = write_outputs(result, Path(output_dir))
+        else:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            folder = write_outputs(
+                result, loaded.run_dir / "probes" / f"{config.site}-{stamp}", fresh=True
+            )
+        html_path, json_path = folder / "report.html", folder / "report.json"
         for row in result.history:
             tracker.log_metrics(
                 {f"probe/epoch/{k}": v for k, v in row.items() if k != "epoch" and v == v},
@@ -229,11 +242,101 @@ def probe_run(
         tracker.end("FINISHED")
     except KeyboardInterrupt:
         tracker.end("KILLED")
+        _say_kept(folder)
         raise
     except BaseException:
         tracker.end("FAILED")
+        _say_kept(folder)
         raise
     return result, folder
+
+
+def _say_kept(folder: Path | None) -> None:
+    # the report is complete when logging to MLflow fails; a rerun is not needed to get it
+    if folder is not None:
+        log.warning("the probe report was written to %s before the failure", folder)
+
+
+def check_output_dir(folder: Path) -> None:
+    """Refuse an output folder that holds anything: the probe never overwrites a report.
+
+    Raises:
+        DataError: ``folder`` is a file, or a folder that is not empty.
+    """
+    if folder.is_file():
+        raise DataError(f"output folder {folder} is a file")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise DataError(
+            f"output folder {folder} already exists and is not empty; give a new or empty "
+            "folder (a probe does not overwrite an earlier report)"
+        )
+
+
+def check_comparable(loaded: LoadedRun, other: LoadedRun, site: str) -> None:
+    """Refuse a ``--compare`` run whose rows of the probed kind are not the same instances.
+
+    ITDA atoms are row indices, so the two models' sites must index the same users (a user
+    site) or the same items (an item site) in the same order.
+
+    Raises:
+        DataError: the ids differ (the message names both run folders).
+    """
+    kind = "user"
+    reps = collect_representations(loaded.model)
+    if site in reps:
+        n_users, n_items = int(loaded.model.n_users or 0), int(loaded.model.n_items or 0)
+        with contextlib.suppress(ProbeSiteError):  # run_probe names the problem with the site
+            kind = site_kind(site, reps[site], n_users, n_items)
+    vocab = "users" if kind == "user" else "items"
+    mine = getattr(loaded.dataset, vocab).ids
+    theirs = getattr(other.dataset, vocab).ids
+    if len(mine) != len(theirs) or not np.array_equal(mine, theirs):
+        raise DataError(
+            f"{other.run_dir} was trained on other {vocab} than {loaded.run_dir}; ITDA "
+            f"similarity of a {kind} site needs the same {vocab} in the same order"
+        )
+
+
+def _unused(folder: Path) -> Path:
+    """``folder``, or ``folder-2``, ``folder-3``, ... when it is taken (two probes a second)."""
+    candidate, suffix = folder, 1
+    while candidate.exists():
+        suffix += 1
+        candidate = folder.with_name(f"{folder.name}-{suffix}")
+    return candidate
+
+
+def write_outputs(result: ProbeResult, folder: Path, *, fresh: bool = False) -> Path:
+    """Write ``report.html``, ``report.json`` and ``sae.pt`` into ``folder``; return it.
+
+    The files are written into a hidden sibling folder that is renamed to ``folder`` once all
+    three exist, so a failure leaves no half-written report (and no mix with older files). If
+    ``folder`` was filled meanwhile, the report stays in the sibling, which the error names.
+    With ``fresh`` (the default ``probes/<site>-<time>`` name) a taken name gets a suffix.
+
+    Raises:
+        DataError: ``folder`` cannot take the report.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(f".{folder.name}.partial-{uuid.uuid4().hex[:8]}")
+    staging.mkdir()
+    try:
+        write_report(result, staging)
+        atomic_write_bytes(staging / "sae.pt", _export_bytes(result))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if fresh:
+        folder = _unused(folder)
+    try:
+        if folder.is_dir():
+            folder.rmdir()  # empty (checked before the probe); fails if it was filled since
+        staging.rename(folder)
+    except OSError as exc:
+        raise DataError(
+            f"cannot write the report to {folder} ({exc.strerror or exc}); it was kept in {staging}"
+        ) from None
+    return folder
 
 
 def _export_bytes(result: ProbeResult) -> bytes:

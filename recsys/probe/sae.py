@@ -54,15 +54,26 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from recsys.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 Normalize = Literal["dataset", "layer", "none"]
+
+MAX_SEED = 2**32 - 1
+"""Largest seed of a probe section: numpy refuses negative seeds and torch ones beyond 64 bits,
+and the ablation derives per-latent seeds from it, so a bounded range keeps every use valid."""
+
+
+class SAEDivergedError(ConfigError, FloatingPointError):
+    """The SAE's loss stopped being finite (a learning rate or loss weight too large)."""
 
 
 class SAEOptions(BaseModel):
     """The SAE's structure apart from its input width (the ``sae`` section of a probe)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # an infinite weight makes every loss NaN; say so at the key instead of mid-training
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     expansion: int = Field(4, gt=0)
     """Latents per input dimension: :math:`m = d \\cdot` expansion."""
@@ -315,10 +326,12 @@ class TopKSAE(nn.Module):
 class SAETrainConfig(BaseModel):
     """Optimisation of the SAE (RecSAE: Adam, small batches, <= 50 epochs, early stopping)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     epochs: int = Field(50, ge=0)
-    batch_size: int = Field(32, gt=0)
+    batch_size: int = Field(32, ge=2)
+    """At least 2: the FVU of a batch needs its mean, so single-row batches are skipped and a
+    batch size of 1 would train nothing."""
     learning_rate: float = Field(3e-3, gt=0)
     """Adam's step size."""
     weight_decay: float = Field(0.0, ge=0)
@@ -329,7 +342,7 @@ class SAETrainConfig(BaseModel):
     """Relative tolerance of the selection score: epochs within it of the best score so far
     tie, and the one with the lower validation FVU wins (so a score that saturates early does
     not select a barely trained SAE)."""
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     progress: bool = True
     num_threads: int | None = Field(1, gt=0)
     """torch CPU threads while training (restored after). SAE steps are small matrix products,
@@ -448,9 +461,9 @@ def _train_sae(
             optimizer.zero_grad(set_to_none=True)
             terms = sae.loss(batch)
             if not torch.isfinite(terms["loss"]):
-                raise FloatingPointError(
-                    f"SAE loss became {float(terms['loss'])} in epoch {epoch}; lower the "
-                    "learning rate"
+                raise SAEDivergedError(
+                    f"SAE loss became {float(terms['loss'].detach())} in epoch {epoch}; lower "
+                    f"train.learning_rate (now {config.learning_rate:g})"
                 )
             terms["loss"].backward()
             sae.remove_parallel_grad()

@@ -13,3 +13,18 @@ class Shouting:
 
 
 not_callable = 42
+
+
+def returns_dict(evidence: LatentEvidence) -> dict:
+    """An LLM wrapper that hands back its client's response object instead of the text."""
+    return {"text": evidence.concept}
+
+
+class NeedsKey:
+    """A labeller class that cannot be made without arguments (an API key)."""
+
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+
+    def describe(self, evidence: LatentEvidence) -> str:
+        return evidence.concept

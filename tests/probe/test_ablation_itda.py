@@ -144,3 +144,31 @@ def test_jaccard_and_its_chance_level():
         for _ in range(400)
     ]
     assert np.mean(sims) == pytest.approx(chance_jaccard(40, 60, 200), rel=0.05)
+
+
+def test_without_random_latents_the_ratio_has_no_control(recwarn):
+    from recsys.probe.ablation import LatentEffect
+
+    nan = float("nan")
+    effect = LatentEffect(
+        latent=0,
+        concept="genre=a",
+        n_instances=5,
+        n_users=5,
+        share_before=0.5,
+        share_ablated=0.2,
+        share_steered=0.6,
+        drop=0.3,
+        steer_gain=0.1,
+        random_latent_drop=nan,  # ablation.n_random=0
+        random_direction_drop=0.0,
+        overlap_ablated=0.7,
+        overlap_random=nan,
+        ndcg_before=0.1,
+        ndcg_ablated=0.05,
+    )
+    summary = summarize_effects([effect])
+    # before: an infinite ratio, as if the random control had moved nothing
+    assert np.isnan(summary["drop_ratio_vs_random_latent"])
+    assert np.isnan(summary["mean_random_latent_drop"]) and summary["mean_drop"] == 0.3
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib.image
 import mlflow
+import numpy as np
 import pytest
 
 from recsys.cli import main
@@ -240,3 +241,132 @@ def test_a_site_the_scorer_does_not_read_is_probed_without_ablation(tmp_path, ca
     assert report["setup"]["scoring_site"] is False and report["setup"]["d_in"] == 1
     assert "valid_retention" not in report["quality"] and report["ablation"]["latents"] == []
     assert any("not read by the model's scorer" in note for note in report["notes"])
+
+
+QUICK = ["--no-tracking", "--no-itda", "--no-baselines", *FAST_PROBE]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # each of these gave a traceback (exit 3) or trained nothing without a word
+        (["--lr", "inf"], "probe.train.learning_rate: Input should be a finite number"),
+        (["--lr", "1e30"], "lower train.learning_rate (now 1e+30)"),
+        (["--set", "sae.aux_coef=inf"], "probe.sae.aux_coef: Input should be a finite number"),
+        (["--set", "ablation.steer_scale=inf"], "probe.ablation.steer_scale"),
+        (["--set", "train.batch_size=1"], "probe.train.batch_size"),
+        (["--set", "train.seed=-1"], "probe.train.seed"),
+        (["--set", "itda.seed=99999999999999999999"], "probe.itda.seed"),
+        (["--compare", "RUN"], "--compare measures ITDA similarity"),
+        (["--labeller", "tests.probe.fake_labeller:NeedsKey"], "cannot create NeedsKey()"),
+    ],
+)
+def test_bad_values_are_one_line_errors(ml100k_runs, tmp_path, capsys, args, message):
+    args = [str(ml100k_runs["lightgcn"]) if a == "RUN" else a for a in args]
+    out = tmp_path / "report"
+    code = main(["probe", str(ml100k_runs["bpr"]), *QUICK, "-o", str(out), *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and "error:" in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("option", "value"), [("--seed", "-1"), ("--batch-size", "1")])
+def test_out_of_range_flags_are_usage_errors(ml100k_runs, capsys, option, value):
+    assert main(["probe", str(ml100k_runs["bpr"]), *QUICK, option, value]) == 2
+    err = capsys.readouterr().err
+    assert f"Invalid value for '{option}'" in err and "Traceback" not in err
+
+
+def test_an_existing_report_folder_is_never_overwritten(ml100k_runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    args = ["probe", str(ml100k_runs["bpr"]), *QUICK, "-o", str(out)]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"report.html", "report.json", "sae.pt"}
+    capsys.readouterr()
+    assert main([*args, "--seed", "5"]) == 2
+    err = capsys.readouterr().err
+    assert f"output folder {out} already exists and is not empty" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # an empty folder (made beforehand) is fine
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["probe", str(ml100k_runs["bpr"]), *QUICK, "-o", str(empty)]) == 0
+    assert (empty / "report.json").is_file()
+
+
+def test_a_failed_report_leaves_no_half_written_folder(ml100k_runs, tmp_path, monkeypatch, capsys):
+    import recsys.probe.report
+
+    def broken(result):
+        raise RuntimeError("the page cannot be drawn")
+
+    monkeypatch.setattr(recsys.probe.report, "render_html", broken)
+    out = tmp_path / "report"
+    assert main(["probe", str(ml100k_runs["bpr"]), *QUICK, "-o", str(out)]) == 3
+    assert "the page cannot be drawn" in capsys.readouterr().err
+    # before: report.json of the failed probe was left behind (and blocked -o next time)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_probes_in_the_same_second_get_their_own_folders(ml100k_runs, tmp_path, monkeypatch):
+    import datetime as dt
+
+    import recsys.probe.runs
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(recsys.probe.runs, "datetime", Frozen)
+    run = tmp_path / "bpr"
+    shutil.copytree(ml100k_runs["bpr"], run)
+    assert main(["probe", str(run), *QUICK]) == 0
+    first = (run / "probes" / "user-20260102-030405" / "report.json").read_bytes()
+    assert main(["probe", str(run), *QUICK, "--seed", "3"]) == 0
+    names = sorted(p.name for p in (run / "probes").iterdir())
+    assert names == ["user-20260102-030405", "user-20260102-030405-2"]
+    assert (run / "probes" / names[0] / "report.json").read_bytes() == first
+
+
+def test_a_labeller_that_returns_no_text_does_not_sink_the_report(ml100k_runs, tmp_path, caplog):
+    out = tmp_path / "report"
+    labeller = ["--labeller", "tests.probe.fake_labeller:returns_dict"]
+    assert main(["probe", str(ml100k_runs["bpr"]), *QUICK, "-o", str(out), *labeller]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["cards"] and all(c["description"] is None for c in report["cards"])
+    assert any("returned a dict" in r.getMessage() for r in caplog.records)
+
+
+def test_a_bare_checkpoint_name_inside_its_folder(ml100k_runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(ml100k_runs["bpr"] / "checkpoints")
+    out = tmp_path / "report"
+    assert main(["probe", "best.pt", *QUICK, "-o", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert Path(report["setup"]["run_dir"]).resolve() == ml100k_runs["bpr"].resolve()
+
+
+def test_compare_on_an_item_site_needs_the_same_items(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(40), 12)
+    picks = np.concatenate([rng.choice(30, 12, replace=False) for _ in range(40)])
+    runs = {}
+    for name, offset in (("a", 100), ("b", 200)):  # same users, other item ids
+        path = tmp_path / f"{name}.csv"
+        rows = [f"{u},{offset + i}\n" for u, i in zip(users, picks, strict=True)]
+        path.write_text("user,item\n" + "".join(rows))
+        args = ["--data-path", str(path), "--set", "data.format=csv"]
+        args += ["--set", "data.columns={user: user, item: item}", "--set", f"run_name={name}"]
+        train = ["train", "--model", "bpr", "-o", str(tmp_path / "runs"), *args, *FAST_TRAIN]
+        assert main([*train, "--no-tracking"]) == 0
+        runs[name] = tmp_path / "runs" / name
+    capsys.readouterr()
+    out = tmp_path / "report"
+    args = ["probe", str(runs["a"]), "--site", "item", "--compare", str(runs["b"]), "-k", "4"]
+    assert main([*args, "--no-tracking", "--no-baselines", "-o", str(out), *FAST_PROBE]) == 2
+    # before: ITDA atom ids (row indices) of two different catalogues were compared
+    err = capsys.readouterr().err
+    assert f"{runs['b']} was trained on other items than {runs['a']}" in err
+    assert not out.exists()

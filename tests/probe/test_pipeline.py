@@ -110,3 +110,37 @@ def test_another_selection_metric(small_bpr):
     assert result.quality["valid_metric"] == "mrr_at_5"
     assert "mrr_at_5" in result.quality["valid_sae"] and "ndcg_at_10" in result.quality["valid_sae"]
     assert "valid_mrr_at_5" in result.history[-1]
+
+
+def test_seeds_outside_the_range_are_config_errors():
+    # numpy refuses negative seeds and torch ones over 64 bits, deep inside the probe
+    with pytest.raises(ConfigError, match="seed must be in 0..4294967295, got -1"):
+        ProbeConfig().with_seed(-1)
+    with pytest.raises(ValueError, match="seed"):
+        ProbeConfig.model_validate({"ablation": {"seed": 2**70}})
+    with pytest.raises(ValueError, match="finite"):
+        ProbeConfig.model_validate({"train": {"weight_decay": float("inf")}})
+
+
+def test_itda_compares_only_sites_of_the_probed_kind():
+    # as many users as items: item sites have as many rows as the user site
+    ds = make_synthetic(60, 60, 1200, seed=3, modalities={})
+    split = split_ratio(ds, (0.8, 0.1, 0.1), seed=0)
+    model = create_model("lightgcn", embedding_size=8, n_layers=1)
+    config = TrainConfig(epochs=1, num_threads=1, progress=False)
+    Trainer(model, split, config, Evaluator(topk=(10,), metrics=("ndcg",)), dataset=ds).fit()
+    probe = ProbeConfig.model_validate(
+        {"train": {"epochs": 1, "progress": False}, "sae": {"k": 2}, "baselines": False}
+    )
+    result = run_probe(model.eval(), ds, split, probe)
+    # before: "site item" and "site item_layer0" were compared with the user site by row index
+    assert [s["other"] for s in result.itda["similarity"]] == ["site user_layer0"]
+
+
+def test_the_baseline_table_counts_against_the_configured_threshold(small_bpr):
+    model, ds, split = small_bpr
+    config = ProbeConfig.model_validate(
+        {"train": {"epochs": 2, "progress": False}, "concepts": {"confidence_threshold": 0.6}}
+    )
+    page = render_html(run_probe(model, ds, split, config))
+    assert "<th>confidence ≥ 0.6</th>" in page and "confidence ≥ 0.8" not in page
