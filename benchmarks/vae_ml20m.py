@@ -13,7 +13,7 @@ dropout 0.5, Adam lr 1e-3, batch 500 users, 200 epochs, KL annealed to 0.2 over 
 EASE with lambda 500 (dense solve of about 20k items: about 9 GB).
 
 The data cannot be downloaded by this script: it runs when the ``ml-20m`` card's files are in
-the recsys data cache (``recsys data fetch ml-20m``) or under ``--data-path``; otherwise it
+the recsys data cache (``recsys data prepare ml-20m``) or under ``--data-path``; otherwise it
 records that the data was not available and measures nothing.
 
     python -m benchmarks.vae_ml20m [--data-path DIR] [--device cuda] [--models multvae ...]
@@ -158,7 +158,7 @@ def main() -> None:
             "status": "data not available",
             "reason": (
                 f"ratings.csv was not found in {where}, and this machine cannot download "
-                "from files.grouplens.org. Fetch it (`recsys data fetch ml-20m`) or pass "
+                "from files.grouplens.org. Fetch it (`recsys data prepare ml-20m`) or pass "
                 "--data-path, then re-run."
             ),
             "protocol": __doc__.split("\n\n")[1],

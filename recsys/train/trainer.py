@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from recsys.data.samplers import HeldOutPairwiseSampler, Sampler, make_sampler
 from recsys.data.split import Split
-from recsys.errors import ConfigError, DataError
+from recsys.errors import ConfigError, DataError, TrainingDivergedError
 from recsys.eval.evaluator import Evaluator, validate_metric_name
 from recsys.models.base import Recommender
 from recsys.train.checkpoint import (
@@ -142,7 +142,7 @@ def train_step(
     terms = model.loss(batch)
     total = sum(terms.values())
     if not torch.isfinite(total):
-        raise FloatingPointError(
+        raise TrainingDivergedError(
             f"loss became {total.item()} ({ {k: v.item() for k, v in terms.items()} }); "
             "lower train.learning_rate or check the data"
         )
@@ -208,7 +208,7 @@ def auxiliary_step(
     terms = model.auxiliary_loss(batch)
     total = sum(terms.values())
     if not torch.isfinite(total):
-        raise FloatingPointError(
+        raise TrainingDivergedError(
             f"auxiliary loss became {total.item()}; lower the model's auxiliary learning rate"
         )
     grads = torch.autograd.grad(total, params, allow_unused=True)

@@ -137,3 +137,15 @@ def test_sparse_adam_needs_a_model_with_sparse_gradients(planted_split):
             create_model("bpr").setup(planted_split.train),
             TrainConfig(optimizer="sparse_adam", weight_decay=0.1),
         )
+
+
+def test_a_diverging_run_is_a_one_line_error_naming_the_learning_rate(tmp_path, capsys):
+    from recsys.cli import main
+
+    code = main(["train", "--model", "bpr", "--dataset", "synthetic-120x80x2400", "--no-tracking",
+                 "--quiet", "-o", str(tmp_path), "--set", "train.learning_rate=1e30",
+                 "--set", "train.epochs=3"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert "error: loss became nan" in err and "lower train.learning_rate" in err

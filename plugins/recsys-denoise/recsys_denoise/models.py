@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from torch import Tensor
 
 from recsys.data.dataset import Dataset
@@ -47,10 +47,6 @@ _SUPPORTED_KINDS = ("pairwise", "pairs")
 
 class DenoiseConfig(ModelConfig):
     """What every denoising wrapper shares: the base model and how to read noise flags."""
-
-    # NaN fails every comparison, so clean_min_rating=nan would flag nothing and beta=inf or
-    # candidate_factor=inf would zero or NaN the loss, all without an error
-    model_config = ConfigDict(allow_inf_nan=False)
 
     base: str = Field("bpr", validate_default=True)
     """The wrapped model, by registry name (``bpr``, ``lightgcn``, ``bm3``, ...); it must
@@ -419,20 +415,7 @@ class ProtoDenoise(TCE):
                 )
             from recsys.data.features import modality_matrix
 
-            # checked here, not by modality_matrix, whose message names bm3's key
-            # (model.modalities) rather than this model's model.modality
-            unknown = [
-                part
-                for part in (p.strip() for p in cfg.modality.split("+"))
-                if part not in dataset.item_features
-            ]
-            if unknown:
-                known = ", ".join(sorted(dataset.item_features)) or "none"
-                raise ConfigError(
-                    f"model.modality={cfg.modality!r}: {unknown[0]!r} is not an item feature of "
-                    f"dataset {dataset.name!r}; available: {known}"
-                )
-            features = modality_matrix(dataset, cfg.modality)
+            features = modality_matrix(dataset, cfg.modality, key="model.modality")
         items = proto.normalise_features(features)
         prototypes, sim = proto.user_prototypes(train, items)
         anchor = proto.anchors(train, sim, cfg.anchor_share, cfg.min_anchors)

@@ -47,7 +47,7 @@ def _train(tmp_path: Path, *args: str) -> int:
         # numpy refuses a negative seed: "expected non-negative integer" (exit 3)
         ("protodenoise", "model.seed=-1", "model.seed"),
         # the feature check named bm3's key model.modalities, not this model's
-        ("protodenoise", "model.modality=text+sound", "model.modality="),
+        ("protodenoise", "model.modality=text+sound", "(key model.modality)"),
     ],
 )
 def test_bad_value_is_a_one_line_error_naming_the_key(tmp_path, capsys, model, setting, key):

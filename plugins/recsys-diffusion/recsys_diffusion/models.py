@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
@@ -23,9 +23,6 @@ from recsys_diffusion.diffusion import Denoiser, GaussianDiffusion, ImportanceSa
 
 class DiffRecConfig(ModelConfig):
     """Hyper-parameters of :class:`DiffRec` (defaults: the reference's clean-data settings)."""
-
-    # an infinite weight or NaN scale would only surface as an inf/NaN loss after set-up
-    model_config = ConfigDict(allow_inf_nan=False)
 
     steps: int = Field(5, gt=0)
     """Diffusion steps :math:`T` (also the number of denoiser calls at inference)."""

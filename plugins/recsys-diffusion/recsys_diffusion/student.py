@@ -23,7 +23,7 @@ from typing import Any, Literal
 import scipy.sparse as sp
 import torch
 import yaml
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
@@ -40,10 +40,6 @@ Method = Literal["direct", "free", "regression", "boot", "consistency"]
 
 class DiffRecStudentConfig(ModelConfig):
     """Hyper-parameters of :class:`DiffRecStudent`."""
-
-    # huber_delta=inf silently turns the Huber loss into half the squared error; NaN passes
-    # no range check
-    model_config = ConfigDict(allow_inf_nan=False)
 
     teacher: str | None = None
     """A trained ``diffrec`` teacher: its run folder (``config.yaml``, ``split.npz``,

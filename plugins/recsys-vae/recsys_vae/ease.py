@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 from recsys.data.dataset import Dataset
@@ -19,9 +19,6 @@ _BYTES_PER_CELL = 8 * 3  # float64 Gram matrix, its inverse, and the float32 res
 
 class EASEConfig(ModelConfig):
     """Hyper-parameters of :class:`EASE`."""
-
-    # lambda = inf makes every weight 0/0 (NaN scores); NaN passes no comparison at all
-    model_config = ConfigDict(allow_inf_nan=False)
 
     l2: float = Field(500.0, gt=0.0)
     r"""The ridge penalty :math:`\lambda` (500 in the paper for ML-20M)."""

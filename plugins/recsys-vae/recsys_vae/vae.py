@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
@@ -56,9 +56,6 @@ def _run(layers: nn.ModuleList, h: Tensor, final_activation: bool) -> Tensor:
 class MultDAEConfig(ModelConfig):
     """Hyper-parameters of :class:`MultDAE` (the paper's ``[I-200-I]``)."""
 
-    # an infinite or NaN rate, penalty or weight only shows up later as a NaN loss or metric
-    model_config = ConfigDict(allow_inf_nan=False)
-
     hidden_dims: tuple[Width, ...] = ()
     """Widths of the hidden layers between the input and the code (mirrored in the decoder)."""
     latent_dim: int = Field(200, gt=0)
@@ -72,9 +69,6 @@ class MultDAEConfig(ModelConfig):
 
 class MultVAEConfig(ModelConfig):
     """Hyper-parameters of :class:`MultVAE` (the paper's ``[I-600-200-600-I]``)."""
-
-    # an infinite or NaN rate, penalty or weight only shows up later as a NaN loss or metric
-    model_config = ConfigDict(allow_inf_nan=False)
 
     hidden_dims: tuple[Width, ...] = (600,)
     """Widths of the hidden layers between the input and the code (mirrored in the decoder)."""
