@@ -29,6 +29,12 @@ to ``results/tune_asha_ml100k_patience<P>.*``:
 
     python -m benchmarks.tune_asha_ml100k --epochs 200 --patience 10
 
+With ``--space reg`` the second axis is the L2 weight instead of the learning rate (the values
+of ``tune/spaces/bpr.yaml``, {0, 1e-5, 1e-4, 1e-3}, at learning rate 1e-3): a space whose
+configurations learn at the same speed; results go to ``results/tune_asha_ml100k_reg.*``:
+
+    python -m benchmarks.tune_asha_ml100k --space reg
+
 With ``--replay-sweep`` nothing trains: the recorded learning curves of those runs are replayed
 under every ASHA setting of a grid (reduction factor x grace period x brackets), to show
 whether any setting meets the target reliably; results go to
@@ -45,6 +51,7 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +62,35 @@ from recsys.tuning.driver import TuneOptions, TuneOutcome, run_tune
 from recsys.tuning.space import parse_space
 
 EMBEDDING_SIZES = [16, 32, 64, 128]
-LEARNING_RATES = [5e-4, 1e-3, 2e-3, 4e-3]
+
+
+@dataclass(frozen=True)
+class SecondAxis:
+    """The hyper-parameter crossed with the embedding size to make the 16-point space."""
+
+    key: str
+    """Its run-config key."""
+    field: str
+    """Its name in the result rows."""
+    label: str
+    """Its column header."""
+    values: tuple[float, ...]
+    fixed: tuple[tuple[str, float], ...] = ()
+    """Settings this space holds fixed (beyond the protocol's)."""
+
+
+AXES = {
+    # the learning rate changes how fast a trial learns, which is what early stopping reads
+    "lr": SecondAxis("train.learning_rate", "learning_rate", "lr", (5e-4, 1e-3, 2e-3, 4e-3)),
+    # the L2 weights of tune/spaces/bpr.yaml, at the trainer's default learning rate
+    "reg": SecondAxis(
+        "model.reg_weight",
+        "reg_weight",
+        "reg",
+        (0.0, 1e-5, 1e-4, 1e-3),
+        (("train.learning_rate", 1e-3),),
+    ),
+}
 REDUCTION_FACTOR = 3
 REPLAY_ORDERS = 500
 METRIC = "ndcg_at_10"
@@ -65,24 +100,25 @@ METRIC_TOLERANCE = 0.01
 """ASHA's best validation value must be at least (1 - this) times the full sweep's."""
 
 
-def _space(order: int):
+def _space(axis: SecondAxis, order: int):
     """The 16 configurations as ``points``, in a random order drawn with seed ``order``.
 
     Asynchronous ASHA decides on the trials that reached a rung so far, so its result depends
     on the order trials start in; Ray runs a grid in a fixed nested order (sorted by quality
     along an axis is its worst case), so the configurations are listed as points instead.
     """
-    grid = [(d, lr) for d in EMBEDDING_SIZES for lr in LEARNING_RATES]
+    grid = [(d, v) for d in EMBEDDING_SIZES for v in axis.values]
     rng = np.random.default_rng(order)
     points = [
-        {"model.embedding_size": grid[i][0], "train.learning_rate": grid[i][1]}
+        {"model.embedding_size": grid[i][0], axis.key: grid[i][1]}
         for i in rng.permutation(len(grid))
     ]
     return parse_space(
         {
+            "fixed": dict(axis.fixed),
             "params": {
                 "model.embedding_size": {"type": "choice", "values": EMBEDDING_SIZES},
-                "train.learning_rate": {"type": "choice", "values": LEARNING_RATES},
+                axis.key: {"type": "choice", "values": list(axis.values)},
             },
             "points": points,
         },
@@ -91,7 +127,13 @@ def _space(order: int):
 
 
 def _tune(
-    scheduler: str, epochs: int, grace: int, output: Path, order: int, patience: int | None
+    axis: SecondAxis,
+    scheduler: str,
+    epochs: int,
+    grace: int,
+    output: Path,
+    order: int,
+    patience: int | None,
 ) -> TuneOutcome:
     cfg = build_run_config(
         None,
@@ -110,7 +152,7 @@ def _tune(
         output_dir=str(output),
     )
     options = TuneOptions(
-        num_samples=len(EMBEDDING_SIZES) * len(LEARNING_RATES),
+        num_samples=len(EMBEDDING_SIZES) * len(axis.values),
         scheduler=scheduler,
         grace_period=grace,
         reduction_factor=REDUCTION_FACTOR,
@@ -119,16 +161,16 @@ def _tune(
         max_failures=0,
         verbose=0,
     )
-    return run_tune(cfg, _space(order), options, name=f"{scheduler}-{order}")
+    return run_tune(cfg, _space(axis, order), options, name=f"{scheduler}-{order}")
 
 
-def _curves(outcome: TuneOutcome) -> dict[tuple[int, float], list[float]]:
-    """Validation NDCG@10 per epoch of every trial, by (embedding size, learning rate)."""
+def _curves(outcome: TuneOutcome, axis: SecondAxis) -> dict[tuple[int, float], list[float]]:
+    """Validation NDCG@10 per epoch of every trial, by (embedding size, second axis)."""
     curves = {}
     for result in (outcome.experiment_dir / "ray").glob("trial_*/result.json"):
         rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
         config = rows[0]["config"]
-        key = (config["model.embedding_size"], config["train.learning_rate"])
+        key = (config["model.embedding_size"], config[axis.key])
         curves[key] = [row[f"valid/{METRIC}"] for row in sorted(rows, key=lambda r: r["epoch"])]
     return curves
 
@@ -214,7 +256,7 @@ def _replay(
     }
 
 
-def _summary(outcome: TuneOutcome) -> dict:
+def _summary(outcome: TuneOutcome, axis: SecondAxis) -> dict:
     best = outcome.best
     assert best is not None, "no trial finished"
     return {
@@ -231,7 +273,7 @@ def _summary(outcome: TuneOutcome) -> dict:
         "trials": [
             {
                 "embedding_size": t.params["model.embedding_size"],
-                "learning_rate": t.params["train.learning_rate"],
+                axis.field: t.params[axis.key],
                 "epochs": t.epochs,
                 f"best_valid_{METRIC}": t.best_value,
                 "stop_reason": t.stop_reason,
@@ -241,34 +283,39 @@ def _summary(outcome: TuneOutcome) -> dict:
     }
 
 
-def _key(trial: dict) -> tuple[int, float]:
-    return trial["embedding_size"], trial["learning_rate"]
+def _key(trial: dict, axis: SecondAxis) -> tuple[int, float]:
+    return trial["embedding_size"], trial[axis.field]
 
 
-def run(epochs: int, grace: int, repeats: int, patience: int | None = None) -> dict:
+def run(
+    epochs: int, grace: int, repeats: int, patience: int | None = None, space: str = "lr"
+) -> dict:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    axis = AXES[space]
     out: dict = {
         "protocol": __doc__.split("\n\n")[1],
+        "space": space,
         "epochs": epochs,
         "grace_period": grace,
         "patience": patience,
     }
     with tempfile.TemporaryDirectory(prefix="tune-asha-") as tmp:
-        full_outcome = _tune("none", epochs, grace, Path(tmp), 0, patience)
-        full = _summary(full_outcome)
-        curves = _curves(full_outcome)
+        full_outcome = _tune(axis, "none", epochs, grace, Path(tmp), 0, patience)
+        full = _summary(full_outcome, axis)
+        curves = _curves(full_outcome, axis)
         ashas = [
-            _summary(_tune("asha", epochs, grace, Path(tmp), i, patience)) for i in range(repeats)
+            _summary(_tune(axis, "asha", epochs, grace, Path(tmp), i, patience), axis)
+            for i in range(repeats)
         ]
     out["full"] = full
     out["asha"] = ashas
     full_value = full[f"best_valid_{METRIC}"]
-    full_by_config = {_key(t): t[f"best_valid_{METRIC}"] for t in full["trials"]}
+    full_by_config = {_key(t, axis): t[f"best_valid_{METRIC}"] for t in full["trials"]}
     for asha in ashas:
         asha["epoch_share"] = asha["trial_epochs"] / full["trial_epochs"]
         asha["best_ratio"] = asha[f"best_valid_{METRIC}"] / full_value
         chosen = (asha["best_params"]["model.embedding_size"],
-                  asha["best_params"]["train.learning_rate"])  # fmt: skip
+                  asha["best_params"][axis.key])  # fmt: skip
         # what ASHA's pick reaches when it is trained to the end (the full sweep's value)
         asha["chosen_config_full_valid"] = full_by_config[chosen]
         asha["target_met"] = bool(
@@ -280,7 +327,7 @@ def run(epochs: int, grace: int, repeats: int, patience: int | None = None) -> d
     }
     out["target_met"] = all(asha["target_met"] for asha in ashas)
     out["replay"] = _replay(curves, epochs, grace)
-    out["curves"] = {f"{d}_{lr:g}": c for (d, lr), c in sorted(curves.items())}
+    out["curves"] = {f"{d}_{v:g}": c for (d, v), c in sorted(curves.items())}
     return out
 
 
@@ -385,11 +432,23 @@ def _sweep_markdown(result: dict) -> str:
 
 def _markdown(result: dict) -> str:
     full = result["full"]
+    axis = AXES[result.get("space", "lr")]
     lines = [
         "# ASHA versus a full sweep: 16 BPR configurations on MovieLens-100k",
         "",
         result["protocol"],
         "",
+        *(
+            [
+                f"**This run's space: embedding size {{{', '.join(map(str, EMBEDDING_SIZES))}}} "
+                f"x {axis.key} {{{', '.join(f'{v:g}' for v in axis.values)}}}"
+                + "".join(f", {k} fixed at {v:g}" for k, v in axis.fixed)
+                + " (`--space reg`), in place of the learning-rate axis above.**",
+                "",
+            ]
+            if axis.label != "lr"
+            else []
+        ),
         *(
             [
                 f"**This run: the trainer's early stopping is on in every trial (patience "
@@ -401,13 +460,13 @@ def _markdown(result: dict) -> str:
             else []
         ),
         "| run | trial-epochs | share of full | best valid NDCG@10 | ratio to full | "
-        "best config (d, lr) | its test NDCG@10 | time (s) | target met |",
+        f"best config (d, {axis.label}) | its test NDCG@10 | time (s) | target met |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def params(run: dict) -> str:
         p = run["best_params"]
-        return f"{p['model.embedding_size']}, {p['train.learning_rate']:g}"
+        return f"{p['model.embedding_size']}, {p[axis.key]:g}"
 
     lines.append(
         f"| full sweep | {full['trial_epochs']} | 1.00 | {full[f'best_valid_{METRIC}']:.4f} | "
@@ -442,14 +501,14 @@ def _markdown(result: dict) -> str:
         "Per configuration (validation NDCG@10 at the best epoch; epochs ASHA gave it, first "
         "ASHA run):",
         "",
-        "| d | lr | full sweep | ASHA epochs | ASHA stop |",
+        f"| d | {axis.label} | full sweep | ASHA epochs | ASHA stop |",
         "|---|---|---|---|---|",
     ]
-    asha_by = {_key(t): t for t in result["asha"][0]["trials"]}
-    for trial in sorted(full["trials"], key=_key):
-        a = asha_by[_key(trial)]
+    asha_by = {_key(t, axis): t for t in result["asha"][0]["trials"]}
+    for trial in sorted(full["trials"], key=lambda t: _key(t, axis)):
+        a = asha_by[_key(trial, axis)]
         lines.append(
-            f"| {trial['embedding_size']} | {trial['learning_rate']:g} | "
+            f"| {trial['embedding_size']} | {trial[axis.field]:g} | "
             f"{trial[f'best_valid_{METRIC}']:.4f} | {a['epochs']} | {a['stop_reason']} |"
         )
     return "\n".join(lines)
@@ -464,6 +523,12 @@ def main() -> None:
         "--patience", type=int, help="trainer early stopping in every trial (default: off)"
     )
     parser.add_argument(
+        "--space",
+        choices=sorted(AXES),
+        default="lr",
+        help="the axis crossed with the embedding size: learning rate or L2 weight",
+    )
+    parser.add_argument(
         "--replay-sweep",
         action="store_true",
         help="train nothing: replay a grid of ASHA settings on the recorded learning curves",
@@ -476,9 +541,10 @@ def main() -> None:
         print(path.read_text())
         return
     tic = time.perf_counter()
-    result = run(args.epochs, args.grace_period, args.repeats, args.patience)
+    result = run(args.epochs, args.grace_period, args.repeats, args.patience, args.space)
     result["total_seconds"] = round(time.perf_counter() - tic, 1)
-    name = "tune_asha_ml100k" + (f"_patience{args.patience}" if args.patience else "")
+    name = "tune_asha_ml100k" + (f"_{args.space}" if args.space != "lr" else "")
+    name += f"_patience{args.patience}" if args.patience else ""
     path = write_result(name, result, _markdown(result))
     print(path.read_text())
 
