@@ -104,6 +104,13 @@ class DataConfig(BaseModel):
     """Share of synthetic interactions replaced by random items (``synthetic*`` names only);
     their ratings are 0 (noisy), the others 1 (clean)."""
 
+    @field_validator("path", "cache_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # a run folder records its config; a relative path would point elsewhere when the run
+        # is evaluated or resumed from another working directory
+        return None if value is None else Path(value).expanduser().absolute()
+
 
 class CardFile(BaseModel):
     """One file of a dataset: a plain file, or an archive to extract."""

@@ -369,3 +369,22 @@ def test_resume_from_a_checkpoint_that_does_not_fit_is_a_clear_error(trained_run
     err = capsys.readouterr().err
     assert "last.pt does not fit the BPR model its run config builds" in err
     assert "Traceback" not in err
+
+
+def test_a_relative_data_path_still_works_from_another_directory(tmp_path, capsys, monkeypatch):
+    # the run folder records the config; the path in it must not depend on where train ran
+    work = tmp_path / "work"
+    work.mkdir()
+    rows = "\n".join(f"{u},{(u * 7 + k) % 40}" for u in range(60) for k in range(12))
+    (work / "inter.csv").write_text("user,item\n" + rows + "\n")
+    monkeypatch.chdir(work)
+    code = main(["train", "--model", "pop", "--no-tracking", "--quiet", "-o", "runs",
+                 "--set", "data.path=inter.csv", "--set", "data.columns.user=user",
+                 "--set", "data.columns.item=item"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    (run_dir,) = (work / "runs").iterdir()
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["data"]["path"] == str(work / "inter.csv")
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir)]) == 0, capsys.readouterr().err

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import scipy.sparse as sp
 import torch
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
@@ -61,6 +61,13 @@ class DiffRecStudentConfig(ModelConfig):
     """``consistency``: the distance :math:`d` between student and target outputs."""
     huber_delta: float = Field(1e-3, gt=0.0)
     """``consistency`` with ``distance=huber``: the Huber threshold."""
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher_absolute(cls, value: str | None) -> str | None:
+        # the run config records it: a relative path would break evaluating or resuming the
+        # student from another working directory
+        return None if value is None else str(Path(value).expanduser().absolute())
 
     @model_validator(mode="after")
     def _teacher_matches_method(self) -> DiffRecStudentConfig:

@@ -254,3 +254,14 @@ def test_teacher_checkpoint_inside_a_run_folder_is_checked_for_its_split(runs, t
     err = capsys.readouterr().err
     assert code == 2 and "different training split" in err
     assert not list((tmp_path / "out").glob("*/metrics.json"))
+
+
+def test_a_relative_teacher_path_is_recorded_absolute(tmp_path, monkeypatch):
+    # the student's run config must still find its teacher from another working directory
+    from recsys_diffusion.student import DiffRecStudentConfig
+
+    from recsys.models.base import build_config
+
+    monkeypatch.chdir(tmp_path)
+    config = build_config(DiffRecStudentConfig, {"teacher": "runs/teacher", "method": "boot"})
+    assert config.teacher == str(tmp_path / "runs" / "teacher")
