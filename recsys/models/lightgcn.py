@@ -67,7 +67,7 @@ class LightGCNConfig(ModelConfig):
     authors' code; on MovieLens-100k it converges in a third of the epochs of Xavier init)."""
     propagation: Literal["sparse", "pyg"] = "sparse"
     """Backend of :math:`\\tilde{A}E`: torch sparse CSR matmul or torch-geometric's ``LGConv``
-    (``benchmarks/bench_propagation.py`` measures both; ``sparse`` is faster on CPU)."""
+    (``benchmarks/speed_ml100k.py`` measures both; ``sparse`` is faster on CPU)."""
 
 
 @register
