@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,23 @@ if TYPE_CHECKING:
 SPACES_DIR = Path(__file__).resolve().parents[2] / "tune" / "spaces"
 """The repository's search-space folder (``--space`` defaults to ``<model>.yaml`` there)."""
 
+_SEARCH_FLAGS = {
+    "num_samples": "--num-samples",
+    "cpus_per_trial": "--cpus-per-trial",
+    "gpus_per_trial": "--gpus-per-trial",
+    "max_concurrent": "--max-concurrent",
+    "scheduler": "--scheduler",
+    "grace_period": "--grace-period",
+    "reduction_factor": "--reduction-factor",
+    "brackets": "--brackets",
+    "search_alg": "--search-alg",
+    "seed": "--seed",
+    "max_failures": "--max-failures",
+}
+"""Search options (parameter -> flag) that --resume takes from the experiment folder."""
+
+log = logging.getLogger("recsys")
+
 
 @click.command()
 @config_option("YAML base run config every trial starts from.")
@@ -45,7 +63,7 @@ SPACES_DIR = Path(__file__).resolve().parents[2] / "tune" / "spaces"
 )
 @set_option(
     "Override a base-config key, e.g. --set train.epochs=50 (repeatable; beats the "
-    "space's 'fixed')."
+    "space: a key set here is neither fixed nor sampled)."
 )
 @output_dir_option("Where the experiment folder goes (default: runs).")
 @click.option("--name", help="Experiment folder name (default: tune-<model>-<dataset>-<time>).")
@@ -159,23 +177,30 @@ def tune(
     """
     from recsys.tuning.driver import resume_tune
 
+    # options the user typed, as opposed to defaults (the search options all have defaults)
+    ctx = click.get_current_context()
+    typed = {
+        param.name
+        for param in ctx.command.params
+        if param.name is not None
+        and ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT
+    }
     if resume_dir is not None:
-        given = [
-            flag
-            for flag, value in (
-                ("--config", config_path),
-                ("--model", model),
-                ("--dataset", dataset),
-                ("--data-path", data_path),
-                ("--space", space_path),
-                ("--set", overrides),
-                ("--output-dir", output_dir),
-                ("--name", name),
-                ("--tracking-uri", tracking_uri),
-                ("--no-tracking", no_tracking),
-            )
-            if value
+        setup = [
+            ("--config", config_path),
+            ("--model", model),
+            ("--dataset", dataset),
+            ("--data-path", data_path),
+            ("--space", space_path),
+            ("--set", overrides),
+            ("--output-dir", output_dir),
+            ("--name", name),
+            ("--tracking-uri", tracking_uri),
+            ("--no-tracking", no_tracking),
         ]
+        given = [flag for flag, value in setup if value]
+        # the search is restored as it was saved: these would be silently ignored
+        given += [flag for param, flag in _SEARCH_FLAGS.items() if param in typed]
         if given:
             raise click.UsageError(
                 f"--resume continues the experiment as it was set up; drop {', '.join(given)}"
@@ -185,7 +210,13 @@ def tune(
         return
 
     from recsys.config import build_run_config, parse_override, validate
-    from recsys.tuning.driver import TuneOptions, check_tunable, run_tune
+    from recsys.tuning.driver import (
+        TuneOptions,
+        check_scheduler_options,
+        check_tunable,
+        max_trial_epochs,
+        run_tune,
+    )
     from recsys.tuning.space import load_space
 
     extra = run_overrides(overrides, tracking_uri=tracking_uri, no_tracking=no_tracking)
@@ -205,9 +236,11 @@ def tune(
                 f"{cfg.model['name']!r}"
             )
     space = load_space(space_path)
-    # --set beats the space's fixed values
+    # --set beats the space: its fixed values and its distributions alike
     set_keys = {".".join(parse_override(text)[0]) for text in extra}
-    space.fixed = {k: v for k, v in space.fixed.items() if k not in set_keys}
+    space, pinned = space.without(set_keys)
+    if pinned:
+        log.info("not sampled, set with --set: %s", ", ".join(pinned))
     options = validate(
         TuneOptions,
         dict(
@@ -225,12 +258,14 @@ def tune(
             verbose=0 if quiet else 1,
         ),
     )
+    check_scheduler_options(options, max_trial_epochs(cfg, space), given=typed)
     outcome = run_tune(cfg, space, options, address=address, name=name)
     _report(outcome)
 
 
 def _report(outcome: TuneOutcome) -> None:
     from recsys.cli.table import metrics_table
+    from recsys.errors import TrainingDivergedError
     from recsys.tuning.driver import format_trials_table
 
     click.echo(format_trials_table(outcome.trials, outcome.metric))
@@ -245,6 +280,12 @@ def _report(outcome: TuneOutcome) -> None:
         raise click.exceptions.Exit(130)
     if outcome.best is None:
         click.echo(f"experiment folder: {folder}")
+        if outcome.trials and all(t.stop_reason == "diverged" for t in outcome.trials):
+            raise TrainingDivergedError(
+                "every trial diverged (its loss became infinite or NaN) before its first "
+                "validation; lower train.learning_rate in the space (see "
+                f"{folder / 'trials.csv'})"
+            )
         raise click.ClickException("no trial reported a validation metric; see trials.csv")
     best = outcome.best
     topk = outcome.best_config.eval.topk if outcome.best_config else [10]

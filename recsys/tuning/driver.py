@@ -5,7 +5,8 @@ under a scheduler (ASHA by default) and a search algorithm, then tests the best 
 once and writes an experiment folder::
 
     runs/tune-<model>-<dataset>-<time>/
-        tune.json          options, metric, model, dataset, MLflow ids (what --resume reads)
+        tune.json          options, metric, model, dataset, MLflow ids, checksums of
+                           base_config.yaml and split.npz (what --resume reads)
         base_config.yaml   the run config every trial starts from
         space.yaml         the search space
         split.npz          the split every trial used
@@ -35,7 +36,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,7 +44,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recsys.config import RunConfig, validate
 from recsys.data.catalog import load_dataset
@@ -71,8 +72,10 @@ __all__ = [
     "TrialRow",
     "TuneOptions",
     "TuneOutcome",
+    "check_scheduler_options",
     "check_tunable",
     "format_trials_table",
+    "max_trial_epochs",
     "resume_tune",
     "run_tune",
 ]
@@ -193,11 +196,14 @@ def new_experiment_dir(output_dir: Path, name: str | None, model: str, dataset: 
     base = name or f"tune-{model}-{Path(dataset).name}-{stamp}"
     path = Path(output_dir) / base
     suffix = 1
-    while path.exists():
-        suffix += 1
-        path = Path(output_dir) / f"{base}-{suffix}"
-    path.mkdir(parents=True)
-    return path.resolve()
+    while True:
+        try:
+            # exclusive: two experiments started in the same second never share a folder
+            path.mkdir(parents=True)
+            return path.resolve()
+        except FileExistsError:
+            suffix += 1
+            path = Path(output_dir) / f"{base}-{suffix}"
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -303,6 +309,46 @@ def _check_local_gpus(options: TuneOptions, address: str | None) -> None:
         )
 
 
+def _check_local_cpus(options: TuneOptions, address: str | None) -> None:
+    """Fail before any work when Ray would start here and a trial wants more CPUs than this
+    machine has (Ray would start, then no trial could ever be placed)."""
+    import ray
+
+    cpus = os.cpu_count()
+    if address or ray.is_initialized() or not cpus or options.cpus_per_trial <= cpus:
+        return
+    raise ConfigError(
+        f"--cpus-per-trial {options.cpus_per_trial:g}, but this machine has {cpus} CPUs; "
+        f"use at most {cpus}, or --address to run the trials on a Ray cluster"
+    )
+
+
+def _check_device(cfg: RunConfig, options: TuneOptions) -> None:
+    """Refuse a ``train.device`` other than the CPU without ``--gpus-per-trial``: a trial
+    trains on the GPU Ray assigns it, so the setting would be ignored and every trial would
+    silently train on the CPU."""
+    import torch
+
+    device = cfg.train.device
+    if options.gpus_per_trial == 0 and torch.device(device).type != "cpu":
+        raise ConfigError(
+            f"train.device={device!r}, but a trial trains on the GPU Ray assigns it and "
+            "--gpus-per-trial is 0, so every trial would train on the CPU; give "
+            "--gpus-per-trial (e.g. 1, or 0.5 to share a GPU), or set train.device=cpu"
+        )
+
+
+def _check_output(output_dir: Path, name: str | None) -> None:
+    """Fail before the data are read when the experiment folder cannot go where asked."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"output folder {output_dir} (--output-dir) is a file, not a folder")
+    if name is not None and (not name.strip() or name in (".", "..") or Path(name).name != name):
+        raise ConfigError(
+            f"--name {name!r} must be a folder name, not a path: the experiment folder goes "
+            "in --output-dir"
+        )
+
+
 def _check_resources(info: dict[str, Any], options: TuneOptions, remote: bool) -> None:
     """Fail early (local Ray) or warn (a cluster may autoscale) when a trial cannot fit."""
     have = info["resources"]
@@ -346,8 +392,49 @@ def _check_brackets(options: TuneOptions, max_epochs: int) -> None:
         )
 
 
+def check_scheduler_options(
+    options: TuneOptions, max_epochs: int, given: Collection[str] = ()
+) -> None:
+    """Refuse scheduler options that would have no effect.
+
+    Args:
+        options: the tuning options.
+        max_epochs: the most epochs a trial runs (:func:`max_trial_epochs`).
+        given: the options the user gave explicitly (``grace_period``, ``reduction_factor``),
+            as opposed to defaults; only those are refused, since a default that does not
+            apply (a grace period of 5 for a 3-epoch search) asks for nothing.
+
+    Raises:
+        ConfigError: an explicit option the scheduler ignores, or a grace period that leaves
+            the scheduler nothing to stop.
+    """
+    if "reduction_factor" in given and options.scheduler != "asha":
+        raise ConfigError(
+            f"--reduction-factor applies to --scheduler asha only (got {options.scheduler!r})"
+        )
+    if "grace_period" not in given:
+        return
+    if options.scheduler == "none":
+        raise ConfigError("--grace-period applies to --scheduler asha or median, not none")
+    if max_epochs > 1 and options.grace_period >= max_epochs:
+        raise ConfigError(
+            f"--grace-period {options.grace_period}: trials run at most train.epochs="
+            f"{max_epochs} epochs, so the {options.scheduler} scheduler could never stop one; "
+            "use a grace period below train.epochs, more epochs, or --scheduler none"
+        )
+
+
 def _scheduler(options: TuneOptions, max_epochs: int) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    if options.scheduler != "none" and 1 < max_epochs <= options.grace_period:
+        log.warning(
+            "the grace period (%d epochs) is not below train.epochs=%d: the %s scheduler "
+            "stops no trial early",
+            options.grace_period,
+            max_epochs,
+            options.scheduler,
+        )
 
     if options.scheduler == "asha" and max_epochs > 1:
         _check_brackets(options, max_epochs)
@@ -484,8 +571,11 @@ def run_tune(
         set_dotted(base, key, value)
     base_cfg = validate(RunConfig, base)
     _check_brackets(options, _max_epochs(base_cfg))
+    _check_device(base_cfg, options)
     _check_local_gpus(options, address)
+    _check_local_cpus(options, address)
     output_dir = base_cfg.output_dir.resolve()
+    _check_output(output_dir, name)
     tracker = _parent_tracker(base_cfg)  # checked before any data is read
     dataset = load_dataset(base_cfg.data)
     # trials and best_config.yaml name the split that was used
@@ -501,6 +591,9 @@ def run_tune(
         + yaml.safe_dump(space.as_dict(), sort_keys=False),
     )
     split.save(experiment_dir / "split.npz")
+    # --resume trains the remaining trials from these files: an edit would make them differ
+    # from the finished ones, so their checksums are kept
+    checksums = {name: _sha256(experiment_dir / name) for name in _INPUT_FILES}
     tracking = _start_parent(tracker, base_cfg, space, options, experiment_dir, dataset.name)
     state = {
         "model": base_cfg.model["name"],
@@ -513,6 +606,7 @@ def run_tune(
         "address": address,
         "tracking": tracking,
         "created": datetime.now().isoformat(timespec="seconds"),
+        "checksums": checksums,
     }
     _write_json(experiment_dir / "tune.json", state)
     return _execute_tracked(
@@ -547,19 +641,17 @@ def resume_tune(
     state_path = experiment_dir / "tune.json"
     if not state_path.is_file():
         raise ConfigError(f"{experiment_dir} is not a tune experiment folder: tune.json is missing")
-    state = _read_json(state_path)
     ray_path = experiment_dir / RAY_DIR
     if not tune.Tuner.can_restore(str(ray_path)):
         raise ConfigError(
             f"{experiment_dir}: no Ray Tune state to resume in {ray_path} (the experiment "
             "stopped before Ray started)"
         )
-    options = TuneOptions.model_validate(state["options"])
+    state, options = _load_state(state_path)
     if verbose is not None:
         options = options.model_copy(update={"verbose": verbose})
-    base_cfg = validate(
-        RunConfig, yaml.safe_load((experiment_dir / "base_config.yaml").read_text())
-    )
+    _check_inputs(experiment_dir, state)
+    base_cfg = _load_base_config(experiment_dir / "base_config.yaml")
     base = base_cfg.model_dump(mode="json")
     dataset = load_dataset(base_cfg.data)
     split = Split.load(experiment_dir / "split.npz")
@@ -585,6 +677,90 @@ def resume_tune(
         extra_callbacks=None,
         tic=tic,
     )
+
+
+_INPUT_FILES = ("base_config.yaml", "split.npz")
+"""Files of the experiment folder that --resume trains from."""
+_STATE_KEYS = ("model", "dataset", "metric", "max_epochs", "options")
+"""Keys of tune.json that --resume needs."""
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _load_state(path: Path) -> tuple[dict[str, Any], TuneOptions]:
+    """tune.json and the options in it; a damaged file is a ConfigError naming it."""
+    try:
+        state = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path} is not valid JSON ({exc}); the experiment cannot resume"
+        ) from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path} must hold a JSON object; the experiment cannot resume")
+    missing = [key for key in _STATE_KEYS if key not in state]
+    if missing:
+        raise ConfigError(f"{path} lacks {', '.join(missing)}; the experiment cannot resume")
+    try:
+        options = TuneOptions.model_validate(state["options"])
+        int(state["max_epochs"])
+    except (ValidationError, TypeError, ValueError) as exc:
+        problem = _validation_summary(exc) if isinstance(exc, ValidationError) else str(exc)
+        raise ConfigError(f"{path}: invalid tuning options: {problem}") from None
+    return state, options
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(map(str, err['loc'])) or 'options'}: {err['msg'].removeprefix('Value error, ')}"
+        for err in exc.errors()
+    )
+
+
+def _check_inputs(experiment_dir: Path, state: dict[str, Any]) -> None:
+    """The files the trials train from are there and, where tune.json has their checksums
+    (experiments started by this version on), unchanged since the experiment started."""
+    for name in _INPUT_FILES:
+        path = experiment_dir / name
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing; the experiment cannot resume without it")
+        expected = (state.get("checksums") or {}).get(name)
+        if expected and _sha256(path) != expected:
+            raise ConfigError(
+                f"{path} changed since the experiment started; the remaining trials would "
+                "train differently from the finished ones. Put the original back, or start a "
+                "new experiment (recsys tune -c <the edited config>)"
+            )
+
+
+def _load_base_config(path: Path) -> RunConfig:
+    """base_config.yaml as a RunConfig; a damaged file is a ConfigError naming it."""
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must hold a run config (a mapping of sections)")
+    try:
+        return validate(RunConfig, values)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def max_trial_epochs(cfg: RunConfig, space: SearchSpace) -> int:
+    """The most epochs a trial of ``space`` starting from ``cfg`` runs (its ``fixed``
+    values applied): ``train.epochs``, or 1 for closed-form models."""
+    values = cfg.model_dump(mode="json")
+    try:
+        for key, value in space.fixed.items():
+            set_dotted(values, key, value)
+        return _max_epochs(validate(RunConfig, values))
+    except ConfigError as exc:
+        keys = ", ".join(space.fixed) or "(none)"
+        raise ConfigError(f"{space.source}: fixed values ({keys}) are invalid: {exc}") from None
 
 
 def _max_epochs(cfg: RunConfig) -> int:
@@ -845,6 +1021,11 @@ def _trial_row(
     best_value, best_epoch = -math.inf, 0
     if history is not None and key in history and len(history):
         column = pd.to_numeric(history[key], errors="coerce")
+        if "diverged" in history:
+            # the report of a diverged epoch carries a placeholder value, not a measurement:
+            # it must not make a trial that diverged at once the best of an experiment
+            diverged = pd.to_numeric(history["diverged"], errors="coerce").fillna(0) != 0
+            column = column.mask(diverged)
         if column.notna().any():
             at = column.idxmax()
             best_value = float(column[at])

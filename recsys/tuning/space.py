@@ -300,6 +300,44 @@ class SearchSpace:
             size *= len(self.params[key].candidates())
         return size
 
+    def without(self, keys: Iterable[str]) -> tuple[SearchSpace, list[str]]:
+        """The space with ``keys`` (and every key under them) neither fixed nor sampled.
+
+        For keys set on the command line (``--set``): a constant there beats both a
+        ``fixed`` value and a distribution. Points lose those keys too, and points that
+        become equal are run once.
+
+        Returns:
+            The new space and the ``params`` keys that were dropped.
+
+        Raises:
+            ConfigError: every ``params`` key was dropped, so nothing is left to tune.
+        """
+        keys = list(keys)
+
+        def covered(key: str) -> bool:
+            return any(key == k or key.startswith(k + ".") for k in keys)
+
+        dropped = [key for key in self.params if covered(key)]
+        params = {key: dist for key, dist in self.params.items() if not covered(key)}
+        if dropped and not params:
+            raise ConfigError(
+                f"{self.source}: --set gives every sampled key ({', '.join(dropped)}) a "
+                "constant; there is nothing left to tune"
+            )
+        points: list[dict[str, Any]] = []
+        for point in self.points:
+            kept = {key: value for key, value in point.items() if not covered(key)}
+            if kept not in points:
+                points.append(kept)
+        space = SearchSpace(
+            params=params,
+            fixed={key: value for key, value in self.fixed.items() if not covered(key)},
+            points=points,
+            source=self.source,
+        )
+        return space, dropped
+
     def as_dict(self) -> dict[str, Any]:
         """The space as plain data (what a space file holds)."""
         params = {key: dist.model_dump() for key, dist in self.params.items()}
@@ -471,9 +509,9 @@ def check_against(space: SearchSpace, base: dict[str, Any]) -> None:
     from recsys.config import RunConfig, validate
 
     with_fixed = copy.deepcopy(base)
-    for key, value in space.fixed.items():
-        set_dotted(with_fixed, key, value)
     try:
+        for key, value in space.fixed.items():
+            set_dotted(with_fixed, key, value)
         validate(RunConfig, with_fixed)
     except ConfigError as exc:
         keys = ", ".join(space.fixed) or "(none)"
@@ -498,9 +536,9 @@ def check_against(space: SearchSpace, base: dict[str, Any]) -> None:
                 raise ConfigError(f"{space.source}: key {key}, value {value!r}: {exc}") from None
     for index, point in enumerate(space.points):
         trial = copy.deepcopy(with_fixed)
-        for key, value in point.items():
-            set_dotted(trial, key, value)
         try:
+            for key, value in point.items():
+                set_dotted(trial, key, value)
             validate(RunConfig, trial)
         except ConfigError as exc:
             raise ConfigError(f"{space.source}: points[{index}]: {exc}") from None

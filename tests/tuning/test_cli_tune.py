@@ -121,3 +121,245 @@ def test_gpus_without_cuda_fail_before_ray_starts(run, tmp_path, monkeypatch):
     assert code == 2
     assert "--gpus-per-trial 0.5, but torch" in out and "sees no CUDA device" in out
     assert not (tmp_path / "runs").exists()  # no experiment folder was made
+
+
+@pytest.fixture
+def captured_run(monkeypatch):
+    """Replace the Ray experiment with a recorder: what the CLI would run, and nothing more."""
+    captured: dict = {}
+
+    def fake_run_tune(cfg, space, options, **kwargs):
+        captured.update(cfg=cfg, space=space, options=options, kwargs=kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("recsys.tuning.driver.run_tune", fake_run_tune)
+    return captured
+
+
+def test_set_pins_a_key_the_space_samples(run, captured_run, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "params:\n"
+        "  model.embedding_size: {type: pow2, low: 16, high: 256}\n"
+        "  train.learning_rate: {type: choice, values: [0.1, 0.01]}\n"
+        "points:\n"
+        "  - {model.embedding_size: 16, train.learning_rate: 0.1}\n"
+        "  - {model.embedding_size: 64, train.learning_rate: 0.1}\n"
+    )
+    with pytest.raises(SystemExit):
+        run("--model", "bpr", "--space", str(space), "--set", "model.embedding_size=8")
+    space_run, cfg = captured_run["space"], captured_run["cfg"]
+    # the constant given on the command line is what every trial trains with
+    assert cfg.model["embedding_size"] == 8
+    assert list(space_run.params) == ["train.learning_rate"]
+    assert space_run.points == [{"train.learning_rate": 0.1}]  # equal points run once
+
+
+def test_set_of_every_sampled_key_leaves_nothing_to_tune(run, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.learning_rate: {type: choice, values: [0.1, 0.01]}\n")
+    code, out = run("--model", "bpr", "--space", str(space), "--set", "train.learning_rate=0.1")
+    assert code == 2
+    assert f"{space}: --set gives every sampled key (train.learning_rate) a constant" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--grace-period", "4"], "--grace-period 4: trials run at most train.epochs=4 epochs, "
+                                  "so the asha scheduler could never stop one"),
+        (["--grace-period", "9", "--scheduler", "median"],
+         "--grace-period 9: trials run at most train.epochs=4 epochs, so the median scheduler"),
+        (["--grace-period", "2", "--scheduler", "none"],
+         "--grace-period applies to --scheduler asha or median, not none"),
+        (["--reduction-factor", "2", "--scheduler", "median"],
+         "--reduction-factor applies to --scheduler asha only (got 'median')"),
+    ],
+)  # fmt: skip
+def test_scheduler_options_that_would_do_nothing(run, tmp_path, args, message):
+    code, out = run("--model", "bpr", "--set", "train.epochs=4", *args)
+    assert code == 2 and message in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_grace_period_is_checked_against_the_space_epochs(run, captured_run, tmp_path):
+    # the default bpr space fixes train.epochs at 100: a grace period of 20 is fine there
+    with pytest.raises(SystemExit):
+        run("--model", "bpr", "--grace-period", "20")
+    assert captured_run["options"].grace_period == 20
+
+
+def test_a_default_grace_period_is_no_error_for_short_trials(run, captured_run):
+    with pytest.raises(SystemExit):
+        run("--model", "bpr", "--set", "train.epochs=2")
+    assert captured_run["options"].grace_period == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cpus-per-trial", "100000"], "--cpus-per-trial 100000, but this machine has"),
+        (["--set", "train.device=cuda"],
+         "train.device='cuda', but a trial trains on the GPU Ray assigns it and "
+         "--gpus-per-trial is 0"),
+        (["--name", "../elsewhere"], "--name '../elsewhere' must be a folder name, not a path"),
+        (["--name", ".."], "--name '..' must be a folder name, not a path"),
+    ],
+)  # fmt: skip
+def test_settings_refused_before_any_work(run, tmp_path, args, message):
+    code, out = run("--model", "bpr", "--no-tracking", "--set", "train.epochs=2", *args)
+    assert code == 2 and message in out
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_an_output_dir_that_is_a_file(tmp_path, capsys):
+    target = tmp_path / "results"
+    target.write_text("earlier results\n")
+    code = main(["tune", "--dataset", DATA, "--model", "bpr", "-o", str(target)])
+    assert code == 2
+    assert f"output folder {target} (--output-dir) is a file, not a folder" in (
+        capsys.readouterr().err
+    )
+    assert target.read_text() == "earlier results\n"
+
+
+def test_a_fixed_key_below_a_value_names_the_space_file(run, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "fixed:\n  model.embedding_size.width: 3\n"
+        "params:\n  train.learning_rate: {type: choice, values: [0.1, 0.01]}\n"
+    )
+    code, out = run("--model", "bpr", "--space", str(space))
+    assert code == 2
+    assert f"{space}: fixed values (model.embedding_size.width) are invalid" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--num-samples", "20"],
+        ["--scheduler", "none"],
+        ["--grace-period", "3"],
+        ["--cpus-per-trial", "2"],
+        ["--max-failures", "0"],
+        ["--seed", "1"],
+        ["--search-alg", "optuna"],
+    ],
+)
+def test_resume_refuses_search_options_it_would_ignore(tmp_path, capsys, args):
+    assert main(["tune", "--resume", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert f"--resume continues the experiment as it was set up; drop {args[0]}" in err
+
+
+# --------------------------------------------------------------------------- damaged folders
+
+
+@pytest.fixture
+def experiment(tmp_path, monkeypatch):
+    """An experiment folder as run_tune leaves it, without running Ray (Ray's own state is
+    taken as restorable: these checks come before Ray starts)."""
+    import hashlib
+    import json
+
+    from recsys.config import build_run_config
+    from recsys.data.catalog import load_dataset
+    from recsys.data.split import make_split, resolve_split_config
+    from recsys.tuning.driver import TuneOptions
+
+    monkeypatch.setattr("ray.tune.Tuner.can_restore", lambda path: True)
+    folder = tmp_path / "tune-bpr"
+    folder.mkdir()
+    cfg = build_run_config(
+        None, ["train.epochs=2"], model={"name": "bpr"}, data={"name": DATA},
+        tracking={"enabled": False}, output_dir=str(tmp_path),
+    )  # fmt: skip
+    dataset = load_dataset(cfg.data)
+    cfg = cfg.model_copy(update={"split": resolve_split_config(dataset, cfg.split)})
+    (folder / "base_config.yaml").write_text(cfg.to_yaml())
+    make_split(dataset, cfg.split).save(folder / "split.npz")
+    state = {
+        "model": "bpr",
+        "dataset": DATA,
+        "metric": "ndcg_at_10",
+        "max_epochs": 2,
+        "options": TuneOptions(num_samples=2).model_dump(mode="json"),
+        "address": None,
+        "tracking": None,
+        "checksums": {
+            name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            for name in ("base_config.yaml", "split.npz")
+        },
+    }
+    (folder / "tune.json").write_text(json.dumps(state))
+    return folder
+
+
+def _resume(folder, capsys) -> tuple[int, str]:
+    code = main(["tune", "--resume", str(folder)])
+    return code, capsys.readouterr().err
+
+
+def test_resume_a_corrupt_tune_json(experiment, capsys):
+    (experiment / "tune.json").write_text('{"model": ')
+    code, err = _resume(experiment, capsys)
+    assert code == 2
+    assert f"error: {experiment / 'tune.json'} is not valid JSON" in err
+    assert "Traceback" not in err
+
+
+def test_resume_a_tune_json_without_options(experiment, capsys):
+    import json
+
+    state = json.loads((experiment / "tune.json").read_text())
+    del state["options"], state["max_epochs"]
+    (experiment / "tune.json").write_text(json.dumps(state))
+    code, err = _resume(experiment, capsys)
+    assert code == 2 and f"{experiment / 'tune.json'} lacks max_epochs, options" in err
+
+
+def test_resume_with_invalid_options_in_tune_json(experiment, capsys):
+    import json
+
+    state = json.loads((experiment / "tune.json").read_text())
+    state["options"]["num_samples"] = 0
+    (experiment / "tune.json").write_text(json.dumps(state))
+    code, err = _resume(experiment, capsys)
+    assert code == 2
+    assert f"{experiment / 'tune.json'}: invalid tuning options: num_samples: " in err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model: [\n", "base_config.yaml is not valid YAML"),
+        ("- 1\n", "base_config.yaml must hold a run config"),
+        ("model: {name: bpr, embedding_size: -16}\n",
+         "base_config.yaml: model.embedding_size: Input should be greater than 0"),
+    ],
+)  # fmt: skip
+def test_resume_an_invalid_base_config(experiment, capsys, text, message):
+    import json
+
+    state = json.loads((experiment / "tune.json").read_text())
+    del state["checksums"]  # an experiment from before checksums: the content is checked
+    (experiment / "tune.json").write_text(json.dumps(state))
+    (experiment / "base_config.yaml").write_text(text)
+    code, err = _resume(experiment, capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_resume_refuses_an_edited_base_config(experiment, capsys):
+    path = experiment / "base_config.yaml"
+    # still a valid config, but the remaining trials would train another one
+    path.write_text(path.read_text().replace("learning_rate: 0.001", "learning_rate: 0.01"))
+    code, err = _resume(experiment, capsys)
+    assert code == 2
+    assert f"{path} changed since the experiment started" in err
+
+
+def test_resume_without_the_split(experiment, capsys):
+    (experiment / "split.npz").unlink()
+    code, err = _resume(experiment, capsys)
+    assert code == 2
+    assert f"{experiment / 'split.npz'} is missing; the experiment cannot resume" in err

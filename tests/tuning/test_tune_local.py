@@ -383,3 +383,22 @@ def test_resume_a_folder_without_ray_state_is_an_error(tmp_path, capsys):
     (tmp_path / "tune.json").write_text("{}")
     assert main(["tune", "--resume", str(tmp_path)]) == 2
     assert "no Ray Tune state to resume" in capsys.readouterr().err
+
+
+def test_a_search_where_every_trial_diverges_has_no_best(tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.learning_rate: {type: choice, values: [1.0e+30, 1.0e+35]}\n")
+    code, stdout = _run_cli(
+        "--model", "bpr", "--dataset", DATA, "--space", str(space), "--num-samples", "2",
+        "-o", str(tmp_path / "runs"), "--name", "diverging", "--no-tracking", "--quiet",
+        "--scheduler", "none", "--set", "train.epochs=2", *FAST,
+    )  # fmt: skip
+    assert code == 2, stdout
+    assert "every trial diverged" in capsys.readouterr().err
+    folder = tmp_path / "runs" / "diverging"
+    trials = pd.read_csv(folder / "trials.csv")
+    assert list(trials["stop_reason"]) == ["diverged", "diverged"]
+    # a diverged epoch's placeholder value is no validation result: no best configuration
+    assert trials["best_ndcg_at_10"].isin([-math.inf]).all()
+    assert json.loads((folder / "summary.json").read_text())["best"] is None
+    assert not (folder / "best_config.yaml").exists()
