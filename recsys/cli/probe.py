@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from recsys.cli.options import output_dir_option, quiet_option, set_option, tracking_options
+
+if TYPE_CHECKING:
+    from recsys.probe.pipeline import ProbeResult
 
 
 @click.command()
@@ -129,7 +133,7 @@ def probe(
         click.echo(f"{key:<34} {value}")
 
 
-def _summary(result, folder: Path) -> dict:
+def _summary(result: ProbeResult, folder: Path) -> dict:
     from recsys.probe.pipeline import plain
 
     q, s, a = result.quality, result.summaries["sae"], result.ablation

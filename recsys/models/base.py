@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -66,7 +66,12 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-def build_config(config_class: type[ModelConfig], values: dict[str, Any], prefix: str = "model"):
+ConfigT = TypeVar("ConfigT", bound=ModelConfig)
+
+
+def build_config(
+    config_class: type[ConfigT], values: dict[str, Any], prefix: str = "model"
+) -> ConfigT:
     """Validate ``values`` into ``config_class``; errors name the key (``model.embedding_size``)."""
     from recsys.config import validation_message
 

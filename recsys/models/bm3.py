@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -64,7 +65,7 @@ class CosineToTargets(torch.autograd.Function):
     eps = 1e-12
 
     @staticmethod
-    def forward(ctx, p: Tensor, *targets: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+    def forward(ctx: Any, p: Tensor, *targets: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
         norm = torch.linalg.vector_norm(p, dim=-1)
         inv = 1.0 / norm.clamp_min(CosineToTargets.eps)
         dots = tuple(torch.linalg.vecdot(p, g) * inv for g in targets)
@@ -74,7 +75,7 @@ class CosineToTargets(torch.autograd.Function):
         return dots
 
     @staticmethod
-    def backward(ctx, *grads: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         p, inv, active, *rest = ctx.saved_tensors
         targets, dots = rest[: ctx.n_targets], rest[ctx.n_targets :]
         grad_p = torch.zeros_like(p)

@@ -17,12 +17,15 @@ import math
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recsys.probe.pipeline import ProbeResult
 from recsys.train.checkpoint import atomic_write_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SECTIONS = (
     ("setup", "Setup"),
@@ -65,7 +68,7 @@ def plot_training(result: ProbeResult) -> str:
     epochs = [h["epoch"] for h in hist]
     select_key = next((k for k in hist[0] if k.startswith("valid_") and k != "fvu_valid"), None)
 
-    def draw(fig):
+    def draw(fig: Figure) -> None:
         ax = fig.add_subplot(1, 2, 1)
         ax.plot(epochs, [h["fvu"] for h in hist], color="#1f77b4", label="FVU")
         ax.set_xlabel("epoch")
@@ -99,7 +102,7 @@ def plot_training(result: ProbeResult) -> str:
 def plot_frequency(result: ProbeResult) -> str:
     """Histogram of log10 activation frequency (share of instances a latent fires on)."""
 
-    def draw(fig):
+    def draw(fig: Figure) -> None:
         ax = fig.add_subplot(1, 1, 1)
         bins = np.linspace(-4, 0, 33)
         for name in ("sae", "untrained"):
@@ -131,7 +134,7 @@ def plot_confidence(result: ProbeResult) -> str:
     groups = {"sae": result.concepts, **result.baseline_concepts}
     threshold = result.config.concepts.confidence_threshold
 
-    def draw(fig):
+    def draw(fig: Figure) -> None:
         ax = fig.add_subplot(1, 1, 1)
         bins = np.linspace(0, 1, 21)
         for name, concepts in groups.items():
@@ -164,7 +167,7 @@ def plot_ablation(result: ProbeResult, n: int = 15) -> str:
     """Per latent: drop of the concept's top-K share when ablated, vs random controls."""
     effects = result.effects[:n]
 
-    def draw(fig):
+    def draw(fig: Figure) -> None:
         ax = fig.add_subplot(1, 1, 1)
         y = np.arange(len(effects))
         h = 0.2

@@ -66,7 +66,7 @@ class TrialLedger(Callback):
         """Pickle without the in-memory snapshot (Ray saves callbacks with the experiment)."""
         return {"path": self.path, "_last_step": {}}
 
-    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any):
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         """Remember every trial's status after each step of the tuning loop."""
         self._last_step = {
             trial.trial_id: {
@@ -85,11 +85,15 @@ class TrialLedger(Callback):
             }
         _write_json(self.path, state)
 
-    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any):
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         """Record a started trial."""
         self._update([trial])
 
-    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any):
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         """Record a finished (or scheduler-stopped) trial."""
         state = _read_json(self.path)
         state[trial.trial_id] = {
@@ -98,11 +102,15 @@ class TrialLedger(Callback):
         }
         _write_json(self.path, state)
 
-    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any):
+    def on_trial_recover(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         """Record a failure that will be retried."""
         self._update([trial])
 
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any):
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         """Record a trial that failed for good."""
         state = _read_json(self.path)
         state[trial.trial_id] = {
@@ -111,7 +119,7 @@ class TrialLedger(Callback):
         }
         _write_json(self.path, state)
 
-    def on_experiment_end(self, trials: list[Trial], **info: Any):
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Record every trial's status as the tuning loop left it (before Ray's clean-up)."""
         state = _read_json(self.path)
         for trial in trials:
@@ -211,13 +219,15 @@ class MlflowTrialCallback(Callback):
 
     # -- Ray Tune callback hooks
 
-    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any):
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         """Open (or re-open) the trial's child run."""
         self._child(trial)
 
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
-    ):
+    ) -> None:
         """Log the epoch's reported metrics with ``step=epoch``."""
         tracker = self._child(trial)
         if tracker is None:
@@ -234,7 +244,9 @@ class MlflowTrialCallback(Callback):
         except TrackingError as exc:
             log.warning("MLflow: metrics of trial %s not logged: %s", trial.trial_id, exc)
 
-    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any):
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         """End the child run FINISHED (also for trials the scheduler stopped)."""
         tracker = self._child(trial)
         last = trial.last_result or {}
@@ -245,11 +257,13 @@ class MlflowTrialCallback(Callback):
                 log.warning("MLflow: summary of trial %s not logged: %s", trial.trial_id, exc)
         self._end(trial, "FINISHED")
 
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any):
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         """End the child run FAILED."""
         self._end(trial, "FAILED")
 
-    def on_experiment_end(self, trials: list[Trial], **info: Any):
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """End runs still open (an interrupted experiment) as KILLED."""
         for trial in trials:
             if trial.trial_id in self._children:
