@@ -101,3 +101,15 @@ def test_a_model_config_error_is_reported_once():
     with pytest.raises(ConfigError) as info:
         build_run_config(overrides=["model.name=bpr", "model.embedding_size=0"])
     assert str(info.value) == "model.embedding_size: Input should be greater than 0 (got 0)"
+
+
+def test_the_plugin_check_for_refused_settings_can_fail(tmp_path):
+    from recsys.testing import check_bad_setting_refused
+
+    check_bad_setting_refused("bpr", "model.reg_weight=inf", "model.reg_weight", tmp_path / "a")
+    # a valid setting trains: the check must say so rather than pass
+    with pytest.raises(AssertionError, match="exit status 0"):
+        check_bad_setting_refused("bpr", "model.reg_weight=0.1", "model.reg_weight", tmp_path / "b")
+    # refused, but the message names another key
+    with pytest.raises(AssertionError, match="no one error line naming"):
+        check_bad_setting_refused("bpr", "model.reg_weight=inf", "model.embedding", tmp_path / "c")

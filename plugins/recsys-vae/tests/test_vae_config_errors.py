@@ -3,30 +3,9 @@ never a traceback, a NaN metric or a run that silently trains the wrong network.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from recsys.cli import main
-
-DATA = "synthetic-120x80x2400"
-
-
-def _train(tmp_path: Path, *args: str) -> int:
-    return main(
-        [
-            "train",
-            "--dataset",
-            DATA,
-            "-o",
-            str(tmp_path / "runs"),
-            "--no-tracking",
-            "--quiet",
-            "--set",
-            "train.epochs=1",
-            *args,
-        ]
-    )
+from recsys.testing import check_bad_setting_refused
 
 
 @pytest.mark.parametrize(
@@ -46,19 +25,10 @@ def _train(tmp_path: Path, *args: str) -> int:
         ("ease", "model.l2=inf", "model.l2"),
     ],
 )
-def test_bad_value_is_a_one_line_error_naming_the_key(tmp_path, capsys, model, setting, key):
-    code = _train(tmp_path, "--model", model, "--set", setting)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and key in lines[0], err
-    assert "Traceback" not in err
-    assert not list((tmp_path / "runs").glob("*/metrics.json"))
+def test_bad_value_is_a_one_line_error_naming_the_key(tmp_path, model, setting, key):
+    check_bad_setting_refused(model, setting, key, tmp_path)
 
 
-def test_ease_memory_error_states_the_need_it_compares(tmp_path, capsys):
+def test_ease_memory_error_states_the_need_it_compares(tmp_path):
     # 80 items need about 0.15 MB: "need about 0 MB, over 0.01" read as a contradiction
-    assert _train(tmp_path, "--model", "ease", "--set", "model.memory_mb=0.01") == 2
-    err = capsys.readouterr().err
-    assert "model.memory_mb=0.01" in err
-    assert "about 0.146 MB" in err
+    check_bad_setting_refused("ease", "model.memory_mb=0.01", "about 0.146 MB", tmp_path)
