@@ -331,6 +331,14 @@ def _run_probe(
             f"sae.k={sae_config.k} exceeds the {sae_config.n_latents} latents "
             f"({site.d} dimensions x sae.expansion={sae_config.expansion})"
         )
+    held = round(config.concepts.heldout_fraction * site.n)
+    if not 0 < held < site.n:
+        # checked before the SAE trains: one half finds the concepts, the other tests them
+        raise ConfigError(
+            f"concepts.heldout_fraction={config.concepts.heldout_fraction:g} holds out {held} "
+            f"of the site's {site.n} {site.kind}s; both the held-out and the explaining part "
+            "need at least one"
+        )
     if split.shape != (model.n_users, model.n_items):
         raise DataError(
             f"the split has shape {split.shape} but the model was set up for "

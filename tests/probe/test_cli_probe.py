@@ -259,6 +259,8 @@ QUICK = ["--no-tracking", "--no-itda", "--no-baselines", *FAST_PROBE]
         (["--set", "itda.seed=99999999999999999999"], "probe.itda.seed"),
         (["--compare", "RUN"], "--compare measures ITDA similarity"),
         (["--labeller", "tests.probe.fake_labeller:NeedsKey"], "cannot create NeedsKey()"),
+        # every user held out: no concept could be found, and the report said so only as zero
+        (["--set", "concepts.heldout_fraction=0.9999"], "concepts.heldout_fraction=0.9999"),
     ],
 )
 def test_bad_values_are_one_line_errors(ml100k_runs, tmp_path, capsys, args, message):
