@@ -259,7 +259,12 @@ class BM3(DotProductScorer, Recommender):
         for name in cfg.modalities or []:
             if not name or "." in name:
                 raise ConfigError(f"modality name {name!r} is not valid (key model.modalities)")
-        return item_modalities(dataset, cfg.modalities, text_fields=cfg.text_fields)
+        matrices = item_modalities(dataset, cfg.modalities, text_fields=cfg.text_fields)
+        if cfg.text_fields is not None and "text" not in matrices:
+            log.warning(
+                "model.text_fields=%s has no effect: no 'text' modality is used", cfg.text_fields
+            )
+        return matrices
 
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.user_embedding.weight)

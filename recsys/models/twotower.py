@@ -220,6 +220,8 @@ def _tables(
         raise ConfigError(f"{key} lists a feature twice: {names}")
     if role == "item" and ITEM_ID in names:
         raise ConfigError(f"{key}: {ITEM_ID!r} is always used; leave it out of the list")
+    if role == "item" and text_fields is not None and "text" not in names:
+        log.warning("model.text_fields=%s has no effect: 'text' is not in %s", text_fields, key)
     out = []
     for name in names:
         table: FeatureTable | None = available.get(name)

@@ -398,3 +398,11 @@ def test_cosine_to_targets_matches_normalize_and_its_gradient_checks() -> None:
     expected_total = sum((w * reference(p, g)).sum() for w, g in zip(weights, targets, strict=True))
     (expected,) = torch.autograd.grad(expected_total, p)
     assert torch.allclose(grad, expected)
+
+
+def test_text_fields_without_a_text_modality_are_reported(
+    planted: Dataset, planted_split: Split, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="recsys.models.bm3"):
+        _model(planted_split, planted, modalities=["genre"], text_fields=["title"])
+    assert "model.text_fields=['title'] has no effect" in caplog.text

@@ -424,3 +424,9 @@ def test_an_underivable_text_feature_names_the_two_tower_keys(planted, planted_s
     with pytest.raises(ConfigError) as info:
         TwoTower(item_features=["colour"]).setup(planted_split.train, planted)
     assert "text (derived)" not in str(info.value)
+
+
+def test_text_fields_without_a_text_feature_are_reported(planted, planted_split, caplog):
+    with caplog.at_level("WARNING", logger="recsys.models.twotower"):
+        TwoTower(item_features=["genre"], text_fields=["title"]).setup(planted_split.train, planted)
+    assert "model.text_fields=['title'] has no effect" in caplog.text
