@@ -334,7 +334,7 @@ def run(
 SWEEP_REDUCTION_FACTORS = (2, 3, 4)
 SWEEP_GRACE_PERIODS = (1, 2, 3, 4, 6, 8)
 SWEEP_BRACKETS = (1, 2, 3)
-SWEEP_SOURCES = ("tune_asha_ml100k", "tune_asha_ml100k_patience10")
+SWEEP_SOURCES = ("tune_asha_ml100k", "tune_asha_ml100k_patience10", "tune_asha_ml100k_reg")
 
 
 def replay_sweep(sources: tuple[str, ...] = SWEEP_SOURCES) -> dict:
@@ -348,8 +348,8 @@ def replay_sweep(sources: tuple[str, ...] = SWEEP_SOURCES) -> dict:
         cap = recorded["epochs"]
         curves = {}
         for key, curve in recorded["curves"].items():
-            size, lr = key.split("_")
-            curves[(int(size), float(lr))] = curve
+            size, value = key.split("_")
+            curves[(int(size), float(value))] = curve
         settings = []
         for rf in SWEEP_REDUCTION_FACTORS:
             for grace in SWEEP_GRACE_PERIODS:
