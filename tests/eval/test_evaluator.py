@@ -128,6 +128,36 @@ def test_batch_size_does_not_change_results():
             assert other[key] == pytest.approx(results[0][key], rel=1e-12, abs=1e-15), key
 
 
+def test_ties_do_not_depend_on_the_batch_and_every_cutoff_is_a_prefix():
+    # integer scores in {0, 1, 2}: most of every top-K is decided among tied items
+    rng = np.random.default_rng(5)
+    n_users, n_items = 41, 300
+    scores = torch.from_numpy(rng.integers(0, 3, (n_users, n_items)).astype(np.float32))
+    truth = sp.csr_array((rng.random((n_users, n_items)) < 0.1).astype(np.float32))
+    train = sp.csr_array((rng.random((n_users, n_items)) < 0.2).astype(np.float32))
+    popularity = np.bincount(train.indices, minlength=n_items)
+    runs = []
+    for kwargs in ({"batch_size": 1}, {"batch_size": 7}, {"batch_size": 4096}, {"memory_mb": 0.01}):
+        ev = Evaluator(topk=(5, 20), metrics=ALL, item_slices=True, **kwargs)
+        result, table = ev.evaluate(
+            lambda u: scores[u], truth, [train], item_popularity=popularity, per_user=True
+        )
+        items, _ = ev.topk(lambda u: scores[u], np.arange(n_users), 20, [train])
+        runs.append((result, table, items))
+    result0, table0, items0 = runs[0]
+    for result, table, items in runs[1:]:
+        np.testing.assert_array_equal(items, items0)
+        assert result == pytest.approx(result0, rel=1e-12, abs=1e-15)
+        for key in table0:
+            np.testing.assert_allclose(table[key], table0[key], rtol=1e-12, err_msg=key)
+    # the top-5 evaluated is the prefix of the one top-20 list
+    dense = truth.toarray() > 0
+    users = table0["user"]
+    hits_top5 = np.take_along_axis(dense[users], items0[users, :5], axis=1).sum(axis=1)
+    np.testing.assert_allclose(table0["precision_at_5"], hits_top5 / 5)
+    assert (table0["recall_at_5"] <= table0["recall_at_20"]).all()
+
+
 def test_masked_items_never_recommended():
     scores, train, valid, _, _ = random_problem(seed=3)
     ev = Evaluator(batch_size=16)

@@ -242,3 +242,45 @@ def test_bad_config(kwargs, bad):
     with pytest.raises(ConfigError) as info:
         Evaluator(**kwargs)
     assert bad in str(info.value)
+
+
+def test_fewer_and_more_relevant_than_k_and_k_beyond_the_catalogue():
+    # Every user ranks 0 1 2 3 4 5 (nothing masked). G_0 = {1, 4} (|G| < K = 3),
+    # G_1 = {0, 2, 3, 5} (|G| > K = 3), G_2 = {} (not evaluated), G_3 = {5}. K = 10 > 6 items:
+    # ranks 7..10 are empty slots.
+    scores = torch.tensor([[6.0, 5.0, 4.0, 3.0, 2.0, 1.0]] * 4)
+    rows, cols = [0, 0, 1, 1, 1, 1, 3], [1, 4, 0, 2, 3, 5, 5]
+    truth = sp.csr_array((np.ones(7), (rows, cols)), shape=(4, 6))
+    ev = Evaluator(topk=(3, 10), metrics=ALL)
+    result, table = ev.evaluate(
+        lambda u: scores[u], truth, item_popularity=POPULARITY, per_user=True
+    )
+    np.testing.assert_array_equal(table["user"], [0, 1, 3])
+    assert result["n_users"] == 3
+
+    def dcg(*ranks: int) -> float:
+        return sum(1 / math.log2(r + 1) for r in ranks)
+
+    expected = {
+        # top-3 = 0 1 2: h = 0 1 0 | 1 0 1 | 0 0 0
+        "recall_at_3": [1 / 2, 2 / 4, 0],
+        "precision_at_3": [1 / 3, 2 / 3, 0],
+        "hit_at_3": [1, 1, 0],
+        "mrr_at_3": [1 / 2, 1, 0],
+        "ndcg_at_3": [dcg(2) / dcg(1, 2), dcg(1, 3) / dcg(1, 2, 3), 0],
+        "map_at_3": [(1 / 2) / 2, (1 + 2 / 3) / 3, 0],
+        "average_popularity_at_3": [15 / 3] * 3,
+        # top-10 = 0 1 2 3 4 5 + 4 empty slots; precision still divides by 10
+        "recall_at_10": [1, 1, 1],
+        "precision_at_10": [2 / 10, 4 / 10, 1 / 10],
+        "hit_at_10": [1, 1, 1],
+        "mrr_at_10": [1 / 2, 1, 1 / 6],
+        "ndcg_at_10": [dcg(2, 5) / dcg(1, 2), dcg(1, 3, 4, 6) / dcg(1, 2, 3, 4), dcg(6)],
+        "map_at_10": [(1 / 2 + 2 / 5) / 2, (1 + 2 / 3 + 3 / 4 + 4 / 6) / 4, 1 / 6],
+        "average_popularity_at_10": [21 / 6] * 3,  # over the 6 non-empty slots
+    }
+    for key, values in expected.items():
+        np.testing.assert_allclose(table[key], values, rtol=1e-12, err_msg=key)
+        assert result[key] == pytest.approx(np.mean(values), rel=1e-12), key
+    assert result["item_coverage_at_3"] == pytest.approx(3 / 6)
+    assert result["item_coverage_at_10"] == 1.0

@@ -117,3 +117,41 @@ def test_slices_are_off_by_default():
         lambda u: torch.zeros(len(u), 6), csr([[0]], 6), item_popularity=POPULARITY
     )
     assert not any(k.endswith(("_head", "_tail")) for k in result)
+
+
+def test_slice_rank_metrics_match_hand_computed_values():
+    # Every user ranks 0 1 2 3 4 5. Training popularity [10, 0, 5, 2, 1, 3] (21 in all): the
+    # tail (at most 20% = 4.2 interactions) is items 1 (0), 4 (1), 3 (2); the head is 0, 2, 5.
+    popularity = np.array([10, 0, 5, 2, 1, 3])
+    scores = torch.tensor([[6.0, 5.0, 4.0, 3.0, 2.0, 1.0]] * 4)
+    truth = csr([[1, 4], [0, 2, 3, 5], [], [5]], 6)
+    metrics = ("recall", "precision", "hit", "mrr", "ndcg", "map")
+    ev = Evaluator(topk=(3, 10), metrics=metrics, item_slices=True)
+    r = ev.evaluate(lambda u: scores[u], truth, item_popularity=popularity)
+
+    def dcg(*ranks: int) -> float:
+        return sum(1 / math.log2(rank + 1) for rank in ranks)
+
+    # head: G^head = {} (user 0, skipped), {0, 2, 5} (hits at 1, 3, 6), {5} (hit at 6)
+    assert r["n_users_head"] == 2
+    # tail: G^tail = {1, 4} (hits at 2, 5), {3} (hit at 4), {} (user 3, skipped)
+    assert r["n_users_tail"] == 2
+    expected = {
+        "recall_at_3_head": (2 / 3 + 0) / 2,
+        "precision_at_3_head": (2 / 3 + 0) / 2,
+        "precision_at_10_head": (3 / 10 + 1 / 10) / 2,
+        "mrr_at_10_head": (1 + 1 / 6) / 2,
+        "ndcg_at_3_head": (dcg(1, 3) / dcg(1, 2, 3) + 0) / 2,
+        "ndcg_at_10_head": (dcg(1, 3, 6) / dcg(1, 2, 3) + dcg(6)) / 2,
+        "map_at_3_head": ((1 + 2 / 3) / 3 + 0) / 2,
+        "map_at_10_head": ((1 + 2 / 3 + 3 / 6) / 3 + 1 / 6) / 2,
+        "recall_at_3_tail": (1 / 2 + 0) / 2,
+        "recall_at_10_tail": 1.0,
+        "hit_at_3_tail": 1 / 2,
+        "mrr_at_3_tail": (1 / 2 + 0) / 2,
+        "mrr_at_10_tail": (1 / 2 + 1 / 4) / 2,
+        "ndcg_at_10_tail": (dcg(2, 5) / dcg(1, 2) + dcg(4)) / 2,
+        "map_at_10_tail": ((1 / 2 + 2 / 5) / 2 + 1 / 4) / 2,
+    }
+    for key, value in expected.items():
+        assert r[key] == pytest.approx(value, rel=1e-12), key
