@@ -583,10 +583,20 @@ class Evaluator:
                 raise DataError(f"exclude[{i}] has {m.shape[1]} items; exclude[0] has {n_items}")
         out_items: list[Tensor] = []
         out_scores: list[Tensor] = []
-        step = self.user_batch(n_items) if n_items is not None else self.batch_size
-        for start in range(0, len(users), step):
+        # without exclude matrices the catalogue size is known only from the first scores, so
+        # under a memory budget the first batch is one user
+        if n_items is not None:
+            step = self.user_batch(n_items)
+        else:
+            step = self.batch_size if self.memory_mb is None else 1
+        start = 0
+        while start < len(users):
             batch = users[start : start + step]
+            start += len(batch)
             scores = self._score_batch(score_fn, batch, n_items, exclude_csr)
+            if n_items is None:
+                n_items = scores.shape[1]
+                step = self.user_batch(n_items)
             values, items, valid = self._rank(scores, k)
             if torch.isnan(values).any():
                 raise ValueError("score_fn returned NaN scores; the model has probably diverged")

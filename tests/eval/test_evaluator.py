@@ -315,3 +315,22 @@ def test_memory_budget_shrinks_batches_without_changing_results() -> None:
     assert result == pytest.approx(whole)
     with pytest.raises(ConfigError, match="memory_mb"):
         Evaluator(memory_mb=0)
+
+
+def test_topk_without_exclusions_keeps_to_the_memory_budget():
+    # 1000 items x 12 bytes a cell: a 0.05 MB budget fits 4 users per batch; the catalogue
+    # size is only known from the first scores, which must not be a full batch_size block
+    rng = np.random.default_rng(0)
+    table = torch.from_numpy(rng.standard_normal((50, 1000)).astype(np.float32))
+    sizes: list[int] = []
+
+    def score(users: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(users))
+        return table[users]
+
+    budget = Evaluator(topk=(5,), batch_size=4096, memory_mb=0.05)
+    items, _ = budget.topk(score, np.arange(50), 5)
+    assert max(sizes) <= budget.user_batch(1000) == 4
+    assert sum(sizes) == 50
+    expected, _ = Evaluator(topk=(5,)).topk(lambda u: table[u], np.arange(50), 5)
+    np.testing.assert_array_equal(items, expected)
