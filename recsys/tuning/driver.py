@@ -47,7 +47,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recsys.config import RunConfig, validate
-from recsys.data.catalog import load_dataset
+from recsys.data.catalog import load_dataset, sha256_file
 from recsys.data.dataset import Dataset
 from recsys.data.split import Split, make_split, resolve_split_config
 from recsys.errors import ConfigError
@@ -593,7 +593,7 @@ def run_tune(
     split.save(experiment_dir / "split.npz")
     # --resume trains the remaining trials from these files: an edit would make them differ
     # from the finished ones, so their checksums are kept
-    checksums = {name: _sha256(experiment_dir / name) for name in _INPUT_FILES}
+    checksums = {name: sha256_file(experiment_dir / name) for name in _INPUT_FILES}
     tracking = _start_parent(tracker, base_cfg, space, options, experiment_dir, dataset.name)
     state = {
         "model": base_cfg.model["name"],
@@ -685,12 +685,6 @@ _STATE_KEYS = ("model", "dataset", "metric", "max_epochs", "options")
 """Keys of tune.json that --resume needs."""
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _load_state(path: Path) -> tuple[dict[str, Any], TuneOptions]:
     """tune.json and the options in it; a damaged file is a ConfigError naming it."""
     try:
@@ -728,7 +722,7 @@ def _check_inputs(experiment_dir: Path, state: dict[str, Any]) -> None:
         if not path.is_file():
             raise ConfigError(f"{path} is missing; the experiment cannot resume without it")
         expected = (state.get("checksums") or {}).get(name)
-        if expected and _sha256(path) != expected:
+        if expected and sha256_file(path) != expected:
             raise ConfigError(
                 f"{path} changed since the experiment started; the remaining trials would "
                 "train differently from the finished ones. Put the original back, or start a "
