@@ -12,12 +12,12 @@ The protocol is RecBole 1.2.1's full-sort evaluation: items of the ``exclude`` m
 before ranking, users without held-out items are skipped, and every metric is the mean over the
 users evaluated (:math:`\mathrm{ItemCoverage}` is a property of the union of the lists).
 
-Ties are ordered by ``torch.topk``, as in RecBole: not by item index, but as a function of the
-score row, the largest cutoff and the device only. So results do not depend on ``batch_size``
-or ``memory_mb``, and the list at every cutoff is a prefix of the one list at the largest
-cutoff; but a model with many tied scores can get other values at a cutoff when a larger
-cutoff is added (Pop on MovieLens-100k, test Recall@10: 0.1177 with ``topk=(10,)``, 0.1174
-with ``(10, 20)``). Models with continuous scores have practically no ties.
+Equal scores are ranked by item index (lower first). RecBole leaves ties to ``torch.topk``
+at its largest cutoff, so there a model with many tied scores gets other values at a cutoff
+when a larger one is added, and on another device (Pop on MovieLens-100k, test Recall@10:
+0.1177 with ``topk=(10,)``, 0.1174 with ``(10, 20)``). Here the list at every cutoff is the
+prefix of one total order, and results depend on neither ``batch_size``, ``memory_mb``, the
+other cutoffs nor the device. Models with continuous scores have practically no ties.
 
 RecBole differs in two cases, neither met by the built-in splits of MovieLens-100k at
 :math:`K \leq 900` (the splits are disjoint, and every user keeps over 900 rankable items). It
@@ -294,13 +294,35 @@ class Evaluator:
         return scores
 
     def _rank(self, scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-        r"""``torch.topk`` at ``k`` (padded when ``k > n_items``): values, items, valid.
+        r"""The top ``k`` (padded when ``k > n_items``): values, items, valid.
 
-        A slot is valid iff its score is finite and not :math:`-\infty`; NaN slots (which
-        ``torch.topk`` puts first) are invalid too and counted by the callers.
+        Items are ranked by score, equal scores by item index (lower first), so the list is
+        the same on every device and batch, and its first :math:`K` entries are the top
+        :math:`K` for any :math:`K \le k`: a metric at 10 does not depend on whether 20 was
+        asked for too. ``torch.topk`` alone leaves the order of ties, and which tied items
+        make the cut, to its kernel. A slot is valid iff its score is finite and not
+        :math:`-\infty`; NaN slots (ranked first) are invalid too and counted by the callers.
         """
         n_items = scores.shape[1]
-        values, items = torch.topk(scores, min(k, n_items), dim=1)
+        kk = min(k, n_items)
+        # one more than asked: if it ties with the last, the cut runs through a group of
+        # equal scores, and only a full (stable) sort of that row says which of them make it
+        values, items = torch.topk(scores, min(kk + 1, n_items), dim=1)
+        if values.shape[1] > kk:
+            boundary = values[:, kk - 1]
+            cut = (boundary == values[:, kk]) & (boundary > -math.inf)
+            values, items = values[:, :kk], items[:, :kk]
+            if cut.any():
+                rows = cut.nonzero().squeeze(1)
+                full = torch.sort(scores[rows], dim=1, descending=True, stable=True)
+                values[rows] = full.values[:, :kk]
+                items[rows] = full.indices[:, :kk]
+        if (values[:, 1:] == values[:, :-1]).any():
+            # ties inside the list: by item index, then a stable sort by score keeps that order
+            by_item = torch.argsort(items, dim=1)
+            values, items = values.gather(1, by_item), items.gather(1, by_item)
+            by_score = torch.sort(values, dim=1, descending=True, stable=True).indices
+            values, items = values.gather(1, by_score), items.gather(1, by_score)
         if k > n_items:
             pad = k - n_items
             values = torch.nn.functional.pad(values, (0, pad), value=-math.inf)
@@ -564,7 +586,7 @@ class Evaluator:
             ``(items, scores)``: ``int64 [len(users), k]`` item indices in rank order and their
             scores (``float32``, or ``float64`` if the model scores in double). Slots beyond the
             user's rankable items (masked, or scored :math:`-\infty` by the model) hold item
-            ``-1`` and score ``-inf``. Ties keep ``torch.topk``'s order.
+            ``-1`` and score ``-inf``. Equal scores are ranked by item index.
 
         Raises:
             ConfigError: ``k`` is not a positive integer.

@@ -334,3 +334,27 @@ def test_topk_without_exclusions_keeps_to_the_memory_budget():
     assert sum(sizes) == 50
     expected, _ = Evaluator(topk=(5,)).topk(lambda u: table[u], np.arange(50), 5)
     np.testing.assert_array_equal(items, expected)
+
+
+def test_equal_scores_rank_by_item_index_whatever_the_other_cutoffs():
+    # scores in {0, 1, 2} over 300 items: every cut runs through a group of equal scores
+    rng = np.random.default_rng(1)
+    table = torch.from_numpy(rng.integers(0, 3, size=(40, 300)).astype(np.float32))
+    truth = sp.csr_array(rng.random((40, 300)) < 0.05, dtype=np.float32)
+    train = sp.csr_array(rng.random((40, 300)) < 0.1, dtype=np.float32)
+    train = sp.csr_array(train - train.multiply(truth))
+
+    def score(users: torch.Tensor) -> torch.Tensor:
+        return table[users].clone()
+
+    alone = Evaluator(topk=(5,)).evaluate(score, truth, [train])
+    with_more = Evaluator(topk=(5, 20, 50)).evaluate(score, truth, [train])
+    for name, value in alone.items():
+        if name.endswith("_at_5"):
+            assert with_more[name] == pytest.approx(value, abs=1e-12), name
+    items, _ = Evaluator(topk=(50,)).topk(score, np.arange(40), 50, [train])
+    # the total order: score descending, then item index ascending
+    masked = table.numpy().copy()
+    masked[train.toarray() > 0] = -np.inf
+    expected = np.lexsort((np.arange(300)[None, :].repeat(40, 0), -masked), axis=1)[:, :50]
+    np.testing.assert_array_equal(items, expected)
