@@ -44,12 +44,32 @@ def _test_bits(bits: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return ((bits[positions >> 3] >> (positions & 7).astype(np.uint8)) & 1).astype(bool)
 
 
+def _canonical(matrix: sp.csr_array) -> sp.csr_array:
+    """``matrix`` in canonical CSR form (sorted indices, no duplicate entries).
+
+    Splits are canonical already and come back as they are; a hand-built matrix with unsorted
+    column indices or repeated entries is copied and fixed, so that every interaction appears
+    once per epoch and the sorted-key membership test sees sorted keys.
+    """
+    matrix = sp.csr_array(matrix)
+    if matrix.has_canonical_format:
+        return matrix
+    matrix = matrix.copy()
+    matrix.sum_duplicates()  # also sorts the indices
+    return matrix
+
+
 class Sampler:
-    """Base class: ``len(sampler)`` batches per epoch, iterate with ``sampler.epoch(rng)``."""
+    """Base class: ``len(sampler)`` batches per epoch, iterate with ``sampler.epoch(rng)``.
+
+    ``train`` may be any CSR matrix: one with unsorted column indices or duplicate entries is
+    put into canonical form first (an interaction stored twice is still one interaction).
+    """
 
     kind: BatchKind = "none"
 
     def __init__(self, train: sp.csr_array, batch_size: int) -> None:
+        train = _canonical(train)
         self.train = train
         self.batch_size = int(batch_size)
 
@@ -81,6 +101,11 @@ class PairwiseSampler(Sampler):
         batch_size (int): triplets per batch.
         n_negatives (int): negatives per positive (``neg`` has shape ``[B, n_negatives]``
             when > 1). (default: ``1``)
+        bitmap_limit (int): bytes the membership bitmap (or hashed filter) may take.
+            (default: 256 MiB)
+
+    Raises:
+        ValueError: a user has interacted with every item, so no negative exists for them.
     """
 
     kind: BatchKind = "pairwise"
@@ -93,6 +118,7 @@ class PairwiseSampler(Sampler):
         bitmap_limit: int = 256 * 2**20,
     ) -> None:
         super().__init__(train, batch_size)
+        train = self.train
         self.n_negatives = int(n_negatives)
         self.users, self.items = _coo(train)
         self.n_items = train.shape[1]
@@ -184,9 +210,7 @@ class HeldOutPairwiseSampler(PairwiseSampler):
         union = sp.csr_array((heldout + seen) > 0, dtype=np.float32)
         union.sort_indices()
         super().__init__(union, batch_size, n_negatives)
-        held = sp.csr_array(heldout)
-        held.sort_indices()
-        self.users, self.items = _coo(held)
+        self.users, self.items = _coo(_canonical(heldout))
 
 
 class PairSampler(Sampler):
@@ -196,7 +220,7 @@ class PairSampler(Sampler):
 
     def __init__(self, train: sp.csr_array, batch_size: int) -> None:
         super().__init__(train, batch_size)
-        self.users, self.items = _coo(train)
+        self.users, self.items = _coo(self.train)
 
     def _n_examples(self) -> int:
         return len(self.users)
@@ -217,7 +241,7 @@ class UserRowSampler(Sampler):
 
     def __init__(self, train: sp.csr_array, batch_size: int) -> None:
         super().__init__(train, batch_size)
-        self.active = np.flatnonzero(np.diff(train.indptr) > 0)
+        self.active = np.flatnonzero(np.diff(self.train.indptr) > 0)
 
     def _n_examples(self) -> int:
         return len(self.active)

@@ -23,11 +23,16 @@ class LazyAdam(torch.optim.Optimizer):
         \boldsymbol{\theta}_r \leftarrow \boldsymbol{\theta}_r - \eta\,
             \frac{\mathbf{m}_r / (1-\beta_1^t)}{\sqrt{\mathbf{v}_r / (1-\beta_2^t)} + \epsilon},
 
-    and rows outside :math:`R` keep their parameters and moments: the same rule as
-    :class:`torch.optim.SparseAdam`. The difference is cost: every operation here is a gather,
-    an element-wise op on the :math:`|R|` rows, or a scatter, so a step costs
-    :math:`O(|R|\,d)` however large the table. (``SparseAdam`` adds sparse tensors into the
-    dense moments, which on CPU is a pass over the whole table: per step it costs
+    and rows outside :math:`R` keep their parameters and moments: the rule of
+    :class:`torch.optim.SparseAdam`, except where :math:`\epsilon` enters. Here, as in
+    :class:`torch.optim.Adam`, it is added after the bias correction of
+    :math:`\sqrt{\mathbf{v}_r}`; ``SparseAdam`` adds it before, which amounts to
+    :math:`\epsilon/\sqrt{1-\beta_2^t}` in the formula above (about :math:`32\epsilon` at
+    the first step). The two agree closely while gradients are much larger than
+    :math:`\epsilon` and differ for gradients near it. The other difference is cost: every
+    operation here is a gather, an element-wise op on the :math:`|R|` rows, or a scatter, so a
+    step costs :math:`O(|R|\,d)` however large the table. (``SparseAdam`` adds sparse tensors
+    into the dense moments, which on CPU is a pass over the whole table: per step it costs
     :math:`O(|\text{table}|)`, and an epoch grows with interactions times table size.)
     Dense gradients get the ordinary Adam update.
 

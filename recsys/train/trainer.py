@@ -62,7 +62,11 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(1, gt=0)
     """Validate every this many epochs."""
     patience: int = Field(10, ge=1)
-    """Stop after this many validations without improvement (RecBole's ``stopping_step``)."""
+    """Stop after this many validations in a row without improvement; it counts validations
+    (every ``eval_every`` epochs), not epochs. Only a strictly higher ``valid_metric`` is an
+    improvement: a tie keeps the earlier best epoch and counts as a validation without
+    improvement. (RecBole's ``stopping_step`` differs on both: a tie replaces its best epoch,
+    and it stops after ``stopping_step + 1`` validations without improvement.)"""
     valid_metric: str = "ndcg_at_10"
     """Metric that selects the best epoch, e.g. ``ndcg_at_10`` or ``recall_at_20``."""
     seed: int = 2020
@@ -70,8 +74,12 @@ class TrainConfig(BaseModel):
     device: str = "cpu"
     """``cpu``, ``cuda`` or ``cuda:N``."""
     num_threads: int | None = Field(None, gt=0)
-    """CPU threads for torch; None uses every core of the machine."""
+    """CPU threads for torch (a process-wide setting). None: ``recsys train`` uses every core
+    this process may run on; a :class:`Trainer` built in Python leaves torch's setting as it
+    is."""
     clip_grad_norm: float | None = Field(None, gt=0)
+    """Clip the total 2-norm of the optimised parameters' gradients (row-sparse ones
+    included) to this before each step; None does not clip."""
     progress: bool = True
     """Show progress bars."""
 
@@ -148,11 +156,36 @@ def train_step(
         )
     total.backward()
     if clip_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        clip_gradients(optimizer, clip_grad_norm)
     optimizer.step()
     out = {k: float(v.detach()) for k, v in terms.items()}
     out["loss"] = float(total.detach())
     return out
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+    """Scale the gradients of the parameters ``optimizer`` steps to total 2-norm ``max_norm``.
+
+    Only the optimiser's own parameters count: parameters it does not step (a model's
+    auxiliary parameters, which keep the gradient of their last outer step) neither enter the
+    norm nor get scaled. Row-sparse gradients (``train.optimizer=sparse_adam``) are clipped
+    too, by the norm of their coalesced rows.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not any(p.grad.is_sparse for p in params):
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    for p in params:
+        if p.grad.is_sparse:
+            p.grad = p.grad.coalesce()
+    norms = [
+        torch.linalg.vector_norm(p.grad.values() if p.grad.is_sparse else p.grad) for p in params
+    ]
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    # the same coefficient as torch.nn.utils.clip_grad_norm_
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for p in params:
+        p.grad = p.grad * coef if p.grad.is_sparse else p.grad.mul_(coef)
 
 
 def make_optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -502,6 +535,9 @@ class Trainer:
         extra = {}
         if aux is not None:
             extra = {"aux_optimizer": aux.optimizer.state_dict(), "aux_rng": rng_state(aux.rng)}
+        if self.device.type == "cuda":
+            # dropout masks and noise drawn on the GPU come from the device's own generator
+            extra["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         save_checkpoint(
             self.checkpoint_dir / "last.pt",
             {
@@ -542,6 +578,8 @@ class Trainer:
             aux.optimizer.load_state_dict(state["aux_optimizer"])
             restore_rng(aux.rng, state["aux_rng"])
         torch.set_rng_state(state["torch_rng"].cpu())
+        if self.device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         best = self.checkpoint_dir / "best.pt"
         if best.is_file():
             self._best_state = load_checkpoint(best)["model"]

@@ -132,3 +132,51 @@ def test_hashed_filter_rejects_most_non_positives():
 
 def _bits_set(sampler: PairwiseSampler, keys: np.ndarray) -> np.ndarray:
     return _test_bits(sampler.key_filter, sampler._hash(keys))
+
+
+def _scrambled(train: sp.csr_array, seed: int = 0) -> sp.csr_array:
+    """``train`` with each row's column indices in random order and its first entry stored
+    twice: a valid CSR matrix, but not in canonical form."""
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(train.shape[0]), np.diff(train.indptr))
+    order = np.lexsort((rng.random(train.nnz), rows))
+    first = train.indptr[:-1][np.diff(train.indptr) > 0]
+    cols = np.concatenate([train.indices[order], train.indices[first]])
+    all_rows = np.concatenate([rows, rows[first]])
+    order = np.argsort(all_rows, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(all_rows, minlength=train.shape[0]))])
+    out = sp.csr_array((np.ones(len(cols), np.float32), cols[order], indptr), shape=train.shape)
+    assert not out.has_sorted_indices and out.nnz > train.nnz
+    return out
+
+
+@pytest.mark.parametrize("bitmap_limit", [256 * 2**20, 64, 0])
+def test_pairwise_sampler_on_a_non_canonical_matrix(planted_split, bitmap_limit):
+    """Unsorted column indices and duplicate entries: negatives still avoid every positive on
+    all three membership paths (bitmap, hashed filter, binary search), and each interaction
+    comes once per epoch."""
+    train = planted_split.train
+    sampler = PairwiseSampler(_scrambled(train), batch_size=128, bitmap_limit=bitmap_limit)
+    dense = train.toarray() > 0
+    pairs = []
+    for batch in sampler.epoch(np.random.default_rng(0)):
+        u, p, n = (batch[k].numpy() for k in ("user", "pos", "neg"))
+        assert dense[u, p].all()
+        assert not dense[u, n].any()
+        pairs += list(zip(u.tolist(), p.tolist(), strict=True))
+    assert len(pairs) == train.nnz == len(set(pairs))
+    assert len(sampler) == int(np.ceil(train.nnz / 128))
+
+
+def test_pair_and_row_samplers_on_a_non_canonical_matrix(planted_split):
+    train = planted_split.train
+    scrambled = _scrambled(train, seed=1)
+    pairs = [
+        (u, i)
+        for b in PairSampler(scrambled, 100).epoch(np.random.default_rng(0))
+        for u, i in zip(b["user"].tolist(), b["item"].tolist(), strict=True)
+    ]
+    assert len(pairs) == train.nnz == len(set(pairs))
+    # a row block holds the matrix's values (duplicates summed, as scipy reads them)
+    rows = next(UserRowSampler(scrambled, 50).epoch(np.random.default_rng(0)))
+    assert np.array_equal(rows["rows"].numpy(), scrambled[rows["user"].numpy()].toarray())

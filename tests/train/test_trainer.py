@@ -149,3 +149,93 @@ def test_a_diverging_run_is_a_one_line_error_naming_the_learning_rate(tmp_path, 
     assert code == 2, err
     assert "Traceback" not in err
     assert "error: loss became nan" in err and "lower train.learning_rate" in err
+
+
+def test_gradient_clipping_counts_only_the_optimised_parameters(planted_split):
+    """DNIS's alpha keeps the gradient of its last validation step while the next training
+    step runs; that stale gradient must neither enter the clipping norm nor be scaled."""
+    from recsys.data.samplers import HeldOutPairwiseSampler
+    from recsys.train.trainer import auxiliary_step
+
+    torch.manual_seed(0)
+    model = create_model("dnis").setup(planted_split.train)
+    optimizer = make_optimizer(model, TrainConfig())
+    alphas = model.auxiliary_parameters()
+    valid_batch = next(
+        HeldOutPairwiseSampler(planted_split.valid, planted_split.train, 256).epoch(
+            np.random.default_rng(1)
+        )
+    )
+    auxiliary_step(model, model.auxiliary_optimizer(alphas), valid_batch)
+    stale = [a.grad.clone() for a in alphas]
+    assert all(g.abs().sum() > 0 for g in stale)
+
+    batch = next(make_sampler("pairwise", planted_split.train, 256).epoch(np.random.default_rng(0)))
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    optimizer.zero_grad()
+    sum(model.loss(batch).values()).backward()
+    reference = [p.grad.clone() if p.grad is not None else None for p in params]
+    raw = float(
+        torch.linalg.vector_norm(torch.stack([g.norm() for g in reference if g is not None]))
+    )
+
+    def grads_after_step(max_norm):
+        # the gradients the step used (the step moves the weights, not the gradients)
+        train_step(model, optimizer, batch, clip_grad_norm=max_norm)
+        return [p.grad.clone() if p.grad is not None else None for p in params]
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    # a limit above the gradient's norm clips nothing
+    for got, ref in zip(grads_after_step(raw * 1.01), reference, strict=True):
+        if ref is not None:
+            torch.testing.assert_close(got, ref, rtol=1e-6, atol=0)
+    for alpha, before in zip(alphas, stale, strict=True):
+        assert torch.equal(alpha.grad, before)
+    # a limit below it scales the optimised gradients to exactly that norm
+    model.load_state_dict(state)
+    got = grads_after_step(raw / 2)
+    norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in got if g is not None]))
+    assert float(norm) == pytest.approx(raw / 2, rel=1e-4)
+
+
+def test_gradient_clipping_with_sparse_adam(planted_split, tmp_path, capsys):
+    """Row-sparse gradients are clipped by the same total norm as their dense form."""
+    torch.manual_seed(0)
+    sparse = create_model("bpr", embedding_size=8).setup(planted_split.train)
+    dense = create_model("bpr", embedding_size=8).setup(planted_split.train)
+    dense.load_state_dict(sparse.state_dict())
+    sparse_opt = make_optimizer(sparse, TrainConfig(optimizer="sparse_adam"))
+    dense_opt = make_optimizer(dense, TrainConfig(optimizer="sgd"))
+    batch = next(make_sampler("pairwise", planted_split.train, 64).epoch(np.random.default_rng(0)))
+    train_step(sparse, sparse_opt, batch, clip_grad_norm=1e-3)
+    train_step(dense, dense_opt, batch, clip_grad_norm=1e-3)
+    for name, param in sparse.named_parameters():
+        assert param.grad.is_sparse
+        torch.testing.assert_close(
+            param.grad.to_dense(), dict(dense.named_parameters())[name].grad, rtol=1e-5, atol=1e-9
+        )
+
+    from recsys.cli import main
+
+    code = main(["train", "--model", "bpr", "--dataset", "synthetic-120x80x2400", "--no-tracking",
+                 "--quiet", "-o", str(tmp_path), "--set", "train.optimizer=sparse_adam",
+                 "--set", "train.clip_grad_norm=0.5", "--set", "train.epochs=2"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("model", ["multvae", "bm3"])
+def test_resume_on_cuda_continues_the_device_random_stream(planted_split, tmp_path, model):
+    """Dropout masks and noise drawn on the GPU come from the CUDA generator: resume restores
+    it, so a resumed GPU run matches an uninterrupted one."""
+    straight = _trainer(planted_split, model, tmp_path / "a", device="cuda").fit()
+
+    def crash(report):
+        if report.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(planted_split, model, tmp_path / "b", callbacks=[crash], device="cuda").fit()
+    resumed = _trainer(planted_split, model, tmp_path / "b", device="cuda").fit(resume=True)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    assert resumed.best_valid == straight.best_valid
