@@ -17,6 +17,9 @@ Choices worth knowing:
   than into ``./mlruns`` of whatever the working directory happens to be.
 - Metric and param names are made legal for MLflow by :func:`sanitize_key`
   (``val/ndcg@10`` -> ``val/ndcg_at_10``).
+- Once a run is open, tracking is best effort: the first failure to record something (the
+  server went away, the disk filled up) is logged once as a warning and the rest of that run
+  is not sent to MLflow, so training goes on and its results still land in the run folder.
 
 ``mlflow`` is imported lazily, so importing this module (and running ``recsys --help``) stays
 cheap.
@@ -29,6 +32,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import ssl
 import tempfile
 import time
@@ -74,6 +78,8 @@ MAX_KEY_LENGTH = 250
 
 MAX_PARAM_VALUE_LENGTH = 6000
 """MLflow's limit on a param value's length (``MAX_PARAM_VAL_LENGTH``)."""
+
+_MAX_TAG_VALUE_LENGTH = 8000  # MLflow's MAX_TAG_VAL_LENGTH
 
 _MAX_PARAMS_PER_BATCH = 100  # MLflow's MAX_PARAMS_TAGS_PER_BATCH
 _MAX_METRICS_PER_BATCH = 1000  # MLflow's MAX_METRICS_PER_BATCH
@@ -206,8 +212,9 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
     Nested mappings are joined with ``.``; an empty mapping becomes ``"{}"``. Strings stay as
     they are, lists and tuples become their ``repr``, everything else ``str``. Values longer
-    than MLflow's 6000-character limit are cut and end in ``...``. Keys are not sanitized here
-    (the tracker does that when it logs them), and flattening a flat result is a no-op.
+    than MLflow's 6000-character limit are cut, end in ``...`` and are named in a warning.
+    Keys are not sanitized here (the tracker does that when it logs them), and flattening a
+    flat result is a no-op.
     """
     flat: dict[str, str] = {}
     for key, value in config.items():
@@ -225,6 +232,13 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
         else:
             text = str(value)
         if len(text) > MAX_PARAM_VALUE_LENGTH:
+            log.warning(
+                "param %r is %d characters long, over MLflow's limit of %d: logged cut short, "
+                "ending in '...'",
+                name,
+                len(text),
+                MAX_PARAM_VALUE_LENGTH,
+            )
             text = text[: MAX_PARAM_VALUE_LENGTH - 3] + "..."
         flat[name] = text
     return flat
@@ -520,7 +534,12 @@ class MlflowTracker:
             tracker.start("bpr-ml100k", config)
             tracker.log_metrics({"valid/ndcg_at_10": 0.31}, step=0)
 
-    MLflow errors (store unreachable, write refused) are raised as TrackingError.
+    Opening the tracker, :meth:`start` and :meth:`reopen` raise MLflow errors (store
+    unreachable, write refused) as TrackingError, before any work is done. Once a run is open,
+    recording is best effort: the first failure of a write (``log_*``, :meth:`end`) is logged
+    once as a warning, kept in :attr:`failure`, and every later write of that run is skipped,
+    so a tracking server going away mid-training costs the MLflow record, never the training
+    or its local results.
     """
 
     def __init__(
@@ -535,6 +554,7 @@ class MlflowTracker:
         self.parent_run_id = parent_run_id
         self.run_id: str | None = None
         self._active = False
+        self._failure: TrackingError | None = None
         import mlflow  # lazily: importing mlflow takes seconds
 
         _quiet_mlflow_logging()
@@ -581,6 +601,11 @@ class MlflowTracker:
         """Whether a run is open (started and not yet ended)."""
         return self._active
 
+    @property
+    def failure(self) -> TrackingError | None:
+        """Why the current (or last) run stopped being recorded; None while all went well."""
+        return self._failure
+
     def start(
         self, run_name: str, params: dict[str, Any], tags: dict[str, str] | None = None
     ) -> None:
@@ -593,7 +618,10 @@ class MlflowTracker:
             raise RuntimeError(f"run {self.run_id} is still open; end() it before start()")
         from mlflow.entities import Param
 
-        run_tags = {sanitize_key(key): str(value) for key, value in (tags or {}).items()}
+        run_tags = {
+            sanitize_key(key): str(value)[:_MAX_TAG_VALUE_LENGTH]
+            for key, value in (tags or {}).items()
+        }
         run_tags = self._context_tags(run_tags)
         if self.parent_run_id is not None:
             run_tags[_PARENT_RUN_TAG] = self.parent_run_id
@@ -602,8 +630,9 @@ class MlflowTracker:
             run = self._client.create_run(self.experiment_id, tags=run_tags, run_name=run_name)
         self.run_id = run.info.run_id
         self._active = True
+        self._failure = None
         items = [Param(key, value) for key, value in flat.items()]
-        with self._errors("log params"):
+        with self._recording("log params"):
             for chunk in _chunks(items, _MAX_PARAMS_PER_BATCH):
                 self._client.log_batch(self.run_id, params=chunk, synchronous=True)
         log.info(
@@ -626,11 +655,13 @@ class MlflowTracker:
                 values[key] = float(value)
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"metric {key!r} is not a number: {value!r}") from exc
+        if self._failure is not None:
+            return
         items = [
             Metric(key, value, timestamp, int(step or 0))
             for key, value in self._sanitized(values, "metric").items()
         ]
-        with self._errors("log metrics"):
+        with self._recording("log metrics"):
             for chunk in _chunks(items, _MAX_METRICS_PER_BATCH):
                 self._client.log_batch(run_id, metrics=chunk, synchronous=True)
 
@@ -641,6 +672,8 @@ class MlflowTracker:
         other non-plain values are written as numbers, lists or strings.
         """
         run_id = self._require_run("log_dict")
+        if self._failure is not None:
+            return
         target = PurePosixPath(artifact_file)
         plain = _to_plain(obj)
         with tempfile.TemporaryDirectory(prefix="recsys-artifact-") as tmp:
@@ -658,7 +691,7 @@ class MlflowTracker:
                     json.dump(plain, handle, indent=2, ensure_ascii=False)
                     handle.write("\n")
             folder = str(target.parent)
-            with self._errors(f"log {artifact_file}"):
+            with self._recording(f"log {artifact_file}"):
                 self._client.log_artifact(run_id, str(local), None if folder == "." else folder)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
@@ -670,11 +703,13 @@ class MlflowTracker:
         """
         run_id = self._require_run("log_artifact")
         path = Path(path)
+        if self._failure is not None and path.exists():
+            return
         if path.is_dir():
-            with self._errors(f"log folder {path}"):
+            with self._recording(f"log folder {path}"):
                 self._client.log_artifacts(run_id, str(path), artifact_path or path.name)
         elif path.is_file():
-            with self._errors(f"log file {path}"):
+            with self._recording(f"log file {path}"):
                 self._client.log_artifact(run_id, str(path), artifact_path)
         else:
             raise FileNotFoundError(f"cannot log artifact {path}: no such file or folder")
@@ -686,6 +721,7 @@ class MlflowTracker:
             self._client.update_run(run_id, status="RUNNING")
         self.run_id = run_id
         self._active = True
+        self._failure = None
 
     def log_params(self, params: dict[str, Any], tags: dict[str, str] | None = None) -> None:
         """Log more ``params`` (flattened, sanitized; new keys only) and ``tags`` to the open
@@ -693,28 +729,29 @@ class MlflowTracker:
         from mlflow.entities import Param, RunTag
 
         run_id = self._require_run("log_params")
+        if self._failure is not None:
+            return
         flat = self._sanitized(flatten_params(params), "param")
         items = [Param(key, value) for key, value in flat.items()]
-        run_tags = [RunTag(sanitize_key(k), str(v)) for k, v in (tags or {}).items()]
-        with self._errors("log params"):
+        run_tags = [
+            RunTag(sanitize_key(k), str(v)[:_MAX_TAG_VALUE_LENGTH]) for k, v in (tags or {}).items()
+        ]
+        with self._recording("log params"):
             self._client.log_batch(run_id, params=items, tags=run_tags, synchronous=True)
 
     def end(self, status: str = "FINISHED") -> None:
         """Close the open run with ``status``; a no-op when no run is open.
 
-        FAILED and KILLED are what error paths record, so a failure to record them is logged as
-        a warning instead of raised: it must not hide the error being handled.
+        A failure to record the status is logged as a warning, not raised: the work is done
+        (or an error is being handled) by then. After an earlier failure (:attr:`failure`)
+        nothing is sent: the run stays RUNNING in MLflow, as the warning said it would.
         """
         status = _check_status(status)
         if not self._active or self.run_id is None:
             return
-        try:
-            with self._errors(f"end run {self.run_id} as {status}"):
+        if self._failure is None:
+            with self._recording(f"end run {self.run_id} as {status}"):
                 self._client.set_terminated(self.run_id, status=status)
-        except TrackingError as exc:
-            if status == "FINISHED":
-                raise
-            log.warning("%s", exc)
         self._active = False
 
     # -- helpers
@@ -730,6 +767,25 @@ class MlflowTracker:
             raise TrackingError(
                 f"MLflow could not {action} at {redact_uri(self.tracking_uri)}: {_first_line(exc)}"
             ) from exc
+
+    @contextmanager
+    def _recording(self, action: str) -> Iterator[None]:
+        """Do ``action``, a write to the open run, best effort.
+
+        A failure (as :meth:`_errors` words it) is kept in :attr:`failure` and logged once as
+        a warning, not raised; callers skip their writes once :attr:`failure` is set.
+        """
+        try:
+            with self._errors(action):
+                yield
+        except TrackingError as exc:
+            self._failure = exc
+            log.warning(
+                "%s. MLflow tracking is off for the rest of run %s (it stays incomplete in "
+                "MLflow); the work goes on and its local results are not affected",
+                str(exc).rstrip("."),
+                self.run_id,
+            )
 
     def _require_run(self, method: str) -> str:
         """The open run's id, or RuntimeError naming ``method``."""
@@ -774,10 +830,12 @@ class MlflowTracker:
                 if found is None:
                     raise
         if found.lifecycle_stage != "active":
+            # `mlflow experiments` reads its store from the environment, never from an option
+            uri = shlex.quote(redact_uri(self.tracking_uri))
             raise TrackingError(
                 f"MLflow experiment {name!r} at {redact_uri(self.tracking_uri)} is deleted; "
-                f"restore it (mlflow experiments restore --experiment-id "
-                f"{found.experiment_id}) or choose another experiment name"
+                f"restore it (MLFLOW_TRACKING_URI={uri} mlflow experiments restore "
+                f"--experiment-id {found.experiment_id}) or choose another experiment name"
             )
         return str(found.experiment_id)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import shlex
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +17,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.utils.validation import _validate_metric_name, _validate_param_name
 
+from recsys.cli import main
 from recsys.errors import TrackingError
 from recsys.tracking import (
     ENV_TRACKING_URI,
@@ -236,8 +240,19 @@ def test_misuse_is_reported(shared_uri: str, tmp_path: Path) -> None:
 def test_deleted_experiment_is_a_tracking_error(shared_uri: str) -> None:
     client = MlflowClient(tracking_uri=shared_uri)
     client.delete_experiment(MlflowTracker(shared_uri, experiment="gone").experiment_id)
-    with pytest.raises(TrackingError, match=r"'gone'.*deleted"):
+    with pytest.raises(TrackingError, match=r"'gone'.*deleted") as info:
         MlflowTracker(shared_uri, experiment="gone")
+    # the restore command the message suggests works as given: `mlflow experiments` takes the
+    # store from MLFLOW_TRACKING_URI only
+    from click.testing import CliRunner
+    from mlflow.experiments import commands
+
+    command = shlex.split(str(info.value).split("restore it (", 1)[1].split(")", 1)[0])
+    env = dict(item.split("=", 1) for item in command if "=" in item and "--" not in item)
+    args = command[command.index("restore") :]
+    result = CliRunner().invoke(commands, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert MlflowTracker(shared_uri, experiment="gone").experiment_id
 
 
 # --------------------------------------------------------------------------- no tracking
@@ -308,6 +323,14 @@ def test_flatten_params() -> None:
     long = flatten_params({"items": list(range(5000))})["items"]
     assert len(long) == MAX_PARAM_VALUE_LENGTH
     assert long.startswith("[0, 1, 2") and long.endswith("...")
+
+
+def test_flatten_params_names_a_cut_value(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="recsys.tracking"):
+        flat = flatten_params({"model": {"base_params": {"items": "x" * 7000}, "k": 1}})
+    assert len(flat["model.base_params.items"]) == MAX_PARAM_VALUE_LENGTH
+    cut = [r.getMessage() for r in caplog.records if "model.base_params.items" in r.getMessage()]
+    assert len(cut) == 1 and "7000" in cut[0] and "cut" in cut[0]
 
 
 # --------------------------------------------------------------------------- URIs
@@ -455,3 +478,128 @@ def test_live_server_round_trip(mlflow_server: str, tmp_path: Path) -> None:
     run = MlflowClient(tracking_uri=mlflow_server).get_run(child.run_id)
     assert run.data.tags["mlflow.parentRunId"] == tracker.run_id
     assert math.isnan(run.data.metrics["train/loss"])
+
+
+# --------------------------------------------------------------------------- `recsys train`
+
+TRAIN = ["train", "--dataset", "synthetic-200x100x3000", "--set", "train.epochs=2"]
+RUN_FILES = ("config.yaml", "split.npz", "metrics.json", "history.json", "recommendations.csv")
+
+
+def _runs(uri: str, experiment: str) -> list:
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    return client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_train_records_one_run_per_model(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = [*TRAIN, "--model", "pop", "--model", "bpr", "-o", str(out)]
+    assert main([*argv, "--set", "tracking.experiment=brand new"]) == 0
+    runs = _runs(default_tracking_uri(out), "brand new")
+    assert [r.data.tags["model"] for r in runs] == ["pop", "bpr"]
+    client = MlflowClient(tracking_uri=default_tracking_uri(out))
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        run_dir = Path(run.data.tags["run_dir"])
+        flat = flatten_params(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        assert run.data.params == {sanitize_key(k): v for k, v in flat.items()}
+        test = json.loads((run_dir / "metrics.json").read_text())["test"]
+        assert run.data.metrics["test/recall_at_20"] == pytest.approx(test["recall_at_20"])
+        artifacts = {f.path for f in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "metrics.json", "recommendations.csv", "train.log"} <= artifacts
+        assert "checkpoints/best.pt" in {
+            f.path for f in client.list_artifacts(run.info.run_id, "checkpoints")
+        }
+    history = client.get_metric_history(runs[1].info.run_id, "valid/ndcg_at_10")
+    assert sorted(m.step for m in history) == [0, 1]
+
+
+class _ServerGone:
+    """Makes every MLflow client write fail from the ``after``-th metrics batch on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, after: int | None) -> None:
+        from mlflow.exceptions import MlflowException
+
+        self.gone = False
+        self.calls = 0
+        log_batch = MlflowClient.log_batch
+
+        def fail(*args: object, **kwargs: object) -> None:
+            self.calls += 1
+            raise MlflowException("API request failed: Max retries exceeded (connection refused)")
+
+        def batch(client: MlflowClient, run_id: str, metrics=(), **kwargs: object) -> None:
+            if metrics and after is not None:
+                self.gone = self.gone or self.batches >= after
+                self.batches += 1
+            if self.gone:
+                return fail()
+            return log_batch(client, run_id, metrics=metrics, **kwargs)
+
+        def terminated(client: MlflowClient, *args: object, **kwargs: object) -> None:
+            self.gone = True
+            return fail()
+
+        self.batches = 0
+        monkeypatch.setattr(MlflowClient, "log_batch", batch)
+        for name in ("log_artifact", "log_artifacts"):
+            real = getattr(MlflowClient, name)
+            monkeypatch.setattr(
+                MlflowClient,
+                name,
+                lambda *a, _real=real, **k: fail() if self.gone else _real(*a, **k),
+            )
+        monkeypatch.setattr(MlflowClient, "set_terminated", terminated)
+
+
+@pytest.mark.parametrize("after", [1, None], ids=["after-first-epoch", "at-the-end"])
+def test_tracking_failure_mid_run_keeps_the_run(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    after: int | None,
+) -> None:
+    server = _ServerGone(monkeypatch, after)
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="recsys.tracking"):
+        status = main([*TRAIN, "--model", "bpr", "--model", "pop", "-o", str(out)])
+    assert status == 0
+    for run_dir in (p for p in out.iterdir() if p.is_dir() and p.name != "mlartifacts"):
+        for name in (*RUN_FILES, "checkpoints/best.pt"):
+            assert (run_dir / name).is_file(), f"{run_dir.name}/{name} missing"
+    told = [r.getMessage() for r in caplog.records if "tracking is off" in r.getMessage()]
+    # once per run (two models), naming the cause; no write is retried after the first failure
+    assert len(told) == 2 and server.calls == 2
+    assert all("connection refused" in message for message in told)
+    runs = _runs(default_tracking_uri(out), "recsys")
+    assert [r.info.status for r in runs] == ["RUNNING", "RUNNING"]
+    if after == 1:  # the first epoch got through before the server went away
+        steps = MlflowClient(tracking_uri=default_tracking_uri(out)).get_metric_history(
+            runs[0].info.run_id, "train/loss"
+        )
+        assert [m.step for m in steps] == [0]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "exit_code"),
+    [(KeyboardInterrupt, "KILLED", 130), (RuntimeError, "FAILED", 3)],
+)
+def test_interrupted_or_failed_train_ends_the_run(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    error: type[BaseException],
+    status: str,
+    exit_code: int,
+) -> None:
+    import recsys.experiment
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise error("stop")
+
+    monkeypatch.setattr(recsys.experiment, "recommend", broken)
+    out = tmp_path / "out"
+    assert main([*TRAIN, "--model", "pop", "-o", str(out)]) == exit_code
+    [run] = _runs(default_tracking_uri(out), "recsys")
+    assert run.info.status == status
