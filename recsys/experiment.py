@@ -12,7 +12,8 @@ the best epoch once, writes top-k recommendations, and records everything in a r
         checkpoints/last.pt  full training state for --resume
         recommendations.csv  user,item,rank,score (raw ids), top recommend_k per user
         train.log            the log
-        run.json             MLflow run id and tracking URI
+        run.json             MLflow run id and tracking URI (password hidden); --resume
+                             continues that run
 
 ``evaluate_run`` and ``recommend_run`` rebuild data, split and model from such a folder.
 """
@@ -36,11 +37,11 @@ from recsys.config import RunConfig, load_config_dict, validate
 from recsys.data.catalog import load_dataset
 from recsys.data.dataset import Dataset
 from recsys.data.split import Split, make_split, resolve_split_config
-from recsys.errors import ConfigError, DataError
+from recsys.errors import ConfigError, DataError, TrackingError
 from recsys.eval.evaluator import Evaluator
 from recsys.models.base import Recommender
 from recsys.models.registry import create_model
-from recsys.tracking import Tracker, flatten_params, make_tracker
+from recsys.tracking import MlflowTracker, Tracker, flatten_params, make_tracker, redact_uri
 from recsys.train.checkpoint import atomic_write_text, load_checkpoint, load_weights
 from recsys.train.trainer import EpochReport, Trainer, default_num_threads, resolve_device
 
@@ -111,6 +112,29 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=float) + "\n")
 
 
+def _reopen_run(tracker: Tracker, run_dir: Path) -> bool:
+    """Continue the MLflow run an interrupted run started (its id is in ``run.json``), so a
+    resumed run's epochs land in one MLflow run; False when there is none to continue here
+    (tracking off, no id, or a store that does not have it), and a new run is started."""
+    if not isinstance(tracker, MlflowTracker):
+        return False
+    try:
+        run_id = json.loads((run_dir / "run.json").read_text()).get("tracking_run_id")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if not run_id:
+        return False
+    try:
+        tracker.reopen(str(run_id))
+    except TrackingError as exc:
+        log.warning(
+            "cannot continue MLflow run %s (%s); the resume is a new MLflow run", run_id, exc
+        )
+        return False
+    log.info("continuing MLflow run %s", run_id)
+    return True
+
+
 def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
     """Run ``cfg`` (or resume the run in ``resume_dir``) and return its metrics and folder."""
     tic = time.perf_counter()
@@ -141,16 +165,21 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
         else:
             split.save(split_path)
         log.info("split %s", split)
-        tracker.start(
-            run_dir.name,
-            flatten_params(cfg.model_dump(mode="json")),
-            tags={
-                "model": cfg.model["name"],
-                "dataset": dataset.name,
-                "run_dir": str(run_dir.resolve()),
-            },
+        if not (resume_dir is not None and _reopen_run(tracker, run_dir)):
+            tracker.start(
+                run_dir.name,
+                flatten_params(cfg.model_dump(mode="json")),
+                tags={
+                    "model": cfg.model["name"],
+                    "dataset": dataset.name,
+                    "run_dir": str(run_dir.resolve()),
+                },
+            )
+        uri = getattr(tracker, "tracking_uri", None)
+        _write_json(
+            run_dir / "run.json",
+            {"tracking_run_id": tracker.run_id, "tracking_uri": uri and redact_uri(uri)},
         )
-        _write_json(run_dir / "run.json", {"tracking_run_id": tracker.run_id})
         tracker.log_dict(cfg.model_dump(mode="json"), "config.yaml")
         result = _train_and_test(cfg, dataset, split, run_dir, tracker, resume_dir is not None)
         result.seconds = time.perf_counter() - tic

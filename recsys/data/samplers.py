@@ -21,6 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recsys.errors import DataError
+
 BatchKind = Literal["pairwise", "user_rows", "pairs", "none"]
 Batch = dict[str, torch.Tensor]
 
@@ -105,7 +107,7 @@ class PairwiseSampler(Sampler):
             (default: 256 MiB)
 
     Raises:
-        ValueError: a user has interacted with every item, so no negative exists for them.
+        DataError: a user has interacted with every item, so no negative exists for them.
     """
 
     kind: BatchKind = "pairwise"
@@ -139,9 +141,10 @@ class PairwiseSampler(Sampler):
                 self.key_filter = _bitmap(self._hash(self.keys), filter_bits)
         full = np.diff(train.indptr) >= self.n_items
         if full.any():
-            raise ValueError(
-                f"user index {int(np.flatnonzero(full)[0])} has interacted with every item; "
-                "no negative can be sampled"
+            raise DataError(
+                f"user index {int(np.flatnonzero(full)[0])} has interacted with every item, so "
+                "no negative can be sampled for them; drop such users (or raise "
+                "data.min_item_interactions) or use a model that samples no negatives"
             )
 
     def _n_examples(self) -> int:

@@ -388,3 +388,21 @@ def test_a_relative_data_path_still_works_from_another_directory(tmp_path, capsy
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     assert main(["evaluate", str(run_dir)]) == 0, capsys.readouterr().err
+
+
+def test_resume_continues_the_same_mlflow_run(tmp_path, capsys):
+    assert _train(tmp_path, "--model", "bpr", "--set", "train.epochs=2") == 0
+    run = _run_dirs(tmp_path)[0]
+    first = json.loads((run / "run.json").read_text())
+    assert first["tracking_uri"].startswith("sqlite:///")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["train"]["epochs"] = 4
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert json.loads((run / "run.json").read_text()) == first
+    client = mlflow.MlflowClient(tracking_uri=first["tracking_uri"])
+    runs = client.search_runs([client.get_experiment_by_name("recsys").experiment_id])
+    assert [r.info.run_id for r in runs] == [first["tracking_run_id"]]
+    assert runs[0].info.status == "FINISHED"
+    history = client.get_metric_history(first["tracking_run_id"], "valid/ndcg_at_10")
+    assert sorted(m.step for m in history) == [0, 1, 2, 3]

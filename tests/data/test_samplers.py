@@ -10,6 +10,7 @@ from recsys.data.samplers import (
     _test_bits,
     make_sampler,
 )
+from recsys.errors import DataError
 from tests.conftest import csr
 
 
@@ -57,7 +58,7 @@ def test_pairwise_several_negatives_shape(planted_split):
 
 
 def test_pairwise_rejects_user_with_every_item():
-    with pytest.raises(ValueError, match="every item"):
+    with pytest.raises(DataError, match="every item"):
         PairwiseSampler(csr([[0, 1, 2]], 3), batch_size=4)
 
 
