@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from recsys.probe.labeller import load_labeller
 from recsys.probe.pipeline import ProbeConfig, ProbeResult, run_probe
 from recsys.probe.report import write_report
 from recsys.tracking import (
+    ENV_TRACKING_URI,
     MlflowTracker,
     NullTracker,
     Tracker,
@@ -111,12 +113,14 @@ def load_trained(path: Path) -> LoadedRun:
     return LoadedRun(run_dir, checkpoint, cfg, dataset, split, model)
 
 
-def _training_run_id(run_dir: Path) -> str | None:
+def _training_run(run_dir: Path) -> tuple[str | None, str | None]:
+    """The MLflow run id of the training run and the store it went to (``run.json``)."""
     path = run_dir / "run.json"
     try:
-        return json.loads(path.read_text()).get("tracking_run_id")
+        record = json.loads(path.read_text())
+        return record.get("tracking_run_id"), record.get("tracking_uri")
     except (OSError, ValueError, AttributeError):
-        return None
+        return None, None
 
 
 def make_probe_tracker(
@@ -125,10 +129,15 @@ def make_probe_tracker(
     """The tracker of a probe: a child of the training run when the store has it."""
     if not enabled:
         return NullTracker()
-    resolved = resolve_tracking_uri(uri or loaded.config.tracking.uri, loaded.run_dir.parent)
+    parent, trained_at = _training_run(loaded.run_dir)
+    chosen = uri or loaded.config.tracking.uri
+    if not chosen and not os.environ.get(ENV_TRACKING_URI, "").strip():
+        # nothing names a store: the one the training run went to (with $RECSYS_TRACKING_URI,
+        # say), unless its password was hidden when it was recorded
+        chosen = trained_at if trained_at and "***" not in trained_at else None
+    resolved = resolve_tracking_uri(chosen, loaded.run_dir.parent)
     check_tracking_uri(resolved)
     name = experiment or loaded.config.tracking.experiment
-    parent = _training_run_id(loaded.run_dir)
     if parent:
         try:
             return MlflowTracker(resolved, experiment=name, parent_run_id=parent)

@@ -372,3 +372,26 @@ def test_compare_on_an_item_site_needs_the_same_items(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{runs['b']} was trained on other items than {runs['a']}" in err
     assert not out.exists()
+
+
+def test_the_probe_goes_to_the_store_the_training_run_went_to(tmp_path, capsys, monkeypatch):
+    # trained with $RECSYS_TRACKING_URI; probed later without it: the probe finds the store
+    # in run.json and becomes a child of the training run
+    store = f"sqlite:///{(tmp_path / 'elsewhere' / 'mlflow.db').as_posix()}"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.setenv("RECSYS_TRACKING_URI", store)
+    out = tmp_path / "runs"
+    args = ["--dataset", "synthetic-60x40x600", "-o", str(out), "--quiet", "--set", "run_name=pop"]
+    assert main(["train", "--model", "pop", *args]) == 0
+    training_id = json.loads((out / "pop" / "run.json").read_text())["tracking_run_id"]
+    monkeypatch.delenv("RECSYS_TRACKING_URI")
+    capsys.readouterr()
+    probe = ["probe", str(out / "pop"), "--site", "item_popularity", "-o", str(tmp_path / "r")]
+    assert main([*probe, "-k", "2", "--no-itda", "--epochs", "2", "--quiet"]) == 0
+    client = mlflow.MlflowClient(tracking_uri=store)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "recsys"]
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{training_id}'"
+    )
+    assert len(children) == 1
+    assert not (out / "mlflow.db").exists()
