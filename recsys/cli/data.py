@@ -15,7 +15,7 @@ def data() -> None:
 
 @data.command("list")
 def list_() -> None:
-    """List the dataset cards (name, format, default split, source)."""
+    """List the dataset cards (name, format, description)."""
     from recsys.data.catalog import list_cards
 
     cards = list_cards()

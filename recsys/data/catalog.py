@@ -10,6 +10,9 @@ else ``$RECSYS_DATA_DIR``, else ``~/.cache/recsys/datasets``. A file is download
 temporary name, checked, and only then moved into place, so a failed or corrupt download never
 leaves a file that looks complete. When a card gives no sha256 the first download's checksum is
 recorded in ``<cache>/<name>/CHECKSUMS`` ("trust on first use") and checked on every later load.
+Archives are extracted safely (no member outside the folder, no links), a fresh archive that
+cannot be extracted is removed rather than trusted, and ``<cache>/.<name>.lock`` makes two
+processes preparing the same dataset take turns.
 
 The names ``synthetic`` and ``synthetic-<users>x<items>x<interactions>`` need no card: they
 load :func:`recsys.data.synthetic.make_synthetic` with those sizes.
@@ -17,6 +20,8 @@ load :func:`recsys.data.synthetic.make_synthetic` with those sizes.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import hashlib
 import importlib.util
 import logging
@@ -26,12 +31,21 @@ import tarfile
 import tempfile
 import warnings
 import zipfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from recsys.errors import ConfigError, DataError, DatasetNotFoundError
 
@@ -48,6 +62,8 @@ DATA_DIR_ENV = "RECSYS_DATA_DIR"
 """Cache folder for downloaded datasets."""
 CHECKSUMS = "CHECKSUMS"
 """Name of the per-dataset file recording ``sha256  file`` lines (trust on first use)."""
+LOCK = ".lock"
+"""Suffix of ``<cache>/.<name>.lock``: one process at a time prepares a dataset's files."""
 DOWNLOAD_TIMEOUT = 30.0
 """Seconds before an unresponsive download is given up."""
 
@@ -112,6 +128,24 @@ class DataConfig(BaseModel):
         return None if value is None else Path(value).expanduser().absolute()
 
 
+def _relative_path(value: str, what: str) -> str:
+    """``value`` if it is a relative path that stays inside its folder, else a ValueError."""
+    parts = PurePosixPath(value.replace("\\", "/")).parts
+    drive = bool(parts) and len(parts[0]) == 2 and parts[0][1] == ":"  # C: on Windows
+    if not parts or value.startswith(("/", "\\")) or drive:
+        raise ValueError(f"{what} must be a relative path, got {value!r}")
+    if ".." in parts:
+        raise ValueError(f"{what} must not contain '..', got {value!r}")
+    return value
+
+
+def _check_sha256(value: str) -> str:
+    value = value.strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(f"sha256 must be 64 hex digits, got {value!r}")
+    return value
+
+
 class CardFile(BaseModel):
     """One file of a dataset: a plain file, or an archive to extract."""
 
@@ -135,12 +169,27 @@ class CardFile(BaseModel):
     @field_validator("sha256")
     @classmethod
     def _hex(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip().lower()
-        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-            raise ValueError(f"sha256 must be 64 hex digits, got {value!r}")
+        return None if value is None else _check_sha256(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name_inside(cls, value: str) -> str:
+        # the file is written to <cache>/<dataset>/<name>: it must stay in that folder
+        _relative_path(value, "name")
+        if value == CHECKSUMS:
+            raise ValueError(f"name {value!r} is reserved for the cache's own bookkeeping")
         return value
+
+    @field_validator("members")
+    @classmethod
+    def _members_inside(cls, value: list[str]) -> list[str]:
+        return [_relative_path(member, "each member") for member in value]
+
+    @model_validator(mode="after")
+    def _members_need_extract(self) -> CardFile:
+        if self.members and not self.extract:
+            raise ValueError("members are only read with extract: true")
+        return self
 
 
 class PackageData(BaseModel):
@@ -156,6 +205,11 @@ class PackageData(BaseModel):
     """Format of the files there."""
     sha256: dict[str, str] = Field(default_factory=dict)
     """File name -> expected checksum; every listed file must exist and match."""
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: dict[str, str]) -> dict[str, str]:
+        return {_relative_path(k, "each file name"): _check_sha256(v) for k, v in value.items()}
 
 
 class CardPreprocessing(BaseModel):
@@ -224,6 +278,20 @@ class DatasetCard(BaseModel):
     card_path: Path | None = Field(default=None, exclude=True)
     """Where the card was read from (set by the loader)."""
 
+    @field_validator("root")
+    @classmethod
+    def _root_inside(cls, value: str) -> str:
+        return _relative_path(value, "root") if value else value
+
+    @field_validator("files")
+    @classmethod
+    def _unique_files(cls, value: list[CardFile]) -> list[CardFile]:
+        names = [f.name for f in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"file names must be unique, repeated: {', '.join(repeated)}")
+        return value
+
 
 def card_folders() -> list[Path]:
     """Card folders in increasing priority: the repository's, then ``$RECSYS_DATASET_CARDS``."""
@@ -272,15 +340,19 @@ def list_cards() -> list[DatasetCard]:
 
 def get_card(name: str) -> DatasetCard:
     """The card named ``name``; an unknown name raises :class:`DatasetNotFoundError`."""
-    for folder in reversed(card_folders()):
+    # a name is a card's file stem, never a path (``../x`` would read a card elsewhere)
+    plain = bool(name) and not name.startswith(".") and not set(name) & {"/", "\\", os.sep}
+    for folder in reversed(card_folders()) if plain else []:
         for suffix in (".yaml", ".yml"):
             path = folder / f"{name}{suffix}"
             if path.is_file():
                 return _read_card(path)
-    known = ", ".join(sorted(_card_paths())) or "none"
+    names = sorted(_card_paths())
+    close = difflib.get_close_matches(name, [*names, "synthetic"], n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
     raise DatasetNotFoundError(
-        f"unknown dataset {name!r}; known cards: {known} (also synthetic, "
-        f"synthetic-<users>x<items>x<interactions>); or set data.path to local files"
+        f"unknown dataset {name!r}; {hint}known cards: {', '.join(names) or 'none'} (also "
+        f"synthetic, synthetic-<users>x<items>x<interactions>); or set data.path to local files"
     )
 
 
@@ -369,6 +441,8 @@ def download(
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     digest = hashlib.sha256()
+    received = 0
+    announced: int | None = None
     try:
         try:
             request = urllib.request.Request(url, headers={"User-Agent": "recsys"})
@@ -376,8 +450,9 @@ def download(
                 os.fdopen(fd, "wb") as out,
                 urllib.request.urlopen(request, timeout=timeout) as response,
             ):
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else size
+                length = (response.headers.get("Content-Length") or "").strip()
+                announced = int(length) if length.isdigit() else None
+                total = announced if announced is not None else size
                 with tqdm(
                     total=total,
                     unit="B",
@@ -388,14 +463,26 @@ def download(
                     while chunk := response.read(1 << 20):
                         out.write(chunk)
                         digest.update(chunk)
+                        received += len(chunk)
                         bar.update(len(chunk))
         except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
+            if isinstance(exc, urllib.error.HTTPError):
+                reason = f"HTTP {exc.code} {exc.reason}"
+            elif isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
+                reason = f"no answer within {timeout:g} s (timed out)"
             raise DatasetNotFoundError(
                 f"cannot download {url}: {reason}. Download it by hand into "
                 f"{target.parent}{os.sep} (as {target.name}), or pass data.path=<folder or "
                 f"file> to read local files"
             ) from exc
+        if announced is not None and received != announced:
+            # http.client's read(n) returns b"" when the connection drops early instead of
+            # raising; without this check a cut-off download would be taken as complete
+            raise DatasetNotFoundError(
+                f"cannot download {url}: the connection closed after {received} of "
+                f"{announced} bytes; the partial download was removed, try again"
+            )
         actual = digest.hexdigest()
         if sha256 is not None and actual != sha256.lower():
             raise DataError(
@@ -409,18 +496,19 @@ def download(
     return actual
 
 
-def _verify(folder: Path, spec: CardFile, sums: dict[str, str]) -> None:
-    """Check a present file against the card's or the recorded checksum (record if neither)."""
+def _verify(folder: Path, spec: CardFile, sums: dict[str, str]) -> str | None:
+    """Check a present file against the card's or the recorded checksum.
+
+    Returns the file's sha256 when neither exists (to be recorded once the file proved usable),
+    else None.
+    """
     path = folder / spec.name
     expected = spec.sha256 or sums.get(spec.name)
     actual = sha256_file(path)
     if expected is None:
-        _record_checksum(folder, spec.name, actual)
-        sums[spec.name] = actual
-        log.info("recorded sha256 %s of %s (trust on first use)", actual, path)
-        return
+        return actual
     if actual == expected:
-        return
+        return None
     origin = "the card" if spec.sha256 else f"{folder / CHECKSUMS} (first download)"
     if spec.url is not None:
         path.unlink(missing_ok=True)
@@ -446,45 +534,65 @@ def _copy_atomic(source: BinaryIO, path: Path) -> None:
         raise
 
 
+def _zip_is_link(info: zipfile.ZipInfo) -> bool:
+    return (info.external_attr >> 16) & 0o170000 == 0o120000
+
+
 def _extract(archive: Path, members: list[str], dest: Path) -> None:
-    """Extract ``members`` (all regular files when empty) of a zip or tar archive safely."""
+    """Extract ``members`` (all regular files when empty) of a zip or tar archive safely.
+
+    Every member is checked before anything is written: a path that would land outside
+    ``dest`` (``..``, absolute) is an error, links are never extracted, and each file is
+    written through a temporary name, so an interrupted extraction leaves no half file.
+    """
     root = dest.resolve()
 
     def target_of(member: str) -> Path:
-        target = (dest / member).resolve()
-        if root != target and root not in target.parents:
+        target = (root / member).resolve()
+        if root not in target.parents:
             raise DataError(f"{archive}: member {member!r} would be written outside {dest}")
         return target
 
-    def absent(member: str) -> DataError:
-        return DataError(
-            f"{archive}: the card lists member {member!r}, which the archive does not contain"
+    def absent(member: str, present: list[str], links: set[str]) -> DataError:
+        if member in links:
+            return DataError(f"{archive}: member {member!r} is a link, which is never extracted")
+        shown = ", ".join(present[:10]) + (
+            f" and {len(present) - 10} more" if len(present) > 10 else ""
         )
+        return DataError(
+            f"{archive}: the card lists member {member!r}, which the archive does not contain "
+            f"(its files: {shown or 'none'})"
+        )
+
+    def plan(present: list[str], links: set[str]) -> list[tuple[str, Path]]:
+        chosen = members or present
+        for member in chosen:
+            if member not in present:
+                raise absent(member, present, links)
+        return [(member, target_of(member)) for member in chosen]
 
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
-                present = {i.filename for i in zf.infolist() if not i.is_dir()}
-                for member in members or sorted(present):
-                    if member not in present:
-                        raise absent(member)
-                    target = target_of(member)
+                infos = [i for i in zf.infolist() if not i.is_dir()]
+                links = {i.filename for i in infos if _zip_is_link(i)}
+                present = sorted(i.filename for i in infos if i.filename not in links)
+                for member, target in plan(present, links):
                     with zf.open(member) as handle:
                         _copy_atomic(handle, target)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive, "r:*") as tf:
-                infos = {i.name: i for i in tf.getmembers() if i.isfile()}
-                for member in members or list(infos):
-                    if member not in infos:
-                        raise absent(member)
-                    target = target_of(member)
-                    handle = tf.extractfile(infos[member])
+                everything = tf.getmembers()
+                files = {i.name: i for i in everything if i.isfile()}
+                links = {i.name for i in everything if i.issym() or i.islnk()}
+                for member, target in plan(list(files), links):
+                    handle = tf.extractfile(files[member])
                     assert handle is not None
                     with handle:
                         _copy_atomic(handle, target)
         else:
             raise DataError(f"{archive}: not a zip or tar archive")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
         raise DataError(f"{archive}: corrupt archive: {exc}") from exc
 
 
@@ -524,9 +632,65 @@ def _verify_package(folder: Path, pkg: PackageData) -> None:
             )
 
 
+def _cache_problem(name: str, cache_dir: Path | None, problem: str) -> DataError:
+    root = cache_root(cache_dir)
+    if cache_dir is not None:
+        origin = "data.cache_dir"
+    elif os.environ.get(DATA_DIR_ENV):
+        origin = f"${DATA_DIR_ENV}"
+    else:
+        origin = "the default cache folder"
+    return DataError(
+        f"cache folder {root} (from {origin}) cannot hold dataset {name!r}: {problem}; set "
+        f"{DATA_DIR_ENV} or data.cache_dir to a writable folder"
+    )
+
+
+def _dataset_folder(name: str, cache_dir: Path | None, *, create: bool) -> Path:
+    """``<cache>/<name>/`` (created when ``create``); an unusable cache folder is an error
+    naming the setting it came from."""
+    folder = cache_root(cache_dir) / name
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise _cache_problem(name, cache_dir, f"{existing} is a file, not a folder")
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _cache_problem(name, cache_dir, exc.strerror or str(exc)) from exc
+    return folder
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold ``<cache>/.<name>.lock``, so that two processes preparing the same dataset take
+    turns (the second finds the files in place) instead of both downloading and racing on
+    ``CHECKSUMS``. Without ``fcntl`` (Windows) or a writable cache, no lock is taken: every
+    file is still moved into place atomically."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    try:
+        handle = open(folder.parent / f".{folder.name}{LOCK}", "a+b")  # noqa: SIM115
+    except OSError:
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process preparing %s", folder)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _locate(card: DatasetCard, cache_dir: Path | None) -> _Source:
     """Where to read ``card``'s files from: installed package data, else the cache (download)."""
-    folder = cache_root(cache_dir) / card.name
     if card.package_data is not None:
         package = _package_folder(card.package_data)
         if package is not None:
@@ -537,7 +701,7 @@ def _locate(card: DatasetCard, cache_dir: Path | None) -> _Source:
             f"dataset {card.name!r}: the card lists no files and its package_data "
             f"({card.package_data.package if card.package_data else 'none'}) is not installed"
         )
-    sums = _read_checksums(folder)
+    folder = _dataset_folder(card.name, cache_dir, create=False)
     missing_manual = [
         f.name
         for f in card.files
@@ -550,33 +714,82 @@ def _locate(card: DatasetCard, cache_dir: Path | None) -> _Source:
             f"automatically.{how} Place the files in {folder}{os.sep} or pass "
             f"data.path=<folder with the files>. Source: {card.source or 'see the card'}"
         )
-    for spec in card.files:
-        archive = folder / spec.name
-        fresh = False
-        if spec.url is not None and not archive.is_file() and not _extracted(folder, spec):
-            log.info("downloading %s to %s", spec.url, archive)
-            recorded = sums.get(spec.name)
-            try:
-                digest = download(spec.url, archive, sha256=spec.sha256 or recorded, size=spec.size)
-            except DataError as exc:
-                if spec.sha256 is None and recorded is not None:
-                    raise DataError(
-                        f"{exc} (the expected sha256 was recorded in {folder / CHECKSUMS} on the "
-                        f"first download; delete that line if the file changed upstream)"
-                    ) from exc
-                raise
-            fresh = True
-            if spec.sha256 is None and recorded is None:
-                _record_checksum(folder, spec.name, digest)
-                sums[spec.name] = digest
-        if archive.is_file():
-            if not fresh:
-                _verify(folder, spec, sums)
-            if spec.extract and not _extracted(folder, spec):
-                _extract(archive, spec.members, folder)
-                if not spec.members:
-                    _atomic_write(folder / f".{spec.name}.extracted", b"")
-    return _Source(folder / card.root if card.root else folder, card.format)
+    _dataset_folder(card.name, cache_dir, create=True)
+    downloads = [
+        f.url
+        for f in card.files
+        if f.url is not None and not (folder / f.name).is_file() and not _extracted(folder, f)
+    ]
+    if downloads and not os.access(folder, os.W_OK | os.X_OK):
+        raise _cache_problem(card.name, cache_dir, f"{folder} is not writable")
+    with _locked(folder):
+        sums = _read_checksums(folder)
+        for index, spec in enumerate(card.files):
+            _prepare_file(card, index, spec, folder, sums)
+    source = folder / card.root if card.root else folder
+    if not source.is_dir():
+        found = sorted(
+            p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name != CHECKSUMS
+        )
+        raise DataError(
+            f"dataset {card.name!r}: the card's root {card.root!r} is not a folder in {folder} "
+            f"(it holds: {', '.join(found) or 'nothing'}); fix `root` in "
+            f"{card.card_path or 'the card'}"
+        )
+    return _Source(source, card.format)
+
+
+def _prepare_file(
+    card: DatasetCard, index: int, spec: CardFile, folder: Path, sums: dict[str, str]
+) -> None:
+    """Download, check and extract one of ``card``'s files (``files[index]``) as needed.
+
+    A checksum is recorded (trust on first use) only once the file proved usable: a fresh
+    download that is not a readable archive is removed, not trusted by the next run.
+    """
+    archive = folder / spec.name
+    fresh = False
+    pending: str | None = None  # sha256 to record once the file proved usable
+    if spec.url is not None and not archive.is_file() and not _extracted(folder, spec):
+        log.info("downloading %s to %s", spec.url, archive)
+        recorded = sums.get(spec.name)
+        try:
+            digest = download(spec.url, archive, sha256=spec.sha256 or recorded, size=spec.size)
+        except DataError as exc:
+            if spec.sha256 is None and recorded is not None:
+                raise DataError(
+                    f"{exc} (the expected sha256 was recorded in {folder / CHECKSUMS} on the "
+                    f"first download; delete that line if the file changed upstream)"
+                ) from exc
+            raise
+        fresh = True
+        if spec.sha256 is None and recorded is None:
+            pending = digest
+    if not archive.is_file():
+        return
+    if not fresh:
+        pending = _verify(folder, spec, sums)
+    if spec.extract and not _extracted(folder, spec):
+        try:
+            _extract(archive, spec.members, folder)
+        except DataError as exc:
+            where = f"dataset card {card.card_path or card.name}, files[{index}] ({spec.name})"
+            if fresh:
+                archive.unlink(missing_ok=True)
+                action = "the download was removed"
+            elif spec.url is not None:
+                action = (
+                    f"delete {archive} (and its line in {folder / CHECKSUMS}) to download it again"
+                )
+            else:
+                action = f"replace {archive}"
+            raise DataError(f"{exc} ({where}); {action}") from exc
+        if not spec.members:
+            _atomic_write(folder / f".{spec.name}.extracted", b"")
+    if pending is not None:
+        _record_checksum(folder, spec.name, pending)
+        sums[spec.name] = pending
+        log.info("recorded sha256 %s of %s (trust on first use)", pending, archive)
 
 
 def _extracted(folder: Path, spec: CardFile) -> bool:
