@@ -1233,6 +1233,11 @@ def read_mmrec(
         path = inter.parent / filename
         if not path.is_file():
             continue
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+        if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+            # numpy's own message for such a file speaks of pickled data, which misleads
+            raise DataError(f"{path}: is not a .npy file (no numpy header; save it with np.save)")
         try:
             matrix = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as exc:
@@ -1246,8 +1251,10 @@ def read_mmrec(
             if matrix.dtype.kind in "US":
                 raise DataError(f"{path}: holds strings, not numbers")
             raise DataError(f"{path}: holds {matrix.dtype} values, not real numbers")
-        if matrix.ndim != 2:
-            raise DataError(f"{path}: expected a 2-d matrix, got shape {matrix.shape}")
+        if matrix.ndim != 2 or matrix.shape[1] == 0:
+            raise DataError(
+                f"{path}: expected a 2-d matrix with at least one column, got shape {matrix.shape}"
+            )
         if matrix.shape[0] != n_expected:
             raise DataError(
                 f"{path}: has {matrix.shape[0]} rows but {inter.name} has item ids 0..."

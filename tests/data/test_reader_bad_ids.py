@@ -173,6 +173,16 @@ def test_mmrec_feature_file_that_is_npz(tmp_path: Path) -> None:
         load(folder)
 
 
+def test_mmrec_feature_file_that_is_not_numpy_or_has_no_columns(tmp_path: Path) -> None:
+    folder = _mmrec(tmp_path, "0\t0\t0\n0\t1\t0\n")
+    (folder / "image_feat.npy").write_text("0.1,0.2\n0.3,0.4\n")
+    with pytest.raises(DataError, match=r"image_feat\.npy: is not a \.npy file"):
+        load(folder)
+    np.save(folder / "image_feat.npy", np.zeros((2, 0), dtype=np.float32))
+    with pytest.raises(DataError, match=r"image_feat\.npy: expected a 2-d matrix with at least"):
+        load(folder)
+
+
 def test_mmrec_feature_overflowing_float32(tmp_path: Path) -> None:
     features = np.zeros((2, 3))
     features[1, 2] = 1e40  # finite in float64, inf in float32
