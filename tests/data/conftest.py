@@ -24,6 +24,27 @@ def write(tmp_path: Path) -> Callable[[str, str], Path]:
     return _write
 
 
+@pytest.fixture
+def cards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An extra card folder registered through RECSYS_DATASET_CARDS."""
+    from recsys.data import catalog
+
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    monkeypatch.setenv(catalog.CARDS_ENV, str(folder))
+    return folder
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh dataset cache folder (RECSYS_DATA_DIR)."""
+    from recsys.data import catalog
+
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(catalog.DATA_DIR_ENV, str(folder))
+    return folder
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass

@@ -43,24 +43,11 @@ BUILT_IN = {
 INTER = "user_id:token\titem_id:token\trating:float\n1\t1\t5\n1\t2\t3\n2\t1\t4\n2\t3\t2\n3\t2\t5\n"
 
 
-@pytest.fixture
-def cards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An extra card folder registered through RECSYS_DATASET_CARDS."""
-    folder = tmp_path / "cards"
-    folder.mkdir()
-    monkeypatch.setenv(catalog.CARDS_ENV, str(folder))
-    return folder
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv(catalog.DATA_DIR_ENV, str(folder))
-    return folder
-
-
-def put_card(folder: Path, name: str, **fields: object) -> None:
-    (folder / f"{name}.yaml").write_text(yaml.safe_dump({"name": name, **fields}))
+def put_card(folder: Path, name: str, **fields: object) -> Path:
+    """Write card ``name`` with ``fields`` into ``folder``; return its path."""
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, **fields}))
+    return path
 
 
 def unused_port() -> int:

@@ -21,35 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from recsys.cli import main
 from recsys.data import catalog
 from recsys.data.catalog import CHECKSUMS, DataConfig, download, fetch, get_card, load_dataset
 from recsys.errors import ConfigError, DataError, DatasetNotFoundError
-
-INTER = "user_id:token\titem_id:token\trating:float\n1\t1\t5\n1\t2\t3\n2\t1\t4\n2\t3\t2\n3\t2\t5\n"
-
-
-@pytest.fixture
-def cards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "cards"
-    folder.mkdir()
-    monkeypatch.setenv(catalog.CARDS_ENV, str(folder))
-    return folder
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv(catalog.DATA_DIR_ENV, str(folder))
-    return folder
-
-
-def put_card(folder: Path, name: str, **fields: object) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"name": name, **fields}))
-    return path
+from tests.data.test_catalog import INTER, put_card
 
 
 def zip_bytes(files: dict[str, str], links: dict[str, str] | None = None) -> bytes:
