@@ -953,6 +953,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         min_item_interactions=cfg.min_item_interactions or defaults.min_item_interactions,
     )
     ds = preprocess(ds, options)
+    ds.cache_dir = str(cfg.cache_dir) if cfg.cache_dir is not None else None
     if card is not None:
         ds.default_split = card.split.model_dump()
     default_filters = options == PreprocessConfig(**defaults.model_dump())

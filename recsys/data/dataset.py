@@ -132,6 +132,9 @@ class Dataset:
     default_split: dict[str, Any] | None = None
     """The dataset card's default split (``strategy``, ``ratios``), when a card named it; a
     run's ``split`` section overrides it (:func:`recsys.data.split.split_dataset`)."""
+    cache_dir: str | None = None
+    """The cache root it was loaded with (``data.cache_dir``), where derived item features
+    (encoded text) are cached too; None: ``$RECSYS_DATA_DIR`` or the default."""
 
     SPLIT_TRAIN = 0
     SPLIT_VALID = 1

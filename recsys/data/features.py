@@ -300,7 +300,8 @@ def item_modalities(
         names: modality names: item feature tables, ``a+b`` concatenations, or ``text``
             (derived when the dataset has no such table). ``[]`` gives none.
         text_fields: item fields whose text makes a derived ``text``; None takes the card's.
-        cache_dir: root of the encoding cache; None as for downloads.
+        cache_dir: root of the encoding cache; None takes the dataset's
+            (``data.cache_dir``), else as for downloads.
         progress: show a progress bar while encoding text.
         encoder: the sentence encoder; None uses :class:`MiniLMEncoder`.
         key: the config key that named ``names``, for error messages.
@@ -766,9 +767,11 @@ def text_features(
     use_cache: bool = True,
 ) -> FeatureTable:
     """The dense ``text`` feature table: :func:`item_texts` encoded by ``encoder``
-    (default :class:`MiniLMEncoder`), through the on-disk cache of :func:`text_cache_path`."""
+    (default :class:`MiniLMEncoder`), through the on-disk cache of :func:`text_cache_path`
+    under ``cache_dir``, else the dataset's (``data.cache_dir``), else as for downloads."""
     texts = item_texts(dataset, fields)
     enc = encoder if encoder is not None else MiniLMEncoder(progress=progress)
-    path = text_cache_path(dataset.name, fields, enc.name, cache_dir) if use_cache else None
+    root = cache_dir if cache_dir is not None else dataset.cache_dir
+    path = text_cache_path(dataset.name, fields, enc.name, root) if use_cache else None
     values = encode_cached(texts, enc, path)
     return FeatureTable(TEXT, "dense", values)

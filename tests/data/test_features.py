@@ -581,3 +581,12 @@ def test_field_order_is_part_of_the_cache_key_and_of_the_text(tmp_path: Path) ->
     assert not np.array_equal(a, b)
     first = text_cache_path("films", ["title", "year"], enc.name, cache)
     assert first != text_cache_path("films", ["year", "title"], enc.name, cache)
+
+
+def test_the_text_cache_follows_data_cache_dir(tmp_path: Path) -> None:
+    # a run's data.cache_dir holds its downloads and, with them, its encoded text
+    from recsys.data.catalog import DataConfig, load_dataset
+
+    ds = load_dataset(DataConfig(name="ml-100k", cache_dir=tmp_path / "cache"))
+    item_modalities(ds, ["text"], encoder=FakeEncoder())
+    assert list((tmp_path / "cache" / "ml-100k" / "features").iterdir())
