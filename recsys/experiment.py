@@ -112,16 +112,23 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=float) + "\n")
 
 
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    """A run folder's ``run.json`` (``tracking_run_id``, ``tracking_uri``); empty when it is
+    missing or unreadable (tracking off, an interrupted or older run)."""
+    try:
+        record = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _reopen_run(tracker: Tracker, run_dir: Path) -> bool:
     """Continue the MLflow run an interrupted run started (its id is in ``run.json``), so a
     resumed run's epochs land in one MLflow run; False when there is none to continue here
     (tracking off, no id, or a store that does not have it), and a new run is started."""
     if not isinstance(tracker, MlflowTracker):
         return False
-    try:
-        run_id = json.loads((run_dir / "run.json").read_text()).get("tracking_run_id")
-    except (OSError, ValueError, AttributeError):
-        return False
+    run_id = read_run_record(run_dir).get("tracking_run_id")
     if not run_id:
         return False
     try:

@@ -150,13 +150,19 @@ def _check_matrix(name: str, matrix: np.ndarray, n_items: int, origin: str) -> n
     return matrix
 
 
-def _origin(dataset: Dataset, name: str | None = None) -> str:
-    """Where a modality comes from, for messages: the MMRec feature file when it is one."""
+def _mmrec_file(dataset: Dataset, name: str | None) -> Path | None:
+    """Where modality ``name`` of an MMRec-layout dataset lives (present or not), else None."""
     inter = _inter_path(dataset)
     if name in _MMREC_FILES and inter is not None and dataset.split_labels is not None:
-        path = inter.parent / _MMREC_FILES[name]
-        if path.is_file():
-            return f"dataset {dataset.name!r}, {path}"
+        return inter.parent / _MMREC_FILES[name]
+    return None
+
+
+def _origin(dataset: Dataset, name: str | None = None) -> str:
+    """Where a modality comes from, for messages: the MMRec feature file when it is one."""
+    path = _mmrec_file(dataset, name)
+    if path is not None and path.is_file():
+        return f"dataset {dataset.name!r}, {path}"
     return f"dataset {dataset.name!r}"
 
 
@@ -186,9 +192,9 @@ def _unknown(
 ) -> ConfigError:
     known = available_modalities(dataset, text_fields)
     hint = ""
-    inter = _inter_path(dataset)
-    if name in _MMREC_FILES and inter is not None and dataset.split_labels is not None:
-        hint = f"; MMRec layout: {inter.parent / _MMREC_FILES[name]} is missing"
+    mmrec = _mmrec_file(dataset, name)
+    if mmrec is not None:
+        hint = f"; MMRec layout: {mmrec} is missing"
     elif name == TEXT:
         fields = _resolve_fields(dataset, text_fields)
         missing = [f for f in fields if f not in _item_fields(dataset)]

@@ -23,7 +23,6 @@ run's, else ``$RECSYS_TRACKING_URI``, else ``sqlite:///<folder holding the run>/
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -39,7 +38,7 @@ from recsys.config import RunConfig
 from recsys.data.dataset import Dataset
 from recsys.data.split import Split
 from recsys.errors import ConfigError, DataError, TrackingError
-from recsys.experiment import load_run
+from recsys.experiment import load_run, read_run_record
 from recsys.models.base import Recommender
 from recsys.probe.collect import ProbeSiteError, collect_representations, site_kind
 from recsys.probe.labeller import load_labeller
@@ -113,23 +112,14 @@ def load_trained(path: Path) -> LoadedRun:
     return LoadedRun(run_dir, checkpoint, cfg, dataset, split, model)
 
 
-def _training_run(run_dir: Path) -> tuple[str | None, str | None]:
-    """The MLflow run id of the training run and the store it went to (``run.json``)."""
-    path = run_dir / "run.json"
-    try:
-        record = json.loads(path.read_text())
-        return record.get("tracking_run_id"), record.get("tracking_uri")
-    except (OSError, ValueError, AttributeError):
-        return None, None
-
-
 def make_probe_tracker(
     loaded: LoadedRun, enabled: bool, uri: str | None, experiment: str | None
 ) -> Tracker:
     """The tracker of a probe: a child of the training run when the store has it."""
     if not enabled:
         return NullTracker()
-    parent, trained_at = _training_run(loaded.run_dir)
+    record = read_run_record(loaded.run_dir)
+    parent, trained_at = record.get("tracking_run_id"), record.get("tracking_uri")
     chosen = uri or loaded.config.tracking.uri
     if not chosen and not os.environ.get(ENV_TRACKING_URI, "").strip():
         # nothing names a store: the one the training run went to (with $RECSYS_TRACKING_URI,
