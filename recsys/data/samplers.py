@@ -211,8 +211,7 @@ class HeldOutPairwiseSampler(PairwiseSampler):
         self, heldout: sp.csr_array, seen: sp.csr_array, batch_size: int, n_negatives: int = 1
     ) -> None:
         union = sp.csr_array((heldout + seen) > 0, dtype=np.float32)
-        union.sort_indices()
-        super().__init__(union, batch_size, n_negatives)
+        super().__init__(union, batch_size, n_negatives)  # puts it in canonical form
         self.users, self.items = _coo(_canonical(heldout))
 
 
