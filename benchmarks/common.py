@@ -52,6 +52,10 @@ def machine() -> dict[str, object]:
 
 
 def git_sha() -> str:
+    """The checkout's short commit; ``$RECSYS_GIT_SHA`` where the tree travelled without its
+    ``.git`` (a copy sent to a GPU machine)."""
+    if os.environ.get("RECSYS_GIT_SHA"):
+        return os.environ["RECSYS_GIT_SHA"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
