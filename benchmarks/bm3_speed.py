@@ -11,7 +11,10 @@ Data: MovieLens-100k (modalities ``text`` 384-d when ``recsys[text]`` is install
 ``genre`` 19-d) and the planted dataset of ``bm3_synthetic`` (``text`` 64-d, ``image`` 32-d,
 ``genre`` 16-d), plus a larger planted dataset (10k users x 5k items x 200k interactions).
 
-    python -m benchmarks.bm3_speed [--epochs 5] [--threads 1] [--layers 1 2]
+With ``--device cuda`` the models, their buffers and every batch live on the GPU, and each
+epoch's time ends with ``torch.cuda.synchronize()``; results go to ``bm3_speed_cuda``.
+
+    python -m benchmarks.bm3_speed [--epochs 5] [--threads 1] [--layers 1 2] [--device cpu]
 """
 
 from __future__ import annotations
@@ -49,13 +52,18 @@ def variants(layers: int) -> dict[str, tuple[str, dict]]:
     }
 
 
-def time_epochs(ds: Dataset, layers: int, epochs: int) -> dict:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_epochs(ds: Dataset, layers: int, epochs: int, device: torch.device) -> dict:
     split = split_ratio(ds, (0.8, 0.1, 0.1), seed=0)
     rng = np.random.default_rng(0)
     runs = {}
     for key, (name, params) in variants(layers).items():
         torch.manual_seed(0)
-        model = create_model(name, **params).setup(split.train, ds)
+        model = create_model(name, **params).setup(split.train, ds).to(device)
         model.train()
         optimizer = make_optimizer(model, TrainConfig())
         sampler = make_sampler(model.batch_kind, split.train, 2048)
@@ -63,9 +71,12 @@ def time_epochs(ds: Dataset, layers: int, epochs: int) -> dict:
     times: dict[str, list[float]] = {key: [] for key in runs}
     for round_ in range(epochs + 1):
         for key, (model, optimizer, sampler) in runs.items():
+            _sync(device)
             tic = time.perf_counter()
             for batch in sampler.epoch(rng):
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 train_step(model, optimizer, batch)
+            _sync(device)
             if round_ > 0:  # the first round warms up allocators and caches
                 times[key].append(time.perf_counter() - tic)
     base = float(np.median(times["lightgcn"]))
@@ -81,12 +92,19 @@ def time_epochs(ds: Dataset, layers: int, epochs: int) -> dict:
     return out
 
 
-def run(epochs: int, threads: int, layers: list[int]) -> dict:
+def run(epochs: int, threads: int, layers: list[int], device: str = "cpu") -> dict:
     torch.set_num_threads(threads)
-    out: dict = {"protocol": __doc__.split("\n\n")[1:4], "threads": threads, "results": {}}
+    where = torch.device(device)
+    out: dict = {
+        "protocol": __doc__.split("\n\n")[1:4],
+        "threads": threads,
+        "device": str(where),
+        "gpu": torch.cuda.get_device_name(where) if where.type == "cuda" else None,
+        "results": {},
+    }
     for name, ds in datasets().items():
         for n_layers in layers:
-            res = time_epochs(ds, n_layers, epochs)
+            res = time_epochs(ds, n_layers, epochs, where)
             out["results"][f"{name} L={n_layers}"] = res
             print(
                 name,
@@ -103,7 +121,8 @@ def markdown(result: dict) -> str:
         "",
         *result["protocol"],
         "",
-        f"torch threads: {result['threads']}",
+        f"torch threads: {result['threads']}; device: {result.get('device', 'cpu')}"
+        + (f" ({result['gpu']})" if result.get("gpu") else ""),
         "",
         "| data, layers | LightGCN s/epoch | BM3 (modalities) | BM3 frozen features | "
         "BM3 no modalities |",
@@ -128,9 +147,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--layers", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     args = parser.parse_args()
-    result = run(args.epochs, args.threads, args.layers)
-    path = write_result("bm3_speed", result, markdown(result))
+    result = run(args.epochs, args.threads, args.layers, args.device)
+    name = "bm3_speed" if args.device == "cpu" else "bm3_speed_cuda"
+    path = write_result(name, result, markdown(result))
     print(path.read_text())
 
 

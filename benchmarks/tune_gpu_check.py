@@ -5,8 +5,9 @@ split), ``--trials`` learning rates as a grid, ``--epochs`` epochs each (no earl
 no scheduler), ``--gpus-per-trial`` (default 0.5: two trials per GPU) and one CPU per trial.
 Recorded per trial: the torch device it trained on (what the trainable reports: ``cuda:0``
 when Ray assigned it a GPU), its Ray node, its time span, and its best validation NDCG@10;
-then how many trials ran at once. The check passes when every trial trained on a CUDA device
-and, with fractional GPUs, at least two trials overlapped in time.
+then how many trials surely ran at once (a lower bound: Ray stamps results in whole
+seconds). The check passes when every trial trained on a CUDA device and, with fractional
+GPUs, at least two trials overlapped in time.
 
 Run it where a GPU is (``--gpus-per-trial 0`` runs the same path on the CPU, to try it out):
 
@@ -45,8 +46,15 @@ def _spans(experiment_dir: Path) -> dict[str, tuple[float, float]]:
     return spans
 
 
-def most_at_once(spans: list[tuple[float, float]]) -> int:
-    """The largest number of (start, end) intervals that overlap at one moment."""
+def most_at_once(spans: list[tuple[float, float]], resolution_s: float = 0.0) -> int:
+    """The largest number of (start, end) intervals that surely overlap at one moment.
+
+    Ray stamps results in whole seconds, so an interval's true position is only known to
+    ``resolution_s``: each is shrunk by that much at its start before counting, and one
+    shorter than the resolution counts for nothing. The count is then a lower bound (with
+    ``--gpus-per-trial 0.5``, raw stamps once gave 3 trials on one GPU, which Ray never runs).
+    """
+    spans = [(s + resolution_s, e) for s, e in spans if e - s > resolution_s]
     events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
     running = peak = 0
     for _, step in events:
@@ -101,7 +109,8 @@ def run(
         }
         for t in outcome.trials
     ]
-    at_once = most_at_once([s for s in spans.values() if s is not None])
+    # Ray's "timestamp" is whole seconds (time_total_s is exact)
+    at_once = most_at_once([s for s in spans.values() if s is not None], resolution_s=1.0)
     on_gpu = bool(rows) and all(r["device"].startswith("cuda") for r in rows)
     shared = gpus_per_trial < 1 and at_once >= 2
     return {

@@ -16,6 +16,14 @@ def test_most_at_once_counts_overlapping_spans():
     assert most_at_once([(0, 5), (1, 2), (1.5, 6), (5.5, 7)]) == 3
 
 
+def test_most_at_once_counts_only_overlaps_beyond_the_stamp_resolution():
+    # the spans of a real GPU run: the two short trials may have followed the long ones
+    spans = [(794.53, 795.0), (793.52, 794.0), (786.73, 794.0), (786.18, 794.0)]
+    assert most_at_once(spans) == 3
+    assert most_at_once(spans, resolution_s=1.0) == 2
+    assert most_at_once([(0, 3), (2.5, 5)], resolution_s=1.0) == 1
+
+
 def test_the_check_records_each_trials_device_and_fails_without_a_gpu():
     result = run(gpus_per_trial=0, trials=2, epochs=2, dataset=DATA)
     assert [t["device"] for t in result["trials"]] == ["cpu", "cpu"]
