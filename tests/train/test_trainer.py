@@ -237,5 +237,9 @@ def test_resume_on_cuda_continues_the_device_random_stream(planted_split, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         _trainer(planted_split, model, tmp_path / "b", callbacks=[crash], device="cuda").fit()
     resumed = _trainer(planted_split, model, tmp_path / "b", device="cuda").fit(resume=True)
-    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
-    assert resumed.best_valid == straight.best_valid
+    # CUDA's sparse products add in no fixed order, so even two uninterrupted runs differ in
+    # the last bits (BM3 on an H200: 1.75876071 vs 1.75876070 in epoch 0); a dropout stream
+    # that resume failed to restore moves the loss by far more than this tolerance
+    losses = [h["loss"] for h in resumed.history]
+    assert losses == pytest.approx([h["loss"] for h in straight.history], rel=1e-5)
+    assert resumed.best_valid == pytest.approx(straight.best_valid, rel=1e-4)
