@@ -430,7 +430,9 @@ def select_cells(
         )
     free = torch.nonzero(~keep & (cost_all > 0)).flatten()
     order = free[torch.argsort(-score_all[free], stable=True)]
-    cum = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(cost_all[order], 0)])
+    cum = torch.cat(
+        [torch.zeros(1, dtype=torch.float64, device=cost_all.device), cost_all[order].cumsum(0)]
+    )
     taken = int(torch.argmin((cum - rest).abs()))
     keep[order[:taken]] = True
     out, start = [], 0

@@ -49,6 +49,34 @@ def test_model_trains_on_cuda_and_scores_alike_on_the_cpu(name, tmp_path):
     _check_scores_alike_on_both_devices(run)
 
 
+DNIS_PHASES = ["--set", "train.epochs=5", "--set", "model.warm_start_epochs=1",
+               "--set", "model.search_epochs=2"]  # fmt: skip
+VARIANTS = {
+    # DNIS through warm start, search, pruning and fine-tuning, on each kind of base
+    "dnis-bpr": ["--model", "dnis", *DNIS_PHASES],
+    "dnis-lightgcn-nested-adam": ["--model", "dnis", *DNIS_PHASES, "--set", "model.base=lightgcn",
+                                  "--set", "model.structure=nested",
+                                  "--set", "model.alpha_optimizer=adam"],
+    "dnis-twotower-scratch": ["--model", "dnis", *DNIS_PHASES, "--set", "model.base=twotower",
+                              "--set", "model.finetune_from=scratch",
+                              "--set", "model.search_dense=false"],
+    "dnis-mde": ["--model", "dnis", *DNIS_PHASES, "--set", "model.mde_exponent=0.5"],
+    "dnis-budget": ["--model", "dnis", *DNIS_PHASES, "--set", "model.param_budget=4000",
+                    "--set", "model.min_dim=2"],
+    "twotower-rfm-logq-history": ["--model", "twotower", "--set", "model.ssl=rfm",
+                                  "--set", "model.logq_correction=true",
+                                  "--set", "model.history=true"],
+    "bm3-frozen-features": ["--model", "bm3", "--set", "model.train_features=false"],
+    "bpr-sparse-adam": ["--model", "bpr", "--set", "train.optimizer=sparse_adam"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_model_options_train_on_cuda(variant, tmp_path):
+    run = _train(tmp_path, *VARIANTS[variant])
+    _check_scores_alike_on_both_devices(run)
+
+
 @pytest.mark.skipif(
     not any(info.name == "diffrec_student" for info in list_models()),
     reason="recsys-diffusion is not installed",
@@ -65,3 +93,14 @@ def test_distilled_student_trains_on_cuda_from_a_cuda_teacher(tmp_path):
         f"model.teacher={teacher}",
     )
     _check_scores_alike_on_both_devices(student)
+
+
+def test_a_cuda_run_is_evaluated_exported_and_probed(tmp_path):
+    run = _train(tmp_path, "--model", "lightgcn")
+    assert main(["evaluate", str(run), "--json"]) == 0  # on the run's device, cuda
+    assert main(["recommend", str(run), "-k", "3", "-u", "0"]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "export")]) == 0
+    report = tmp_path / "probe"
+    assert main(["probe", str(run), "--no-tracking", "--quiet", "--epochs", "3",
+                 "-o", str(report)]) == 0  # fmt: skip
+    assert (report / "report.json").is_file()
