@@ -7,7 +7,7 @@ PLUGINS := $(wildcard plugins/*/pyproject.toml)
 LINT_PATHS := recsys tests benchmarks examples $(dir $(PLUGINS))
 PYTEST_FLAGS ?=
 
-.PHONY: install demo test test-slow test-all lint format bench clean
+.PHONY: install demo test test-slow test-all test-cuda lint format bench clean
 
 install: $(STAMP)
 
@@ -41,6 +41,13 @@ test-slow: install
 
 test-all: lint
 	$(VENV)/bin/pytest $(PYTEST_FLAGS)
+
+# the tests that need a GPU (CI has none and skips them): every model trained on CUDA
+CUDA_TESTS := tests/cli/test_cuda_models.py tests/train/test_trainer.py tests/eval/test_evaluator.py
+
+test-cuda: install
+	$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'make test-cuda: torch sees no CUDA device')"
+	$(VENV)/bin/pytest $(CUDA_TESTS) $(PYTEST_FLAGS)
 
 bench: install
 	$(PY) -m benchmarks.run_all
