@@ -12,8 +12,9 @@ the best epoch once, writes top-k recommendations, and records everything in a r
         checkpoints/last.pt  full training state for --resume
         recommendations.csv  user,item,rank,score (raw ids), top recommend_k per user
         train.log            the log
-        run.json             MLflow run id and tracking URI (password hidden); --resume
-                             continues that run
+        run.json             MLflow run id and tracking URI (password hidden), which
+                             --resume continues; how the run ended (status: finished,
+                             interrupted or failed, with the error)
 
 ``evaluate_run`` and ``recommend_run`` rebuild data, split and model from such a folder.
 """
@@ -122,6 +123,20 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
+def _record_status(run_dir: Path, status: str, error: str | None = None) -> None:
+    """Add how the run ended (``finished``, ``interrupted``, ``failed`` with its error) to
+    ``run.json``, keeping what it holds; best effort, so the run's own error is not masked."""
+    record = {**read_run_record(run_dir), "status": status}
+    if error is None:
+        record.pop("error", None)
+    else:
+        record["error"] = error
+    try:
+        _write_json(run_dir / "run.json", record)
+    except OSError as exc:
+        log.warning("cannot record the run's status in %s: %s", run_dir / "run.json", exc)
+
+
 def _reopen_run(tracker: Tracker, run_dir: Path) -> bool:
     """Continue the MLflow run an interrupted run started (its id is in ``run.json``), so a
     resumed run's epochs land in one MLflow run; False when there is none to continue here
@@ -195,11 +210,23 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
         tracker.log_artifact(run_dir / "checkpoints" / "best.pt", "checkpoints")
         tracker.log_artifact(run_dir / "train.log")
         tracker.end("FINISHED")
+        _record_status(run_dir, "finished")
         return result
     except KeyboardInterrupt:
+        log.warning("interrupted; continue with `recsys train --resume %s`", run_dir)
+        _record_status(run_dir, "interrupted")
         tracker.end("KILLED")
         raise
-    except BaseException:
+    except BaseException as exc:
+        # the folder says why it has no metrics: train.log and run.json name the error (the
+        # console has it from the CLI already, so only the file gets this line)
+        handler.handle(
+            log.makeRecord(
+                log.name, logging.ERROR, __file__, 0, "run failed: %s: %s",
+                (type(exc).__name__, exc), None,
+            )
+        )  # fmt: skip
+        _record_status(run_dir, "failed", f"{type(exc).__name__}: {exc}")
         tracker.end("FAILED")
         raise
     finally:

@@ -593,6 +593,7 @@ def test_interrupted_or_failed_train_ends_the_run(
     status: str,
     exit_code: int,
 ) -> None:
+    """The MLflow run ends KILLED or FAILED, and the run folder says how it ended."""
     import recsys.experiment
 
     def broken(*args: object, **kwargs: object) -> None:
@@ -603,3 +604,13 @@ def test_interrupted_or_failed_train_ends_the_run(
     assert main([*TRAIN, "--model", "pop", "-o", str(out)]) == exit_code
     [run] = _runs(default_tracking_uri(out), "recsys")
     assert run.info.status == status
+    [folder] = [p for p in out.iterdir() if (p / "config.yaml").is_file()]
+    record = json.loads((folder / "run.json").read_text())
+    assert record["tracking_run_id"] == run.info.run_id
+    log = (folder / "train.log").read_text()
+    if error is KeyboardInterrupt:
+        assert record["status"] == "interrupted" and "error" not in record
+        assert f"recsys train --resume {folder}" in log
+    else:
+        assert record["status"] == "failed" and record["error"] == "RuntimeError: stop"
+        assert "ERROR recsys: run failed: RuntimeError: stop" in log

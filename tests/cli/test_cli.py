@@ -395,6 +395,7 @@ def test_resume_continues_the_same_mlflow_run(tmp_path, capsys):
     run = _run_dirs(tmp_path)[0]
     first = json.loads((run / "run.json").read_text())
     assert first["tracking_uri"].startswith("sqlite:///")
+    assert first["status"] == "finished"
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     cfg["train"]["epochs"] = 4
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
