@@ -210,13 +210,7 @@ def tune(
         return
 
     from recsys.config import build_run_config, parse_override, validate
-    from recsys.tuning.driver import (
-        TuneOptions,
-        check_scheduler_options,
-        check_tunable,
-        max_trial_epochs,
-        run_tune,
-    )
+    from recsys.tuning.driver import TuneOptions, check_tunable, run_tune
     from recsys.tuning.space import load_space
 
     extra = run_overrides(overrides, tracking_uri=tracking_uri, no_tracking=no_tracking)
@@ -241,24 +235,25 @@ def tune(
     space, pinned = space.without(set_keys)
     if pinned:
         log.info("not sampled, set with --set: %s", ", ".join(pinned))
+    values = dict(
+        num_samples=num_samples,
+        scheduler=scheduler,
+        grace_period=grace_period,
+        reduction_factor=reduction_factor,
+        brackets=brackets,
+        search_alg=search_alg,
+        seed=seed,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        max_concurrent=max_concurrent,
+        max_failures=max_failures,
+    )
+    # only the typed options are set, so TuneOptions knows defaults from requests (run_tune
+    # refuses a requested scheduler option that would do nothing, and warns on a default)
     options = validate(
         TuneOptions,
-        dict(
-            num_samples=num_samples,
-            scheduler=scheduler,
-            grace_period=grace_period,
-            reduction_factor=reduction_factor,
-            brackets=brackets,
-            search_alg=search_alg,
-            seed=seed,
-            cpus_per_trial=cpus_per_trial,
-            gpus_per_trial=gpus_per_trial,
-            max_concurrent=max_concurrent,
-            max_failures=max_failures,
-            verbose=0 if quiet else 1,
-        ),
+        {k: v for k, v in values.items() if k in typed} | {"verbose": 0 if quiet else 1},
     )
-    check_scheduler_options(options, max_trial_epochs(cfg, space), given=typed)
     outcome = run_tune(cfg, space, options, address=address, name=name)
     _report(outcome)
 

@@ -403,6 +403,7 @@ def check_scheduler_options(
         given: the options the user gave explicitly (``grace_period``, ``reduction_factor``),
             as opposed to defaults; only those are refused, since a default that does not
             apply (a grace period of 5 for a 3-epoch search) asks for nothing.
+            :func:`run_tune` passes the options' ``model_fields_set``.
 
     Raises:
         ConfigError: an explicit option the scheduler ignores, or a grace period that leaves
@@ -570,6 +571,8 @@ def run_tune(
     for key, value in space.fixed.items():
         set_dotted(base, key, value)
     base_cfg = validate(RunConfig, base)
+    # options set explicitly (not left to their defaults) must act
+    check_scheduler_options(options, _max_epochs(base_cfg), given=options.model_fields_set)
     _check_brackets(options, _max_epochs(base_cfg))
     _check_device(base_cfg, options)
     _check_local_gpus(options, address)

@@ -182,6 +182,30 @@ def test_scheduler_options_that_would_do_nothing(run, tmp_path, args, message):
     assert not (tmp_path / "runs").exists()
 
 
+def test_run_tune_refuses_them_from_the_api_too(tmp_path):
+    from recsys.config import build_run_config
+    from recsys.errors import ConfigError
+    from recsys.tuning.driver import TuneOptions, run_tune
+    from recsys.tuning.space import parse_space
+
+    cfg = build_run_config(None, ["train.epochs=4"], model={"name": "bpr"},
+                           data={"name": DATA}, output_dir=str(tmp_path / "runs"))  # fmt: skip
+    space = parse_space({"params": {"train.learning_rate": {"type": "grid", "values": [0.01]}}})
+    with pytest.raises(ConfigError, match="applies to --scheduler asha or median, not none"):
+        run_tune(cfg, space, TuneOptions(scheduler="none", grace_period=2))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_defaults_are_the_tune_options_defaults():
+    """The CLI sets only the options typed, so its defaults must be TuneOptions' own."""
+    from recsys.cli.tune import _SEARCH_FLAGS, tune
+    from recsys.tuning.driver import TuneOptions
+
+    defaults = tune.make_context("tune", [], resilient_parsing=True).params
+    for name in _SEARCH_FLAGS:
+        assert defaults[name] == TuneOptions.model_fields[name].default, name
+
+
 def test_the_grace_period_is_checked_against_the_space_epochs(run, captured_run, tmp_path):
     # the default bpr space fixes train.epochs at 100: a grace period of 20 is fine there
     with pytest.raises(SystemExit):
