@@ -9,6 +9,8 @@ model's config class; the resolved config (every default filled in) is what a ru
 
 from __future__ import annotations
 
+import copy
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +24,78 @@ from recsys.eval.evaluator import DEFAULT_METRICS, validate_metric_name
 from recsys.train.trainer import TrainConfig
 
 T = TypeVar("T", bound=BaseModel)
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML for config files and ``--set`` values, with YAML 1.2's scalars: ``1e-3`` is a
+    number, ``010`` is not octal eight and ``1:30`` not 90; ``yes``, ``on`` and ``2024-01-05``
+    stay text (pydantic still reads them as a bool or a number where a key wants one), and so
+    does a number with a leading zero (an id such as ``007``). A key given twice is an error."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in getattr(node, "value", []):
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE:
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key_node.value!r} is given twice", key_node.start_mark
+                    )
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+_YAML_1_1_ONLY = {f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float", "timestamp")}
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML_1_1_ONLY]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9]*)|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"),
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Quotes every string that YAML 1.1 or :class:`_Loader` would read as another type, so a
+    run's ``config.yaml`` reads back the same with either."""
+
+
+_Dumper.yaml_implicit_resolvers = {
+    first: [
+        *yaml.SafeDumper.yaml_implicit_resolvers.get(first, []),
+        *_Loader.yaml_implicit_resolvers.get(first, []),
+    ]
+    for first in {*yaml.SafeDumper.yaml_implicit_resolvers, *_Loader.yaml_implicit_resolvers}
+}
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or not exc.problem:
+        return " ".join(str(exc).split())
+    mark = exc.problem_mark
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    context = f"{exc.context}, " if exc.context else ""
+    return f"{context}{exc.problem}{where}"
 
 
 def validation_message(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
@@ -43,7 +117,8 @@ def validation_message(exc: ValidationError, model: type[BaseModel], prefix: str
             # a check across several keys: its input is the whole section, not worth echoing,
             # and its message may name the keys itself
             msg = err["msg"].removeprefix("Value error, ")
-            problems.append(msg if prefix and msg.startswith(f"{prefix}.") else f"{key}: {msg}")
+            lead = (f"{prefix}.",) if prefix else tuple(f"{name}." for name in model.model_fields)
+            problems.append(msg if msg.startswith(lead) else f"{key}: {msg}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{key}: {msg} (got {err.get('input')!r})")
@@ -116,7 +191,8 @@ class RunConfig(BaseModel):
 
     data: DataConfig = Field(default_factory=DataConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
-    model: dict[str, Any] = Field(default_factory=lambda: {"name": "bpr"})
+    model: dict[str, Any] = Field(default_factory=lambda: {"name": "bpr"}, validate_default=True)
+    """The default is resolved too, so a run's config records the model's defaults."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -154,7 +230,7 @@ class RunConfig(BaseModel):
         return {k: v for k, v in self.model.items() if k != "name"}
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return yaml.dump(self.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -162,16 +238,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} is not of the form key=value")
+    path = key.strip().split(".")
+    if not all(part.strip() for part in path):
+        raise ConfigError(f"override {text!r}: key {key.strip()!r} has an empty part")
+    if raw.strip().startswith(("|", ">", "#")):
+        # a YAML block scalar or comment on one line reads as '' or null, never what is meant
+        # (data.sep=|): the text itself
+        return path, raw.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
-    return key.strip().split("."), value
+        raise ConfigError(
+            f"override {text!r}: value is not valid YAML ({_yaml_problem(exc)})"
+        ) from None
+    return path, value
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set each dotted ``key=value`` in a nested dict (creating sections as needed)."""
-    out = yaml.safe_load(yaml.safe_dump(values)) or {}
+    out = copy.deepcopy(values) or {}
     for text in overrides:
         path, value = parse_override(text)
         node = out
@@ -196,16 +281,18 @@ def load_config_dict(path: Path | None) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = _load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     # a scalar where a section belongs would otherwise surface later, blamed on an override
     for section in ("data", "split", "model", "train", "eval", "tracking"):
-        if section in values and not isinstance(values[section], dict | None):
+        if section in values and values[section] is None:
+            del values[section]  # every key commented out: the section's defaults
+        if section in values and not isinstance(values[section], dict):
             raise ConfigError(
                 f"config file {path}: {section!r} must be a section (a mapping of keys), "
                 f"got {values[section]!r}"
@@ -221,8 +308,14 @@ def build_run_config(
     for key, value in sections.items():
         if value is None:
             continue
-        if isinstance(value, dict) and isinstance(values.get(key), dict):
-            values[key] = {**values[key], **value}
+        old = values.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            names = old.get("name"), value.get("name")
+            if key == "model" and None not in names and names[0] != names[1]:
+                # another model than the file's: the file's hyper-parameters are not its own
+                values[key] = value
+            else:
+                values[key] = {**old, **value}
         else:
             values[key] = value
     values = apply_overrides(values, list(overrides or []))
