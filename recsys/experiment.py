@@ -326,8 +326,29 @@ def load_run(
     return cfg, dataset, split, model
 
 
+def _check_run_finished(run_dir: Path) -> None:
+    """A run that failed before it was tested has no model to use: an error with its error.
+    One interrupted (or still training) is used at its best checkpoint so far, with a warning."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or (run_dir / "metrics.json").is_file():
+        return  # not a run folder (load_run says so), or a run that trained and tested
+    record = read_run_record(run_dir)
+    if record.get("status") == "failed":
+        raise DataError(
+            f"{run_dir}: the run failed before it was tested "
+            f"({record.get('error') or 'no error recorded'}); train it again"
+        )
+    log.warning(
+        "%s has no metrics.json: the run was interrupted or is still training; using its best "
+        "checkpoint so far (`recsys train --resume %s` finishes an interrupted run)",
+        run_dir,
+        run_dir,
+    )
+
+
 def evaluate_run(run_dir: Path, device: str | None = None) -> dict[str, dict[str, float]]:
     """Re-evaluate a run's best checkpoint on its validation and test parts."""
+    _check_run_finished(run_dir)
     cfg, dataset, split, model = load_run(run_dir, device)
     trainer = Trainer(
         model,
@@ -379,11 +400,21 @@ def recommend(
 def recommend_run(
     run_dir: Path,
     k: int = 10,
-    users: list[str] | None = None,
+    users: list[str] | np.ndarray | pd.Series | str | None = None,
     exclude_seen: bool = True,
     device: str | None = None,
 ) -> pd.DataFrame:
-    """Top-``k`` recommendations from a run folder's best model, for all or the given users."""
+    """Top-``k`` recommendations from a run folder's best model, for all (``users`` None) or
+    the given users (raw ids; one string is one id)."""
+    if isinstance(users, str):
+        users = [users]  # not its characters
+    if users is not None:
+        seen: set[str] = set()
+        for user in map(str, users):  # ids compare as strings, as in the dataset's vocabulary
+            if user in seen:
+                raise DataError(f"user id {user!r} is given more than once")
+            seen.add(user)
+    _check_run_finished(run_dir)
     cfg, dataset, split, model = load_run(run_dir, device)
-    index = None if not users else dataset.users.index(users)
+    index = None if users is None else dataset.users.index(users)
     return recommend(model, dataset, split, make_evaluator(cfg), k, index, exclude_seen)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -117,7 +118,16 @@ def evaluate(run_dir: Path, as_json: bool, device: str | None) -> None:
 
     metrics = evaluate_run(run_dir, device=device)
     if as_json:
-        click.echo(json.dumps(metrics, indent=2))
+        # a metric with no user to average over is NaN, which JSON has no word for: null
+        # (json.dumps would write NaN, which JSON parsers reject)
+        plain = {
+            part: {
+                k: None if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in m.items()
+            }
+            for part, m in metrics.items()
+        }
+        click.echo(json.dumps(plain, indent=2, allow_nan=False))
         return
     topk = load_run_config(run_dir).eval.topk
     click.echo(
@@ -146,7 +156,7 @@ def evaluate(run_dir: Path, as_json: bool, device: str | None) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, dir_okay=False),
     help="CSV file to write (default: standard output).",
 )
 @device_option("cpu, cuda or cuda:N (default: the run's train.device).")
