@@ -28,6 +28,10 @@ class TrainingDivergedError(RecsysError, FloatingPointError):
     large for the data, or the data holds extreme values. Names the settings to change."""
 
 
+class NonFiniteScoresError(RecsysError, ValueError):
+    """A model scored NaN: its weights diverged in training or a checkpoint holds NaN."""
+
+
 class NotFittedError(RecsysError, RuntimeError):
     """A model was asked to score before it was set up or trained."""
 

@@ -114,7 +114,7 @@ class DataConfig(BaseModel):
     """Which row of a repeated user-item pair to keep, by position in the file."""
     cache_dir: Path | None = None
     """Cache folder; None uses ``$RECSYS_DATA_DIR`` or ``~/.cache/recsys/datasets``."""
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     """Seed of the synthetic generator (only used by ``synthetic*`` names)."""
     label_noise: float = Field(0.0, ge=0.0, lt=1.0)
     """Share of synthetic interactions replaced by random items (``synthetic*`` names only);

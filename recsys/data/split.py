@@ -70,7 +70,7 @@ class SplitConfig(BaseModel):
     keeps only interactions rated ``>=`` this (MovieLens: 4); lower-rated ones stay in train
     and validation as noisy positives but are never test targets. Needs ratings (for the
     synthetic data, the noise flags: 1 clean, 0 noisy, so use 1)."""
-    seed: int = 2020
+    seed: int = Field(2020, ge=0)
     """Seed of the random order (``ratio``, ``given``, ``heldout_users``; ties in ``temporal``)."""
     heldout_users: tuple[float, float] = (0.1, 0.1)
     """``heldout_users``: validation and test users held out, each a count (>= 1, a whole

@@ -41,7 +41,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from recsys.errors import ConfigError, DataError
+from recsys.errors import ConfigError, DataError, NonFiniteScoresError
 from recsys.eval.metrics import (
     METRICS,
     AggregateMetric,
@@ -393,7 +393,8 @@ class Evaluator:
 
         Raises:
             DataError: a matrix or popularity vector does not match ``truth``'s shape.
-            ValueError: ``score_fn`` returned the wrong shape or NaN scores (a diverged model).
+            ValueError: ``score_fn`` returned the wrong shape.
+            NonFiniteScoresError: NaN scores (a diverged model; a ``ValueError`` too).
         """
         truth = _as_csr(truth, "truth")
         n_items = truth.shape[1]
@@ -527,7 +528,7 @@ class Evaluator:
             assert totals is not None and nan_rows is not None and cutoffs_t is not None
             n_nan = int(nan_rows.item())
             if n_nan:
-                raise ValueError(
+                raise NonFiniteScoresError(
                     f"score_fn returned NaN scores for {n_nan} of {n_eval} users; "
                     "the model has probably diverged"
                 )
@@ -591,7 +592,8 @@ class Evaluator:
         Raises:
             ConfigError: ``k`` is not a positive integer.
             DataError: a user index is out of range for ``exclude``.
-            ValueError: ``score_fn`` returned the wrong shape or NaN scores.
+            ValueError: ``score_fn`` returned the wrong shape.
+            NonFiniteScoresError: NaN scores (a ``ValueError`` too).
         """
         k = check_cutoff(k, what="top-k")
         users = np.asarray(users, dtype=np.int64).reshape(-1)
@@ -621,7 +623,9 @@ class Evaluator:
                 step = self.user_batch(n_items)
             values, items, valid = self._rank(scores, k)
             if torch.isnan(values).any():
-                raise ValueError("score_fn returned NaN scores; the model has probably diverged")
+                raise NonFiniteScoresError(
+                    "score_fn returned NaN scores; the model has probably diverged"
+                )
             out_items.append(torch.where(valid, items, -1))
             out_scores.append(values)
         if not out_items:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from recsys.data.samplers import HeldOutPairwiseSampler, Sampler, make_sampler
 from recsys.data.split import Split
-from recsys.errors import ConfigError, DataError, TrainingDivergedError
+from recsys.errors import ConfigError, DataError, NonFiniteScoresError, TrainingDivergedError
 from recsys.eval.evaluator import Evaluator, validate_metric_name
 from recsys.models.base import Recommender
 from recsys.train.checkpoint import (
@@ -69,7 +69,7 @@ class TrainConfig(BaseModel):
     and it stops after ``stopping_step + 1`` validations without improvement.)"""
     valid_metric: str = "ndcg_at_10"
     """Metric that selects the best epoch, e.g. ``ndcg_at_10`` or ``recall_at_20``."""
-    seed: int = 2020
+    seed: int = Field(2020, ge=0)
     """Seeds parameter initialisation and sampling."""
     device: str = "cpu"
     """``cpu``, ``cuda`` or ``cuda:N``."""
@@ -325,6 +325,16 @@ class Trainer:
                 item_popularity=self.item_popularity,
             )
 
+    def _validate(self, epoch: int) -> dict[str, float]:
+        """Validation metrics during training; NaN scores mean the weights diverged even though
+        the loss stayed finite (e.g. a huge learning rate overflowing the embeddings)."""
+        try:
+            return self.evaluate("valid")
+        except NonFiniteScoresError as exc:
+            raise TrainingDivergedError(
+                f"epoch {epoch}: {exc}; lower train.learning_rate or check the data"
+            ) from None
+
     # -- the loop ---------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
         """Train to the epoch limit or early stop; leaves the model at its best epoch."""
@@ -376,7 +386,7 @@ class Trainer:
             train_terms.update(self._epoch_end(epoch))
             valid, is_best = None, False
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                valid = self.evaluate("valid")
+                valid = self._validate(epoch)
                 value = valid[cfg.valid_metric]
                 if value > best_value:
                     best_epoch, best_value, best_valid, bad, is_best = epoch, value, valid, 0, True

@@ -106,7 +106,7 @@ class TuneOptions(BaseModel):
     random, favouring those with more rungs. ASHA only."""
     search_alg: Literal["random", "optuna"] = "random"
     """Random/grid sampling (Ray's variant generator) or Optuna's TPE (needs ``optuna``)."""
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     """Seed of the search algorithm (which configurations are drawn)."""
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)

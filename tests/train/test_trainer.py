@@ -151,6 +151,29 @@ def test_a_diverging_run_is_a_one_line_error_naming_the_learning_rate(tmp_path, 
     assert "error: loss became nan" in err and "lower train.learning_rate" in err
 
 
+def test_weights_that_overflow_while_the_loss_stays_finite_are_a_diverged_run(tmp_path, capsys):
+    """At lr 1e38 BPR's loss stays finite (saturated) but the embeddings overflow: validation
+    scores NaN. That is a diverged run (exit 2, naming the learning rate), not a crash (exit 3);
+    as a TrainingDivergedError a tune trial counts it as diverged, not as a failure to retry."""
+    from recsys.cli import main
+
+    code = main(["train", "--model", "bpr", "--dataset", "synthetic-120x80x2400", "--no-tracking",
+                 "--quiet", "-o", str(tmp_path), "--set", "train.learning_rate=1e38",
+                 "--set", "train.epochs=3"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert "error: epoch 0: score_fn returned NaN scores for 120 of 120 users" in err
+    assert "lower train.learning_rate" in err
+
+
+@pytest.mark.parametrize("key", ["train.seed", "split.seed", "data.seed"])
+def test_a_negative_seed_is_refused_naming_its_key(tmp_path, key):
+    from recsys.testing import check_bad_setting_refused
+
+    check_bad_setting_refused("bpr", f"{key}=-1", key, tmp_path)
+
+
 def test_gradient_clipping_counts_only_the_optimised_parameters(planted_split):
     """DNIS's alpha keeps the gradient of its last validation step while the next training
     step runs; that stale gradient must neither enter the clipping norm nor be scaled."""
