@@ -33,6 +33,8 @@ def _coo(train: sp.csr_array) -> tuple[np.ndarray, np.ndarray]:
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_REJECTION_ROUNDS = 64
+"""Rejection rounds before the draws still colliding are made directly (see ``negatives``)."""
 
 
 def _bitmap(positions: np.ndarray, n_bits: int) -> np.ndarray:
@@ -155,10 +157,31 @@ class PairwiseSampler(Sampler):
         neg = rng.integers(0, self.n_items, size=users.shape)
         todo = np.flatnonzero(self._is_positive(users.ravel(), neg.ravel()))
         flat_users, flat_neg = users.ravel(), neg.ravel()
+        rounds = 0
         while len(todo):
+            rounds += 1
+            if rounds > _REJECTION_ROUNDS:
+                # only draws for users holding most items get here (one with all but one of
+                # n items needs ~n draws per negative, ~n log n rounds in all): make them
+                # directly, uniform over the user's non-positives all the same
+                flat_neg[todo] = self._direct_negatives(flat_users[todo], rng)
+                break
             flat_neg[todo] = rng.integers(0, self.n_items, size=len(todo))
             todo = todo[self._is_positive(flat_users[todo], flat_neg[todo])]
         return flat_neg.reshape(users.shape)
+
+    def _direct_negatives(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The ``r``-th non-positive of each user, ``r`` uniform: with a row's sorted positives
+        ``p_j``, it is ``r`` plus the number of ``j`` with ``p_j - j <= r``."""
+        indptr = self.train.indptr.astype(np.int64)
+        start = indptr[users]
+        r = rng.integers(0, self.n_items - (indptr[users + 1] - start))
+        # keys - (position within the row): sorted, as each row's p_j - j is non-decreasing
+        # and below n_items
+        row_start = np.repeat(indptr[:-1], np.diff(indptr))
+        gaps = self.keys - (np.arange(len(self.keys)) - row_start)
+        below = np.searchsorted(gaps, users * self.n_items + r, side="right") - start
+        return r + below
 
     def _hash(self, keys: np.ndarray) -> np.ndarray:
         """Fibonacci hashing: the top bits of ``key x 2^64/phi`` (mod 2^64) index the filter."""

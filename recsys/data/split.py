@@ -33,7 +33,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from recsys.data.dataset import Dataset
-from recsys.errors import DataError
+from recsys.errors import ConfigError, DataError
 
 SplitStrategy = Literal["ratio", "temporal", "loo", "given", "heldout_users"]
 
@@ -51,6 +51,32 @@ def check_ratios(value: tuple[float, float, float]) -> tuple[float, float, float
             f"ratios must be finite, non-negative, train > 0, summing to 1; got {value}"
         )
     return value
+
+
+def _checked_ratios(ratios: tuple[float, float, float]) -> tuple[float, float, float]:
+    """``ratios`` as a tuple if valid, else :class:`ConfigError` naming ``split.ratios``
+    (the splitters are public: ``(8, 1, 1)`` would otherwise put everything in test)."""
+    ratios = tuple(float(r) for r in ratios)
+    if len(ratios) != 3:
+        raise ConfigError(f"split.ratios must be three shares (train, valid, test); got {ratios}")
+    try:
+        return check_ratios(ratios)
+    except ValueError as exc:
+        raise ConfigError(f"split.ratios: {exc}") from None
+
+
+def _check_timestamps(ds: Dataset) -> None:
+    """:class:`DataError` naming the first interaction whose timestamp is NaN (it cannot be
+    ordered, and a sort would silently put it last, i.e. in test)."""
+    bad = np.isnan(ds.timestamps)
+    if bad.any():
+        users, items = ds.coo()
+        k = int(np.argmax(bad))
+        raise DataError(
+            f"{ds.name}: the interaction of user {ds.users.raw([users[k]])[0]!r} with item "
+            f"{ds.items.raw([items[k]])[0]!r} has no timestamp (NaN), so it cannot be ordered "
+            f"by time ({int(bad.sum())} such interactions)"
+        )
 
 
 class SplitConfig(BaseModel):
@@ -222,6 +248,7 @@ def split_ratio(
     ds: Dataset, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 2020
 ) -> Split:
     """Random order per user, then RecBole's ratio arithmetic (``RO``, ``RS``)."""
+    ratios = _checked_ratios(ratios)
     users, _ = ds.coo()
     rng = np.random.default_rng(seed)
     rank = _rank_within_user(users, rng.random(len(users)))
@@ -237,6 +264,8 @@ def split_temporal(
         raise DataError(
             f"{ds.name}: the temporal split needs timestamps, and this dataset has none"
         )
+    ratios = _checked_ratios(ratios)
+    _check_timestamps(ds)
     users, _ = ds.coo()
     rng = np.random.default_rng(seed)
     # add a sub-unit random fraction so equal timestamps are ordered at random
@@ -263,6 +292,7 @@ def split_leave_one_out(ds: Dataset, seed: int = 2020, by_time: bool | None = No
     if by_time and ds.timestamps is None:
         raise DataError(f"{ds.name}: a time-ordered leave-one-out split needs timestamps")
     if by_time:
+        _check_timestamps(ds)
         order = np.lexsort((rng.random(len(users)), ds.timestamps))
         key = np.empty(len(users), dtype=np.int64)
         key[order] = np.arange(len(users))
@@ -282,6 +312,8 @@ def split_given(ds: Dataset, valid_ratio: float = 0.1, seed: int = 2020) -> Spli
             f"{ds.name}: split strategy 'given' needs a published split, and this dataset has "
             "none (use 'ratio', 'temporal' or 'loo')"
         )
+    if not 0.0 <= valid_ratio < 1.0:
+        raise ConfigError(f"split.valid_ratio must be in [0, 1); got {valid_ratio}")
     labels = ds.split_labels.astype(np.int8).copy()
     if not (labels == Dataset.SPLIT_VALID).any() and valid_ratio > 0:
         users, _ = ds.coo()
@@ -316,7 +348,7 @@ def split_heldout_users(
     user with :math:`n_u \ge` ``min_heldout_items`` items gets
     :math:`\lfloor (1 - \text{foldin\_ratio}) \cdot n_u \rfloor` random items as targets and
     keeps the rest as fold-in (the paper's arithmetic); a user with fewer keeps all as fold-in
-    (and is not evaluated).
+    (and is not evaluated), and one whose every item was dropped is in no part at all.
     """
     users, items = ds.coo()
     n = np.diff(ds.interactions.indptr)
@@ -430,6 +462,10 @@ def check_split(ds: Dataset, split: Split) -> None:
             )
     n_train = np.diff(split.history.indptr)
     n_all = np.diff(ds.interactions.indptr)
+    if split.foldin is not None:
+        # held-out users lose their interactions with items no training user has; one who
+        # loses them all is simply not in the split (not a user without training data)
+        n_all = n_train + np.diff(split.valid.indptr) + np.diff(split.test.indptr)
     empty = np.flatnonzero((n_train == 0) & (n_all > 0))
     if len(empty):
         raw = ds.users.raw(empty[:1])[0]
