@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
 from recsys.data.samplers import BatchKind
-from recsys.errors import ConfigError, NotFittedError
+from recsys.errors import ConfigError, DataError, NotFittedError
 
 ScoreFn = Callable[[Tensor], Tensor]
 
@@ -56,6 +56,29 @@ def history_rows(
         torch.from_numpy(rows.data),
         rows.shape,
     ).to(device)
+
+
+def user_indices(users: Tensor | np.ndarray | list[int], n_users: int) -> Tensor:
+    """``users`` as a 1-D int64 tensor (on its own device), or an error naming the bad
+    index: the integer indices of a model set up with ``n_users`` users."""
+    if not isinstance(users, Tensor):
+        users = torch.as_tensor(np.asarray(users))
+    if users.numel() == 0:  # torch.tensor([]) is float: still no users
+        return users.reshape(0).long()
+    if users.dim() != 1:
+        raise ValueError(
+            f"users must be a 1-D tensor of user indices, got shape {tuple(users.shape)}"
+        )
+    if users.dtype == torch.bool or users.is_floating_point() or users.is_complex():
+        raise TypeError(f"users must be integer user indices, got dtype {users.dtype}")
+    low, high = int(users.min()), int(users.max())
+    if low < 0 or high >= n_users:
+        bad = low if low < 0 else high
+        raise IndexError(
+            f"user index {bad} is out of range: the model has {n_users} users "
+            f"(indices 0 to {n_users - 1})"
+        )
+    return users.long()
 
 
 class ModelConfig(BaseModel):
@@ -155,6 +178,18 @@ class Recommender(nn.Module):
         if not self.is_fitted():
             raise NotFittedError(f"{type(self).__name__} is not set up; call setup() first")
 
+    def check_fit_input(self, train: sp.csr_array) -> None:
+        """For :meth:`fit`: the model is set up, and ``train`` has the shape it was set up
+        for (a matrix of another shape would fill the buffers past, or short of, their
+        rows)."""
+        self.check_fitted()
+        if tuple(train.shape) != (self.n_users, self.n_items):
+            raise DataError(
+                f"{type(self).__name__}.fit: the training matrix is {train.shape[0]} x "
+                f"{train.shape[1]}, but the model was set up for {self.n_users} users x "
+                f"{self.n_items} items"
+            )
+
     # -- training ---------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Named loss terms for one batch of the declared ``batch_kind``."""
@@ -240,8 +275,13 @@ class Recommender(nn.Module):
 
         ``history`` (optional) is a CSR matrix whose rows are the users' known items, for
         models that score from a history (fold-in); by default the training rows are used.
+        ``users`` are checked: an index outside the users would otherwise read another user's
+        row (a negative one, through numpy's indexing), a row past the end (the same scores
+        for every user, in models that ignore the user), or crash a CUDA kernel.
         """
-        return self.scorer(history)(users)
+        self.check_fitted()
+        n = history.shape[0] if history is not None and self.fold_in else self.n_users
+        return self.scorer(history)(user_indices(users, n))
 
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         """A function ``users -> scores`` with shared work done once, for evaluation."""

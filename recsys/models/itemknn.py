@@ -9,6 +9,7 @@ from pydantic import Field
 from torch import Tensor
 
 from recsys.data.dataset import Dataset
+from recsys.errors import DataError
 from recsys.models.base import ModelConfig, Recommender, ScoreFn, history_rows
 from recsys.models.registry import register
 
@@ -53,6 +54,7 @@ class ItemKNN(Recommender):
         self.register_buffer("neighbor_weight", torch.zeros(self.n_items, k))
 
     def fit(self, train: sp.csr_array, block: int = 1024) -> None:
+        self.check_fit_input(train)
         k = self.neighbor_index.shape[1]
         item_user = sp.csr_array(train.T.astype(np.float32))
         norms = np.sqrt(np.asarray(item_user.multiply(item_user).sum(axis=1))).ravel()
@@ -78,10 +80,13 @@ class ItemKNN(Recommender):
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         self.check_fitted()
         history = self.train_matrix if history is None else history
+        if history.shape[1] != self.n_items:
+            raise DataError(f"history has {history.shape[1]} items; the model has {self.n_items}")
         sim_t = self.similarity().t().coalesce().to_sparse_csr()  # S^T, so rows are items i
 
         def score(users: Tensor) -> Tensor:
-            hist = history_rows(history, users, sim_t.device)
+            # float32 rows; the similarity's dtype if the model was cast (model.double())
+            hist = history_rows(history, users, sim_t.device).to(sim_t.dtype)
             # (S^T @ H^T)^T = H @ S: one sparse-dense product per batch
             return torch.sparse.mm(sim_t, hist.t()).t()
 

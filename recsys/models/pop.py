@@ -36,6 +36,7 @@ class Pop(Recommender):
         self.register_buffer("item_count", torch.zeros(self.n_items))
 
     def fit(self, train: sp.csr_array) -> None:
+        self.check_fit_input(train)
         counts = np.bincount(train.indices, minlength=self.n_items).astype(np.float32)
         self.item_count.copy_(torch.from_numpy(counts))
 

@@ -122,7 +122,8 @@ def bag_mean(
     r"""Mean of the embeddings of each bag's kept values, :math:`\frac{1}{|S_b|}\sum_{v\in S_b}
     \mathbf{e}_v` (zeros for an empty bag). ``keep`` (float 0/1 per value) drops values."""
     w = torch.ones(len(values), device=weight.device) if keep is None else keep
-    count = torch.zeros(len(offsets), device=weight.device).index_add_(0, owner, w)
+    w = w.to(weight.dtype)  # embedding_bag wants the table's dtype (float64 after .double())
+    count = torch.zeros(len(offsets), dtype=w.dtype, device=weight.device).index_add_(0, owner, w)
     w = w / count.clamp_min(1.0).index_select(0, owner)
     return F.embedding_bag(values, weight, offsets, mode="sum", per_sample_weights=w)
 
@@ -245,7 +246,11 @@ def _tables(
             codes = _categorical_codes(table, n_values, f"{dataset.name}: {role}")
             out.append(_Table(name, "categorical", codes, n_values))
         elif table.kind == "multi_hot":
-            out.append(_Table(name, "multi_hot", sp.csr_array(table.values)))
+            # a stored 0 is no value (as for BM3's modalities): not in the bag, nor in CFM's code
+            matrix = sp.csr_array(table.values, copy=True)
+            matrix.sum_duplicates()
+            matrix.eliminate_zeros()
+            out.append(_Table(name, "multi_hot", matrix))
         else:
             values = np.asarray(table.values, dtype=np.float32)
             if values.ndim == 1:
@@ -615,6 +620,8 @@ class TwoTower(DotProductScorer, Recommender):
         csr = sp.csr_array(history)
         if csr.shape[1] != self.n_items:
             raise DataError(f"history has {csr.shape[1]} items; the model has {self.n_items}")
+        if csr.shape[0] != self.n_users:  # rows are read by user index, like the id table
+            raise DataError(f"history has {csr.shape[0]} users; the model has {self.n_users}")
         indptr, indices = csr_tensors(csr)
         return indptr.to(self.device), indices.to(self.device)
 
