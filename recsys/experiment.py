@@ -63,13 +63,17 @@ class RunResult:
 def new_run_dir(cfg: RunConfig, dataset_name: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = cfg.run_name or f"{cfg.model['name']}-{Path(dataset_name).name}-{stamp}"
-    run_dir = cfg.output_dir / name
-    suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = cfg.output_dir / f"{name}-{suffix}"
-    run_dir.mkdir(parents=True)
-    return run_dir
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    run_dir, suffix = cfg.output_dir / name, 1
+    while True:
+        try:
+            # mkdir claims the name atomically: two runs started in the same second (or with
+            # the same run_name) get -2, -3, ... rather than one failing or sharing a folder
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            suffix += 1
+            run_dir = cfg.output_dir / f"{name}-{suffix}"
 
 
 def _attach_log_file(run_dir: Path) -> logging.Handler:

@@ -407,3 +407,31 @@ def test_resume_continues_the_same_mlflow_run(tmp_path, capsys):
     assert runs[0].info.status == "FINISHED"
     history = client.get_metric_history(first["tracking_run_id"], "valid/ndcg_at_10")
     assert sorted(m.step for m in history) == [0, 1, 2, 3]
+
+
+def test_runs_started_together_get_folders_of_their_own(tmp_path):
+    """The folder name is claimed by mkdir: racing runs with one name never share a folder
+    nor fail (an exists-then-mkdir check let the second one die with 'File exists')."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from recsys.config import build_run_config
+    from recsys.experiment import new_run_dir
+
+    cfg = build_run_config(None, ["run_name=same"], output_dir=str(tmp_path / "runs"))
+    with ThreadPoolExecutor(8) as pool:
+        folders = list(pool.map(lambda _: new_run_dir(cfg, "data"), range(16)))
+    assert len(set(folders)) == 16
+    assert sorted(p.name for p in folders) == sorted(["same", *(f"same-{k}" for k in range(2, 17))])
+
+
+def test_a_run_folder_made_by_another_process_in_the_meantime_is_not_reused(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from recsys.config import build_run_config
+    from recsys.experiment import new_run_dir
+
+    cfg = build_run_config(None, ["run_name=same"], output_dir=str(tmp_path / "runs"))
+    (tmp_path / "runs" / "same").mkdir(parents=True)
+    # as if the other run made it just after this one looked
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    assert new_run_dir(cfg, "data").name == "same-2"
