@@ -29,8 +29,11 @@ def normalise_features(features: np.ndarray) -> np.ndarray:
 def collaborative_features(train: sp.csr_array, dim: int = 32, seed: int = 0) -> np.ndarray:
     r"""Item factors :math:`\mathbf{V}\boldsymbol{\Sigma}` of a truncated SVD of the training
     matrix: the feature space used when no item modality is given."""
-    k = max(1, min(dim, min(train.shape) - 1))
     x = sp.csr_array(train, dtype=np.float64)
+    if min(x.shape) < 2:  # one user or one item: svds needs k < min(shape); a dense SVD
+        _, s, vt = np.linalg.svd(x.toarray(), full_matrices=False)
+        return (vt.T * s).astype(np.float32)
+    k = max(1, min(dim, min(train.shape) - 1))
     v0 = np.random.default_rng(seed).random(min(x.shape))
     _, s, vt = svds(x, k=k, v0=v0)
     return (vt.T * s).astype(np.float32)

@@ -290,7 +290,8 @@ class Denoiser(nn.Module):
         layer is then one sparse-dense product with ``input_weight_t`` (default: computed
         here), so no dense copy of the rows is made.
         """
-        emb = self.time_proj(timestep_embedding(t, self.emb_size))
+        # float32 embedding; the weights' dtype if the model was cast (model.double())
+        emb = self.time_proj(timestep_embedding(t, self.emb_size).to(self.time_proj.weight.dtype))
         dropping = self.training if drop is None else drop
         if x.layout == torch.sparse_csr:
             if self.norm or dropping:

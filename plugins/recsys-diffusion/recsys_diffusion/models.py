@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, DataError
 from recsys.models.base import ModelConfig, Recommender, ScoreFn, history_rows
 from recsys_diffusion.diffusion import Denoiser, GaussianDiffusion, ImportanceSampler
 
@@ -121,6 +121,11 @@ class DiffRec(Recommender):
     def device(self) -> torch.device:
         return self.denoiser.time_proj.weight.device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype (float32, or float64 after ``model.double()``)."""
+        return self.denoiser.time_proj.weight.dtype
+
     # -- training -------------------------------------------------------------------------
     def diffusion_loss(self, x0: Tensor) -> tuple[Tensor, Tensor]:
         r"""Per-example importance-corrected losses ``[B]`` and the denoiser's
@@ -141,7 +146,7 @@ class DiffRec(Recommender):
         return per_example / (c.steps * pt), x0_hat
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        per_example, _ = self.diffusion_loss(batch["rows"].float())
+        per_example, _ = self.diffusion_loss(batch["rows"].to(self.dtype))
         return {"diffusion": per_example.mean()}
 
     # -- inference ------------------------------------------------------------------------
@@ -181,7 +186,9 @@ class DiffRec(Recommender):
         """Scores from each user's ``history`` row (default: training rows) after
         ``n_calls`` reverse steps (default :math:`T`)."""
         self.check_fitted()
-        history = self.train_matrix if history is None else history
+        history = self.train_matrix if history is None else sp.csr_array(history)
+        if history.shape[1] != self.n_items:
+            raise DataError(f"history has {history.shape[1]} items; the model has {self.n_items}")
 
         # the history enters the first denoiser call as a sparse matrix (L-DiffRec encodes it)
         sparse = type(self).encode is DiffRec.encode
@@ -189,7 +196,7 @@ class DiffRec(Recommender):
 
         @torch.no_grad()
         def score(users: Tensor) -> Tensor:
-            rows = history_rows(history, users, self.device, sparse=sparse)
+            rows = history_rows(history, users, self.device, sparse=sparse).to(self.dtype)
             return self.decode(self.reverse(self.encode(rows), n_calls, weight_t))
 
         return score
@@ -370,7 +377,7 @@ class LDiffRec(DiffRec):
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         c = self.config
-        rows = batch["rows"].float()
+        rows = batch["rows"].to(self.dtype)
         mu, logvar = self._encode(rows, drop=self.training)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         per_example, z0_hat = self.diffusion_loss(z)

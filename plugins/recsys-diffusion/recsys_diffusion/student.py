@@ -245,6 +245,11 @@ class DiffRecStudent(Recommender):
         return self.net.time_proj.weight.device
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype (float32, or float64 after ``model.double()``)."""
+        return self.net.time_proj.weight.dtype
+
+    @property
     def steps(self) -> int:
         return self.arch.steps
 
@@ -275,7 +280,7 @@ class DiffRecStudent(Recommender):
             model.requires_grad_(False)
             model.eval()
             object.__setattr__(self, "_teacher", model)
-        self._teacher.to(self.device)
+        self._teacher.to(device=self.device, dtype=self.dtype)
         return self._teacher
 
     def _check_teacher_split(self) -> None:
@@ -324,6 +329,7 @@ class DiffRecStudent(Recommender):
 
     def fit(self, train: sp.csr_array) -> None:
         """``method=free``: take the teacher's weights (no training)."""
+        self.check_fit_input(train)
         self._initialise_from_teacher()
 
     # -- training -------------------------------------------------------------------------
@@ -346,7 +352,7 @@ class DiffRecStudent(Recommender):
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         method = self.config.method
-        x0 = batch["rows"].float()
+        x0 = batch["rows"].to(self.dtype)
         n, T = len(x0), self.steps
         if method == "direct":
             out = self.net(x0, self._steps(T - 1, n))
@@ -410,12 +416,15 @@ class DiffRecStudent(Recommender):
 
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         self.check_fitted()
-        history = self.train_matrix if history is None else history
+        history = self.train_matrix if history is None else sp.csr_array(history)
+        if history.shape[1] != self.n_items:
+            raise DataError(f"history has {history.shape[1]} items; the model has {self.n_items}")
         weight_t = self.net.input_weight_t()
 
         @torch.no_grad()
         def score(users: Tensor) -> Tensor:
-            return self.one_step(history_rows(history, users, self.device, sparse=True), weight_t)
+            rows = history_rows(history, users, self.device, sparse=True).to(self.dtype)
+            return self.one_step(rows, weight_t)
 
         return score
 

@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import Tensor
 
 from recsys.data.dataset import Dataset
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, DataError
 from recsys.models.base import ModelConfig, Recommender, ScoreFn, history_rows
 
 __all__ = ["EASE", "EASEConfig"]
@@ -69,6 +69,7 @@ class EASE(Recommender):
         self.register_buffer("weights", torch.zeros(self.n_items, self.n_items))
 
     def fit(self, train: sp.csr_array) -> None:
+        self.check_fit_input(train)
         x = sp.csr_array(train, dtype=np.float64)
         gram = torch.from_numpy((x.T @ x).toarray())
         gram.diagonal().add_(self.config.l2)
@@ -82,10 +83,13 @@ class EASE(Recommender):
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         self.check_fitted()
         history = self.train_matrix if history is None else sp.csr_array(history)
+        if history.shape[1] != self.n_items:
+            raise DataError(f"history has {history.shape[1]} items; the model has {self.n_items}")
         weights = self.weights
 
         def score(users: Tensor) -> Tensor:
-            return history_rows(history, users, weights.device) @ weights
+            # float32 rows; the weights' dtype if the model was cast (model.double())
+            return history_rows(history, users, weights.device).to(weights.dtype) @ weights
 
         return score
 

@@ -28,6 +28,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
+from recsys.errors import DataError
 from recsys.models.base import ModelConfig, Recommender, ScoreFn, history_rows
 from recsys_vae.diagnostics import CollapseStats, collapse_stats, gaussian_kl
 
@@ -133,7 +134,8 @@ class _MultAutoencoder(Recommender):
 
     # -- the network --------------------------------------------------------------------------
     def _input(self, rows: Tensor, dropout: bool) -> Tensor:
-        h = F.normalize(rows, p=2.0, dim=1)
+        # rows arrive as float32; the weights' dtype if the model was cast (model.double())
+        h = F.normalize(rows.to(self.decoder[0].weight.dtype), p=2.0, dim=1)
         if dropout and self.config.dropout > 0:
             h = F.dropout(h, p=self.config.dropout, training=True)
         return h
@@ -164,7 +166,7 @@ class _MultAutoencoder(Recommender):
         self.check_fitted()
         history = self.train_matrix if history is None else sp.csr_array(history)
         if history.shape[1] != self.n_items:
-            raise ValueError(f"history has {history.shape[1]} items; the model has {self.n_items}")
+            raise DataError(f"history has {history.shape[1]} items; the model has {self.n_items}")
 
         def score(users: Tensor) -> Tensor:
             with torch.no_grad():
@@ -332,7 +334,11 @@ class MultVAE(_MultAutoencoder):
         )
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
-        stats = self.collapse_stats()
+        users = self._diag_users(self.config.diag_users)
+        if len(users) < 2:  # the panel's variances over users need two of them
+            self.last_stats = None
+            return {"beta": self.beta}
+        stats = self.collapse_stats(users)
         self.last_stats = stats
         out = {"beta": self.beta, **stats.scalars()}
         k = stats.latent_dim
@@ -358,7 +364,16 @@ class MultVAE(_MultAutoencoder):
         """Writes ``collapse_report.html`` (plots embedded), ``collapse.png``, ``collapse.json``."""
         from recsys_vae.report import write_collapse_report
 
-        stats = self.collapse_stats()
+        users = self._diag_users(self.config.diag_users)
+        if len(users) < 2:
+            log.warning(
+                "%s: no collapse report: the diagnostics need at least 2 training users with "
+                "items, and there are %d",
+                self.name,
+                len(users),
+            )
+            return []
+        stats = self.collapse_stats(users)
         extra = self._report_extra(stats)
         return write_collapse_report(Path(run_dir), self.name, history, stats, extra)
 
@@ -437,6 +452,8 @@ class ARDVAE(MultVAE):
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         self.update_prior()
         out = super().on_epoch_end(epoch)
+        if self.last_stats is None:  # fewer than 2 training users: no panel
+            return out
         relevant = self.relevant_dims(self.last_stats)
         out["relevant_dims"] = float(len(relevant))
         log.info(
