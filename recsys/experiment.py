@@ -330,7 +330,7 @@ def load_run(
     return cfg, dataset, split, model
 
 
-def _check_run_finished(run_dir: Path) -> None:
+def check_run_finished(run_dir: Path) -> None:
     """A run that failed before it was tested has no model to use: an error with its error.
     One interrupted (or still training) is used at its best checkpoint so far, with a warning."""
     run_dir = Path(run_dir)
@@ -352,7 +352,7 @@ def _check_run_finished(run_dir: Path) -> None:
 
 def evaluate_run(run_dir: Path, device: str | None = None) -> dict[str, dict[str, float]]:
     """Re-evaluate a run's best checkpoint on its validation and test parts."""
-    _check_run_finished(run_dir)
+    check_run_finished(run_dir)
     cfg, dataset, split, model = load_run(run_dir, device)
     trainer = Trainer(
         model,
@@ -418,7 +418,7 @@ def recommend_run(
             if user in seen:
                 raise DataError(f"user id {user!r} is given more than once")
             seen.add(user)
-    _check_run_finished(run_dir)
+    check_run_finished(run_dir)
     cfg, dataset, split, model = load_run(run_dir, device)
     index = None if users is None else dataset.users.index(users)
     return recommend(model, dataset, split, make_evaluator(cfg), k, index, exclude_seen)

@@ -38,7 +38,7 @@ from recsys.config import RunConfig
 from recsys.data.dataset import Dataset
 from recsys.data.split import Split
 from recsys.errors import ConfigError, DataError, TrackingError
-from recsys.experiment import load_run, read_run_record
+from recsys.experiment import build_model, check_run_finished, load_run, read_run_record
 from recsys.models.base import Recommender
 from recsys.probe.collect import ProbeSiteError, collect_representations, site_kind
 from recsys.probe.labeller import load_labeller
@@ -103,10 +103,24 @@ def resolve_run(path: Path) -> tuple[Path, Path]:
 
 
 def load_trained(path: Path) -> LoadedRun:
-    """Load the run's config, data, split and the model with the checkpoint's weights."""
+    """Load the run's config, data, split and the model with the checkpoint's weights.
+
+    The model is loaded on the CPU, where the probe runs, whatever device it trained on. A
+    run that failed before it was tested is refused (as ``recsys evaluate`` refuses it); an
+    interrupted one is probed at its checkpoint, with a warning.
+
+    Raises:
+        DataError: the run folder or checkpoint is incomplete, or the run failed.
+    """
     run_dir, checkpoint = resolve_run(path)
-    cfg, dataset, split, model = load_run(run_dir)
+    check_run_finished(run_dir)
+    # the representations the probe edits are on the CPU, so the scorer must be too (a model
+    # left on the GPU it trained on fails to score from them, or cannot load without one)
+    cfg, dataset, split, model = load_run(run_dir, "cpu")
     if checkpoint.resolve() != (run_dir / "checkpoints" / "best.pt").resolve():
+        # a fresh model: loading best.pt can change its structure (DNIS switches to the
+        # compact per-block tables), which the search state of last.pt no longer fits
+        model = build_model(cfg, split, dataset)
         load_weights(model, load_checkpoint(checkpoint), checkpoint)
         model.eval()
     return LoadedRun(run_dir, checkpoint, cfg, dataset, split, model)
@@ -275,10 +289,12 @@ def check_comparable(loaded: LoadedRun, other: LoadedRun, site: str) -> None:
     """Refuse a ``--compare`` run whose rows of the probed kind are not the same instances.
 
     ITDA atoms are row indices, so the two models' sites must index the same users (a user
-    site) or the same items (an item site) in the same order.
+    site) or the same items (an item site) in the same order, and the other model must have
+    the site too.
 
     Raises:
-        DataError: the ids differ (the message names both run folders).
+        DataError: the ids differ (the message names both run folders), or the other model
+            has no such site (the message lists its sites).
     """
     kind = "user"
     reps = collect_representations(loaded.model)
@@ -293,6 +309,14 @@ def check_comparable(loaded: LoadedRun, other: LoadedRun, site: str) -> None:
         raise DataError(
             f"{other.run_dir} was trained on other {vocab} than {loaded.run_dir}; ITDA "
             f"similarity of a {kind} site needs the same {vocab} in the same order"
+        )
+    theirs_reps = collect_representations(other.model)
+    if site in reps and (site not in theirs_reps or len(theirs_reps[site]) != len(reps[site])):
+        # found here, before the SAE trains, not as a note in a report without the comparison
+        name = other.config.model["name"]
+        raise DataError(
+            f"{other.run_dir} ({name}) has no site {site!r} to compare with; its "
+            f"representations are: {', '.join(sorted(theirs_reps)) or 'none'}"
         )
 
 
