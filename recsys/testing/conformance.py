@@ -105,6 +105,26 @@ def check_scorer_from_representations(cls: type[Recommender], split: Split) -> N
     assert torch.allclose(fn(users), model.score(users), atol=1e-5)
 
 
+def check_scores_in_float64(cls: type[Recommender], split: Split) -> None:
+    """After ``model.double()`` the model scores (from its training rows, and from another
+    history when it folds users in) and computes its loss in float64, as in float32: inputs
+    the model makes itself (history rows, batches, step embeddings) follow its dtype."""
+    model = _fitted(cls, split)
+    users = torch.arange(min(5, split.shape[0]))
+    expected = model.score(users)
+    model.double()
+    scores = model.score(users)
+    assert scores.dtype == torch.float64
+    torch.testing.assert_close(scores.float(), expected, atol=1e-4, rtol=1e-4)
+    if model.fold_in:
+        assert model.score(users, history=split.train).dtype == torch.float64
+    if cls.batch_kind != "none":
+        sampler = make_sampler(cls.batch_kind, split.train, 32)
+        model.train()
+        terms = model.loss(next(sampler.epoch(np.random.default_rng(0))))
+        assert all(t.dtype == torch.float64 and torch.isfinite(t) for t in terms.values())
+
+
 MODEL_CHECKS: list[Callable[[type[Recommender], Split], None]] = [
     check_default_construction,
     check_unfitted_model_raises,
@@ -113,6 +133,7 @@ MODEL_CHECKS: list[Callable[[type[Recommender], Split], None]] = [
     check_reset_parameters_changes_weights,
     check_state_dict_round_trip,
     check_scorer_from_representations,
+    check_scores_in_float64,
 ]
 
 

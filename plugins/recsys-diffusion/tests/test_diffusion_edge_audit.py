@@ -32,25 +32,6 @@ def _model(name: str, **config: object):
 
 
 @pytest.mark.parametrize("name", list(SMALL))
-def test_scores_and_trains_in_float64(name):
-    # float32 history rows and timestep embeddings met float64 weights after model.double():
-    # "mat1 and mat2 must have the same dtype" when scoring and in the loss
-    model = _model(name)
-    users = torch.arange(TRAIN.shape[0])
-    expected = model.score(users)
-    model.double()
-    scores = model.score(users)
-    assert scores.dtype == torch.float64
-    assert torch.allclose(scores.float(), expected, atol=1e-5)
-    history = _csr([[0], [5], [1, 2, 3]], 6)  # fold-in users, also in float64
-    assert model.score(torch.tensor([2]), history=history).dtype == torch.float64
-    model.train()
-    rows = torch.from_numpy(TRAIN.toarray())  # the sampler's float32 rows
-    loss = sum(model.loss({"rows": rows, "user": users}).values())
-    assert loss.dtype == torch.float64 and torch.isfinite(loss)
-
-
-@pytest.mark.parametrize("name", list(SMALL))
 def test_history_of_another_catalogue_is_a_data_error(name):
     # ldiffrec scored a 7-item history silently (its encoders pick item columns by index, so
     # the extra column was dropped); the others failed inside torch

@@ -40,29 +40,6 @@ def _fitted(name: str, train: sp.csr_array = TRAIN):
 
 
 @pytest.mark.parametrize("name", list(SMALL))
-def test_scores_and_trains_in_float64(name):
-    # float32 history rows met float64 weights after model.double(): "mat1 and mat2 must have
-    # the same dtype" in every fold-in scorer and in the VAEs' loss
-    model = _fitted(name)
-    users = torch.arange(TRAIN.shape[0])
-    expected = model.score(users)
-    model.double()
-    scores = model.score(users)
-    assert scores.dtype == torch.float64
-    assert torch.allclose(scores.float(), expected, atol=1e-5)
-    history = _csr([[0], [5], [1, 2, 3]], 6)  # fold-in users, also in float64
-    assert model.score(torch.tensor([2]), history=history).dtype == torch.float64
-    if model.batch_kind == "user_rows":
-        model.train()
-        rows = torch.from_numpy(TRAIN.toarray())  # the sampler's float32 rows
-        loss = sum(model.loss({"rows": rows, "user": users}).values())
-        assert loss.dtype == torch.float64 and torch.isfinite(loss)
-        model.eval()
-        if hasattr(model, "collapse_stats"):
-            assert model.on_epoch_end(0)["active_units"] >= 0
-
-
-@pytest.mark.parametrize("name", list(SMALL))
 def test_history_of_another_catalogue_is_a_data_error(name):
     # EASE failed inside torch ("mat1 and mat2 shapes cannot be multiplied"), the VAEs raised a
     # plain ValueError
