@@ -84,11 +84,13 @@ _Dumper.yaml_implicit_resolvers = {
 }
 
 
-def _load_yaml(text: str) -> Any:
+def load_yaml(text: str) -> Any:
+    """YAML text as data, read as run configs are (:class:`_Loader`: YAML 1.2 scalars, a
+    key given twice is an error); search-space files use it too."""
     return yaml.load(text, Loader=_Loader)
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def yaml_problem(exc: yaml.YAMLError) -> str:
     """A YAML error on one line: what is wrong and where."""
     if not isinstance(exc, yaml.MarkedYAMLError) or not exc.problem:
         return " ".join(str(exc).split())
@@ -246,10 +248,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         # (data.sep=|): the text itself
         return path, raw.strip()
     try:
-        value = _load_yaml(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(
-            f"override {text!r}: value is not valid YAML ({_yaml_problem(exc)})"
+            f"override {text!r}: value is not valid YAML ({yaml_problem(exc)})"
         ) from None
     return path, value
 
@@ -281,9 +283,9 @@ def load_config_dict(path: Path | None) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        values = _load_yaml(path.read_text(encoding="utf-8")) or {}
+        values = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(exc)}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason})") from None
     if not isinstance(values, dict):

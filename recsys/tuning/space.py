@@ -363,13 +363,21 @@ def set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
 
 def load_space(path: Path, base: dict[str, Any] | None = None) -> SearchSpace:
     """Read and validate the space file ``path``; see :func:`parse_space` for ``base``."""
+    from recsys.config import load_yaml, yaml_problem
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"search-space file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        # the reader of config files, so a value means the same in both (1e-4 a number,
+        # 010 ten, yes text), and a key given twice is an error
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"search-space file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(
+            f"search-space file {path} is not valid YAML: {yaml_problem(exc)}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"search-space file {path} is not UTF-8 text ({exc.reason})") from None
     return parse_space(raw, base, source=str(path))
 
 

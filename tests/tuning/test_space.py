@@ -196,6 +196,27 @@ def test_missing_and_malformed_files(tmp_path):
         load_space(path)
 
 
+def test_space_files_are_read_as_config_files_are(tmp_path):
+    """The config files' YAML reader: a key given twice is an error (YAML 1.1 kept the last
+    silently), errors are one line, and values mean the same as in a config file."""
+    path = _write(
+        tmp_path,
+        "params:\n"
+        "  train.learning_rate: {type: loguniform, low: 1e-4, high: 3e-2}\n"
+        "  train.learning_rate: {type: choice, values: [0.1]}\n",
+    )
+    with pytest.raises(ConfigError, match=r"key 'train.learning_rate' is given twice \(line 3"):
+        load_space(path)
+    path = _write(
+        tmp_path, "params:\n  train.learning_rate: {type: choice, values: [1e-3, 2e-3]}\n"
+    )
+    assert load_space(path).params["train.learning_rate"].values == [1e-3, 2e-3]  # not text
+    path = _write(tmp_path, "params: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_space(path)
+    assert "\n" not in str(info.value)
+
+
 def test_without_a_base_only_the_file_itself_is_checked():
     space = parse_space({"params": {"model.anything": {"type": "choice", "values": [1]}}})
     assert list(space.params) == ["model.anything"]
