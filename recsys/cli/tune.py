@@ -277,8 +277,8 @@ def _report(outcome: TuneOutcome) -> None:
         click.echo(f"experiment folder: {folder}")
         if outcome.trials and all(t.stop_reason == "diverged" for t in outcome.trials):
             raise TrainingDivergedError(
-                "every trial diverged (its loss became infinite or NaN) before its first "
-                "validation; lower train.learning_rate in the space (see "
+                "every trial diverged (its loss became infinite or NaN), so no configuration "
+                "is a result; lower train.learning_rate in the space (see "
                 f"{folder / 'trials.csv'})"
             )
         raise click.ClickException("no trial reported a validation metric; see trials.csv")

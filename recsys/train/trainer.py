@@ -124,6 +124,16 @@ class TrainResult:
 Callback = Callable[[EpochReport], None]
 
 
+def cannot_fold_in(model_name: str) -> ConfigError:
+    """The error for ``split.strategy=heldout_users`` with a model that cannot score users it
+    was not trained on (the trainer's check, and ``recsys tune``'s before Ray starts)."""
+    return ConfigError(
+        f"model {model_name!r} scores users by learned per-user parameters and cannot score the "
+        "held-out users of split.strategy=heldout_users; use a fold-in model (e.g. itemknn, "
+        "multvae, ease) or another split strategy"
+    )
+
+
 def resolve_device(device: str) -> torch.device:
     """The torch device for a device string; asking for CUDA without it is a clear error."""
     dev = torch.device(device)
@@ -298,11 +308,7 @@ class Trainer:
         self.dataset = dataset
         self.device = resolve_device(self.config.device)
         if split.foldin is not None and not model.fold_in:
-            raise ConfigError(
-                f"model {model.name!r} scores users by learned per-user parameters and cannot "
-                "score the held-out users of split.strategy=heldout_users; use a fold-in model "
-                "(e.g. itemknn, multvae, ease) or another split strategy"
-            )
+            raise cannot_fold_in(model.name)
         if self.config.num_threads:
             torch.set_num_threads(self.config.num_threads)
         self.item_popularity = np.bincount(split.train.indices, minlength=split.shape[1])

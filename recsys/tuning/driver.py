@@ -338,6 +338,17 @@ def _check_device(cfg: RunConfig, options: TuneOptions) -> None:
         )
 
 
+def _check_fold_in(cfg: RunConfig) -> None:
+    """Refuse ``split.strategy=heldout_users`` for a model that cannot fold in held-out users
+    (the trainer's own check, made before Ray starts)."""
+    from recsys.models.registry import get_model_class
+    from recsys.train.trainer import cannot_fold_in
+
+    name = cfg.model["name"]
+    if cfg.split.strategy == "heldout_users" and not get_model_class(name).fold_in:
+        raise cannot_fold_in(name)
+
+
 def _check_output(output_dir: Path, name: str | None) -> None:
     """Fail before the data are read when the experiment folder cannot go where asked."""
     if output_dir.exists() and not output_dir.is_dir():
@@ -583,6 +594,7 @@ def run_tune(
     dataset = load_dataset(base_cfg.data)
     # trials and best_config.yaml name the split that was used
     base_cfg = base_cfg.model_copy(update={"split": resolve_split_config(dataset, base_cfg.split)})
+    _check_fold_in(base_cfg)  # else every trial fails in Ray, each after its retries
     split = make_split(dataset, base_cfg.split)  # before an experiment folder exists
     base = base_cfg.model_dump(mode="json")
     experiment_dir = new_experiment_dir(output_dir, name, base_cfg.model["name"], dataset.name)
@@ -948,7 +960,11 @@ def _finish(
     frame = pd.DataFrame([row.as_record(metric) for row in rows])
     frame.to_csv(experiment_dir / "trials.csv", index=False)
     total_epochs = sum(row.epochs for row in rows)
-    scored = [row for row in rows if math.isfinite(row.best_value)]
+    # a trial that diverged is no result even if it validated well before: `recsys train -c
+    # best_config.yaml` would diverge again; when every trial diverged there is no best
+    scored = [
+        row for row in rows if math.isfinite(row.best_value) and row.stop_reason != "diverged"
+    ]
     best = scored[0] if scored and not interrupted else None
     _plot_trials(experiment_dir, curves, rows, best, metric, options, total_epochs)
     best_cfg, valid, test = None, {}, {}

@@ -527,11 +527,13 @@ def check_against(space: SearchSpace, base: dict[str, Any]) -> None:
     model_params = _model_fields(with_fixed)
     for key, dist in space.params.items():
         section, name = key.split(".", 1)
-        if section == "model" and model_params is not None and name not in model_params:
+        # a nested key (model.base_params.embedding_size) is checked by its hyper-parameter
+        top = name.split(".", 1)[0]
+        if section == "model" and model_params is not None and top not in model_params:
             known = ", ".join(sorted(model_params)) or "none"
             raise ConfigError(
                 f"{space.source}: key {key}: model {with_fixed['model']['name']!r} has no "
-                f"hyper-parameter {name!r} (known: {known})"
+                f"hyper-parameter {top!r} (known: {known})"
             )
         for value in _unique(dist.candidates()):
             trial = copy.deepcopy(with_fixed)

@@ -300,6 +300,7 @@ def train_trial(
                 "early_stop": 0,
                 "restores": restores,
                 "diverged": 1,
+                "device": cfg.train.device,
             }
         )
     finally:

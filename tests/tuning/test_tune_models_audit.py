@@ -1,0 +1,106 @@
+"""`recsys tune` with model, split and space combinations found wanting in an audit."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pandas as pd
+import pytest
+
+from recsys.cli import main
+from recsys.config import RunConfig, validate
+from recsys.tuning import driver
+from recsys.tuning.space import parse_space
+
+SMALL = "synthetic-120x80x2400"
+"""One training batch per epoch at the default batch size: a huge learning rate validates
+once, then diverges in the second epoch."""
+
+
+def _run_cli(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["tune", *args])
+    return code, out.getvalue()
+
+
+def test_a_nested_model_key_can_be_sampled():
+    # DNIS (and the denoising wrappers) take their base model's settings in base_params
+    base = validate(RunConfig, {"model": {"name": "dnis"}}).model_dump(mode="json")
+    space = parse_space(
+        {"params": {"model.base_params.embedding_size": {"type": "choice", "values": [8, 16]}}},
+        base,
+    )
+    assert list(space.params) == ["model.base_params.embedding_size"]
+
+
+def test_a_bad_nested_model_value_is_still_refused():
+    from recsys.errors import ConfigError
+
+    base = validate(RunConfig, {"model": {"name": "dnis"}}).model_dump(mode="json")
+    with pytest.raises(ConfigError, match="model.base_params.embedding_size, value 0"):
+        parse_space(
+            {"params": {"model.base_params.embedding_size": {"type": "choice", "values": [0]}}},
+            base,
+        )
+    with pytest.raises(ConfigError, match="has no hyper-parameter 'nosuch'"):
+        parse_space({"params": {"model.nosuch.x": {"type": "choice", "values": [1]}}}, base)
+
+
+def test_heldout_users_with_a_model_that_cannot_fold_in_fails_before_ray(
+    tmp_path, monkeypatch, capsys
+):
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(driver, "ray_session", no_ray)
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.learning_rate: {type: choice, values: [1.0e-3, 1.0e-2]}\n")
+    code, _ = _run_cli(
+        "--model", "bpr", "--dataset", SMALL, "--space", str(space), "--num-samples", "2",
+        "-o", str(tmp_path / "runs"), "--no-tracking", "--quiet",
+        "--set", "split.strategy=heldout_users", "--set", "train.epochs=2",
+    )  # fmt: skip
+    assert code == 2
+    assert "cannot score the held-out users" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_every_trial_diverging_after_a_validation_has_no_best(local_ray, tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.learning_rate: {type: choice, values: [1.0e+30, 1.0e+35]}\n")
+    code, stdout = _run_cli(
+        "--model", "bpr", "--dataset", SMALL, "--space", str(space), "--num-samples", "2",
+        "-o", str(tmp_path / "runs"), "--name", "diverging", "--no-tracking", "--quiet",
+        "--scheduler", "none", "--set", "train.epochs=2",
+    )  # fmt: skip
+    assert code == 2, stdout
+    assert "every trial diverged" in capsys.readouterr().err
+    folder = tmp_path / "runs" / "diverging"
+    trials = pd.read_csv(folder / "trials.csv")
+    assert list(trials["stop_reason"]) == ["diverged", "diverged"]
+    # each validated its first epoch, then diverged: still no configuration to recommend
+    assert (trials["epochs"] == 2).all()
+    assert json.loads((folder / "summary.json").read_text())["best"] is None
+    assert not (folder / "best_config.yaml").exists()
+    # a diverged trial's last report still says where it trained
+    assert list(trials["device"]) == ["cpu", "cpu"]
+
+
+def test_a_diverged_trial_is_never_the_best(local_ray, tmp_path):
+    """Even one that validated before it diverged: its best_config.yaml would diverge again."""
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  train.learning_rate: {type: grid, values: [1.0e-6, 1.0e+35]}\n")
+    code, stdout = _run_cli(
+        "--model", "bpr", "--dataset", SMALL, "--space", str(space), "--num-samples", "1",
+        "-o", str(tmp_path / "runs"), "--name", "mixed", "--no-tracking", "--quiet",
+        "--scheduler", "none", "--set", "train.epochs=2",
+    )  # fmt: skip
+    assert code == 0, stdout
+    folder = tmp_path / "runs" / "mixed"
+    trials = pd.read_csv(folder / "trials.csv")
+    assert sorted(trials["stop_reason"]) == ["completed", "diverged"]
+    best = json.loads((folder / "summary.json").read_text())["best"]
+    assert best["params"]["train.learning_rate"] == 1e-6
