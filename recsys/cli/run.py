@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -118,16 +117,11 @@ def evaluate(run_dir: Path, as_json: bool, device: str | None) -> None:
 
     metrics = evaluate_run(run_dir, device=device)
     if as_json:
+        from recsys.probe.pipeline import plain
+
         # a metric with no user to average over is NaN, which JSON has no word for: null
         # (json.dumps would write NaN, which JSON parsers reject)
-        plain = {
-            part: {
-                k: None if isinstance(v, float) and not math.isfinite(v) else v
-                for k, v in m.items()
-            }
-            for part, m in metrics.items()
-        }
-        click.echo(json.dumps(plain, indent=2, allow_nan=False))
+        click.echo(json.dumps(plain(metrics), indent=2, allow_nan=False))
         return
     topk = load_run_config(run_dir).eval.topk
     click.echo(
