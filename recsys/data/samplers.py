@@ -14,6 +14,7 @@ Python work.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Literal
 
@@ -176,12 +177,17 @@ class PairwiseSampler(Sampler):
         indptr = self.train.indptr.astype(np.int64)
         start = indptr[users]
         r = rng.integers(0, self.n_items - (indptr[users + 1] - start))
-        # keys - (position within the row): sorted, as each row's p_j - j is non-decreasing
-        # and below n_items
-        row_start = np.repeat(indptr[:-1], np.diff(indptr))
-        gaps = self.keys - (np.arange(len(self.keys)) - row_start)
-        below = np.searchsorted(gaps, users * self.n_items + r, side="right") - start
+        below = np.searchsorted(self._gap_keys, users * self.n_items + r, side="right") - start
         return r + below
+
+    @functools.cached_property
+    def _gap_keys(self) -> np.ndarray:
+        """``keys`` minus each entry's position within its row: sorted, as each row's
+        ``p_j - j`` is non-decreasing and below ``n_items``. Made once, on the first direct
+        draw (most samplers never need it)."""
+        indptr = self.train.indptr.astype(np.int64)
+        row_start = np.repeat(indptr[:-1], np.diff(indptr))
+        return self.keys - (np.arange(len(self.keys)) - row_start)
 
     def _hash(self, keys: np.ndarray) -> np.ndarray:
         """Fibonacci hashing: the top bits of ``key x 2^64/phi`` (mod 2^64) index the filter."""
