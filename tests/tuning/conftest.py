@@ -63,3 +63,16 @@ def local_ray() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def run_tune_cli(*args: str) -> tuple[int, str]:
+    """``recsys tune ARGS`` in this process: its exit status and what it printed."""
+    import contextlib
+    import io
+
+    from recsys.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["tune", *args])
+    return code, out.getvalue()

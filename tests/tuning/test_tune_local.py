@@ -6,8 +6,6 @@ One Ray instance serves the whole module (``local_ray``); the ASHA experiment ru
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -26,7 +24,7 @@ from recsys.config import build_run_config
 from recsys.tuning.driver import TuneOptions, run_tune
 from recsys.tuning.space import parse_space
 from recsys.tuning.trainable import InjectedFault
-from tests.tuning.conftest import DATA, FAST
+from tests.tuning.conftest import DATA, FAST, run_tune_cli
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -43,13 +41,6 @@ def _trial_results(experiment_dir: Path) -> dict[str, list[dict]]:
     return out
 
 
-def _run_cli(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(["tune", *args])
-    return code, out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def asha(local_ray, tmp_path_factory) -> SimpleNamespace:
     """A 4-trial ASHA experiment over learning rates, tracked in a sqlite MLflow store."""
@@ -60,7 +51,7 @@ def asha(local_ray, tmp_path_factory) -> SimpleNamespace:
         f"params:\n  train.learning_rate: {{type: grid, values: {LEARNING_RATES}}}\n"
     )
     uri = f"sqlite:///{(root / 'mlflow.db').as_posix()}"
-    code, stdout = _run_cli(
+    code, stdout = run_tune_cli(
         "--model", "bpr", "--dataset", DATA, "--space", str(space), "--num-samples", "1",
         "-o", str(root / "runs"), "--name", "asha", "--tracking-uri", uri,
         "--scheduler", "asha", "--grace-period", "2", "--reduction-factor", "2",
@@ -269,7 +260,7 @@ def test_an_interrupted_experiment_resumes(tmp_path):
     assert client.get_run(first.parent_run_id).info.status == "KILLED"
     assert not (first.experiment_dir / "best_config.yaml").exists()
 
-    code, stdout = _run_cli("--resume", str(first.experiment_dir), "--quiet")
+    code, stdout = run_tune_cli("--resume", str(first.experiment_dir), "--quiet")
     assert code == 0, stdout
     summary = json.loads((first.experiment_dir / "summary.json").read_text())
     assert not summary["interrupted"]
@@ -346,7 +337,7 @@ def test_optuna_samples_every_distribution_type_under_asha(tmp_path):
         "  train.batch_size: {type: int, low: 128, high: 512}\n"
         "  train.n_negatives: {type: choice, values: [1, 2]}\n"
     )
-    code, stdout = _run_cli(
+    code, stdout = run_tune_cli(
         "--model", "bpr", "--dataset", DATA, "--space", str(space), "--num-samples", "3",
         "-o", str(tmp_path / "runs"), "--name", "optuna", "--no-tracking", "--quiet",
         "--search-alg", "optuna", "--scheduler", "asha", "--grace-period", "1", "--seed", "3",
@@ -371,7 +362,7 @@ def test_optuna_samples_every_distribution_type_under_asha(tmp_path):
 
 
 def test_a_trial_that_needs_more_gpus_than_ray_has_fails_early(tmp_path, capsys):
-    code, _ = _run_cli(
+    code, _ = run_tune_cli(
         "--model", "bpr", "--dataset", DATA, "-o", str(tmp_path), "--no-tracking",
         "--quiet", "--gpus-per-trial", "1", "--set", "train.epochs=2",
     )  # fmt: skip
@@ -388,7 +379,7 @@ def test_resume_a_folder_without_ray_state_is_an_error(tmp_path, capsys):
 def test_a_search_where_every_trial_diverges_has_no_best(tmp_path, capsys):
     space = tmp_path / "space.yaml"
     space.write_text("params:\n  train.learning_rate: {type: choice, values: [1.0e+30, 1.0e+35]}\n")
-    code, stdout = _run_cli(
+    code, stdout = run_tune_cli(
         "--model", "bpr", "--dataset", DATA, "--space", str(space), "--num-samples", "2",
         "-o", str(tmp_path / "runs"), "--name", "diverging", "--no-tracking", "--quiet",
         "--scheduler", "none", "--set", "train.epochs=2", *FAST,

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from recsys.cli import main
 from recsys.config import RunConfig, validate
 from recsys.tuning import driver
 from recsys.tuning.space import parse_space
+from tests.tuning.conftest import run_tune_cli
 
 SMALL = "synthetic-120x80x2400"
 """One training batch per epoch at the default batch size: a huge learning rate validates
 once, then diverges in the second epoch."""
-
-
-def _run_cli(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(["tune", *args])
-    return code, out.getvalue()
 
 
 def test_a_nested_model_key_can_be_sampled():
@@ -58,7 +50,7 @@ def test_heldout_users_with_a_model_that_cannot_fold_in_fails_before_ray(
     monkeypatch.setattr(driver, "ray_session", no_ray)
     space = tmp_path / "space.yaml"
     space.write_text("params:\n  train.learning_rate: {type: choice, values: [1.0e-3, 1.0e-2]}\n")
-    code, _ = _run_cli(
+    code, _ = run_tune_cli(
         "--model", "bpr", "--dataset", SMALL, "--space", str(space), "--num-samples", "2",
         "-o", str(tmp_path / "runs"), "--no-tracking", "--quiet",
         "--set", "split.strategy=heldout_users", "--set", "train.epochs=2",
@@ -68,17 +60,24 @@ def test_heldout_users_with_a_model_that_cannot_fold_in_fails_before_ray(
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_every_trial_diverging_after_a_validation_has_no_best(local_ray, tmp_path, capsys):
+def _search(tmp_path, learning_rates: str, name: str, num_samples: str) -> tuple[int, str, Path]:
+    """A two-epoch BPR search over ``learning_rates`` (a space distribution, inline YAML)."""
     space = tmp_path / "space.yaml"
-    space.write_text("params:\n  train.learning_rate: {type: choice, values: [1.0e+30, 1.0e+35]}\n")
-    code, stdout = _run_cli(
-        "--model", "bpr", "--dataset", SMALL, "--space", str(space), "--num-samples", "2",
-        "-o", str(tmp_path / "runs"), "--name", "diverging", "--no-tracking", "--quiet",
+    space.write_text(f"params:\n  train.learning_rate: {learning_rates}\n")
+    code, stdout = run_tune_cli(
+        "--model", "bpr", "--dataset", SMALL, "--space", str(space), "--num-samples", num_samples,
+        "-o", str(tmp_path / "runs"), "--name", name, "--no-tracking", "--quiet",
         "--scheduler", "none", "--set", "train.epochs=2",
     )  # fmt: skip
+    return code, stdout, tmp_path / "runs" / name
+
+
+def test_every_trial_diverging_after_a_validation_has_no_best(local_ray, tmp_path, capsys):
+    code, stdout, folder = _search(
+        tmp_path, "{type: choice, values: [1.0e+30, 1.0e+35]}", "diverging", "2"
+    )
     assert code == 2, stdout
     assert "every trial diverged" in capsys.readouterr().err
-    folder = tmp_path / "runs" / "diverging"
     trials = pd.read_csv(folder / "trials.csv")
     assert list(trials["stop_reason"]) == ["diverged", "diverged"]
     # each validated its first epoch, then diverged: still no configuration to recommend
@@ -91,15 +90,9 @@ def test_every_trial_diverging_after_a_validation_has_no_best(local_ray, tmp_pat
 
 def test_a_diverged_trial_is_never_the_best(local_ray, tmp_path):
     """Even one that validated before it diverged: its best_config.yaml would diverge again."""
-    space = tmp_path / "space.yaml"
-    space.write_text("params:\n  train.learning_rate: {type: grid, values: [1.0e-6, 1.0e+35]}\n")
-    code, stdout = _run_cli(
-        "--model", "bpr", "--dataset", SMALL, "--space", str(space), "--num-samples", "1",
-        "-o", str(tmp_path / "runs"), "--name", "mixed", "--no-tracking", "--quiet",
-        "--scheduler", "none", "--set", "train.epochs=2",
-    )  # fmt: skip
+    grid = "{type: grid, values: [1.0e-6, 1.0e+35]}"
+    code, stdout, folder = _search(tmp_path, grid, "mixed", "1")
     assert code == 0, stdout
-    folder = tmp_path / "runs" / "mixed"
     trials = pd.read_csv(folder / "trials.csv")
     assert sorted(trials["stop_reason"]) == ["completed", "diverged"]
     best = json.loads((folder / "summary.json").read_text())["best"]
