@@ -403,13 +403,14 @@ def recommend(
 
 def recommend_run(
     run_dir: Path,
-    k: int = 10,
+    k: int | None = None,
     users: list[str] | np.ndarray | pd.Series | str | None = None,
     exclude_seen: bool = True,
     device: str | None = None,
 ) -> pd.DataFrame:
     """Top-``k`` recommendations from a run folder's best model, for all (``users`` None) or
-    the given users (raw ids; one string is one id)."""
+    the given users (raw ids; one string is one id). ``k`` None takes the run's
+    ``recommend_k`` (the length of the run's own recommendations.csv)."""
     if isinstance(users, str):
         users = [users]  # not its characters
     if users is not None:
@@ -421,4 +422,5 @@ def recommend_run(
     check_run_finished(run_dir)
     cfg, dataset, split, model = load_run(run_dir, device)
     index = None if users is None else dataset.users.index(users)
-    return recommend(model, dataset, split, make_evaluator(cfg), k, index, exclude_seen)
+    top = cfg.recommend_k if k is None else k
+    return recommend(model, dataset, split, make_evaluator(cfg), top, index, exclude_seen)

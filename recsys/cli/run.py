@@ -136,9 +136,7 @@ def evaluate(run_dir: Path, as_json: bool, device: str | None) -> None:
     "--top",
     "k",
     type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Recommendations per user.",
+    help="Recommendations per user (default: the run's recommend_k, 10 unless set).",
 )
 @click.option("-u", "--user", "users", multiple=True, help="Raw user id (repeatable; default all).")
 @click.option(
@@ -156,7 +154,7 @@ def evaluate(run_dir: Path, as_json: bool, device: str | None) -> None:
 @device_option("cpu, cuda or cuda:N (default: the run's train.device).")
 def recommend(
     run_dir: Path,
-    k: int,
+    k: int | None,
     users: tuple[str, ...],
     users_file: Path | None,
     include_seen: bool,
