@@ -102,6 +102,8 @@ def _finished(out: Path, seed: int, model: dict, train: dict) -> tuple[dict, Pat
 
     import yaml
 
+    from recsys.jsonio import nan_for_none
+
     for metrics_path in sorted(out.glob("*/metrics.json")):
         cfg = yaml.safe_load((metrics_path.parent / "config.yaml").read_text())
         same_model = all(cfg["model"].get(k) == v for k, v in model.items())
@@ -115,8 +117,9 @@ def _finished(out: Path, seed: int, model: dict, train: dict) -> tuple[dict, Pat
                 "epochs_run": metrics["epochs_run"],
                 # epochs' own time (the reused run's wall time was not recorded)
                 "seconds": float(sum(r.get("seconds", 0.0) for r in history)),
-                "valid": metrics["valid"],
-                "test": metrics["test"],
+                # metrics.json writes NaN as null (strict JSON): NaN again, as from train_run
+                "valid": nan_for_none(metrics["valid"]),
+                "test": nan_for_none(metrics["test"]),
             }
             print(f"{out.name} seed {seed}: reusing {metrics_path.parent}", flush=True)
             return run, metrics_path.parent

@@ -40,6 +40,7 @@ from recsys.data.dataset import Dataset
 from recsys.data.split import Split, make_split, resolve_split_config
 from recsys.errors import ConfigError, DataError, TrackingError
 from recsys.eval.evaluator import Evaluator
+from recsys.jsonio import dumps_json
 from recsys.models.base import Recommender
 from recsys.models.registry import create_model
 from recsys.tracking import MlflowTracker, Tracker, flatten_params, make_tracker, redact_uri
@@ -114,7 +115,8 @@ def load_run_config(run_dir: Path) -> RunConfig:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=float) + "\n")
+    # strict JSON: a NaN metric (an empty slice) is null, which jq and JavaScript read
+    atomic_write_text(path, dumps_json(obj, indent=2, sort_keys=False, default=float) + "\n")
 
 
 def read_run_record(run_dir: Path) -> dict[str, Any]:

@@ -28,7 +28,6 @@ cheap.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 import re
@@ -48,6 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from recsys.errors import TrackingError
+from recsys.jsonio import dumps_json
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -688,8 +688,8 @@ class MlflowTracker:
                         allow_unicode=True,
                     )
                 else:
-                    json.dump(plain, handle, indent=2, ensure_ascii=False)
-                    handle.write("\n")
+                    # strict JSON: NaN and infinities are null
+                    handle.write(dumps_json(plain, indent=2, ensure_ascii=False) + "\n")
             folder = str(target.parent)
             with self._recording(f"log {artifact_file}"):
                 self._client.log_artifact(run_id, str(local), None if folder == "." else folder)

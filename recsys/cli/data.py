@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
+
+from recsys.jsonio import dumps_json
 
 
 @click.group()
@@ -70,7 +71,7 @@ def stats(name: str, data_path: Path | None, overrides: tuple[str, ...], as_json
     ds = load_dataset(cfg)
     numbers = ds.stats()
     if as_json:
-        click.echo(json.dumps(numbers, indent=2))
+        click.echo(dumps_json(numbers, indent=2))
         return
     width = max(len(k) for k in numbers)
     click.echo(f"{ds!r}")

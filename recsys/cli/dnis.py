@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from recsys.cli.options import (
     set_option,
     tracking_options,
 )
+from recsys.jsonio import dumps_json
 
 
 def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
@@ -196,7 +196,7 @@ def dnis(
             "dimensions": dims,
         }
         if as_json:
-            click.echo(json.dumps(summary, indent=2, default=float))
+            click.echo(dumps_json(summary, indent=2, default=float))
             return
         click.echo(_dims_text(dims))
         metric = "recall_at_20" if "recall_at_20" in result.test else cfg.train.valid_metric
@@ -252,7 +252,7 @@ def dnis(
         for path in paths.values():
             tracker.log_artifact(path, "report")
     if as_json:
-        click.echo(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+        click.echo(dumps_json({k: str(v) for k, v in paths.items()}, indent=2))
         return
     click.echo(paths["markdown"].read_text())
     click.echo(f"report: {paths['html']}")

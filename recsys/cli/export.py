@@ -21,9 +21,6 @@ replaced together, so a failure never leaves a mix of two exports.
 from __future__ import annotations
 
 import io
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from recsys.errors import ConfigError, DataError
+from recsys.fileio import atomic_write_files
+from recsys.jsonio import dumps_json
 
 if TYPE_CHECKING:
     from recsys.models.base import Recommender
@@ -52,19 +51,7 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 def _write_all(out: Path, files: dict[str, bytes]) -> None:
     """Write every file to a temporary name first and rename them only once all are written,
     so a failure (a full disk) leaves a previous export whole instead of half replaced."""
-    temps: dict[str, str] = {}
-    try:
-        for name, data in files.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=out)
-            temps[name] = tmp
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-        for name, tmp in temps.items():
-            os.replace(tmp, out / name)
-    except BaseException:
-        for tmp in temps.values():
-            Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_files({out / name: data for name, data in files.items()}, suffix=".part")
 
 
 def _finite(array: np.ndarray, what: str, run_dir: Path) -> None:
@@ -150,7 +137,7 @@ def export_embeddings(
     for name, vocab in (("items.csv", dataset.items), ("users.csv", dataset.users)):
         frame = pd.DataFrame({"index": np.arange(len(vocab)), "id": vocab.ids})
         files[name] = frame.to_csv(index=False).encode("utf-8")
-    files["export.json"] = (json.dumps(summary, indent=2) + "\n").encode("utf-8")
+    files["export.json"] = (dumps_json(summary, indent=2) + "\n").encode("utf-8")
     out.mkdir(parents=True, exist_ok=True)
     _write_all(out, files)
     return summary

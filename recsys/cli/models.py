@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from recsys.jsonio import dumps_json
 
 
 @click.command()
@@ -31,7 +31,7 @@ def models(params: bool, as_json: bool) -> None:
                     "params": cls.config_class().model_dump(mode="json"),
                 }
             )
-        click.echo(json.dumps(out, indent=2))
+        click.echo(dumps_json(out, indent=2))
         return
     width = max(len(i.name) for i in infos)
     for info in infos:

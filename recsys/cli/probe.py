@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from recsys.cli.options import output_dir_option, quiet_option, set_option, tracking_options
+from recsys.jsonio import dumps_json
 
 if TYPE_CHECKING:
     from recsys.probe.pipeline import ProbeResult
@@ -127,14 +127,14 @@ def probe(
     )
     summary = _summary(result, folder)
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(dumps_json(summary, indent=2))
         return
     for key, value in summary.items():
         click.echo(f"{key:<34} {value}")
 
 
 def _summary(result: ProbeResult, folder: Path) -> dict:
-    from recsys.probe.pipeline import plain
+    from recsys.jsonio import plain
 
     q, s, a = result.quality, result.summaries["sae"], result.ablation
     out = {

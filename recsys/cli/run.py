@@ -20,6 +20,7 @@ from recsys.cli.options import (
     tracking_options,
 )
 from recsys.cli.table import metrics_table
+from recsys.jsonio import dumps_json, nan_for_none
 
 
 @click.command()
@@ -101,7 +102,9 @@ def _report(results: list, topk: list[int]) -> None:
     rows = []
     for r in results:
         metrics = json.loads((r.run_dir / "metrics.json").read_text())
-        rows.append((metrics["model"], metrics["best_epoch"], r.seconds, metrics["test"]))
+        # a metric with nothing to average over is null in the file (strict JSON): NaN here
+        test = nan_for_none(metrics["test"])
+        rows.append((metrics["model"], metrics["best_epoch"], r.seconds, test))
     click.echo(metrics_table(rows, topk))
     for r in results:
         click.echo(f"run folder: {r.run_dir}")
@@ -117,11 +120,9 @@ def evaluate(run_dir: Path, as_json: bool, device: str | None) -> None:
 
     metrics = evaluate_run(run_dir, device=device)
     if as_json:
-        from recsys.probe.pipeline import plain
-
         # a metric with no user to average over is NaN, which JSON has no word for: null
         # (json.dumps would write NaN, which JSON parsers reject)
-        click.echo(json.dumps(plain(metrics), indent=2, allow_nan=False))
+        click.echo(dumps_json(metrics, indent=2))
         return
     topk = load_run_config(run_dir).eval.topk
     click.echo(

@@ -28,7 +28,7 @@ import logging
 import os
 import shutil
 import tarfile
-import tempfile
+import time
 import warnings
 import zipfile
 import zlib
@@ -48,6 +48,7 @@ from pydantic import (
 )
 
 from recsys.errors import ConfigError, DataError, DatasetNotFoundError
+from recsys.fileio import atomic_open, atomic_write_bytes, remove_stale_temps
 
 if TYPE_CHECKING:
     from recsys.data.dataset import Dataset
@@ -66,6 +67,8 @@ LOCK = ".lock"
 """Suffix of ``<cache>/.<name>.lock``: one process at a time prepares a dataset's files."""
 DOWNLOAD_TIMEOUT = 30.0
 """Seconds before an unresponsive download is given up."""
+PART = ".part"
+"""Suffix of the temporary files downloads and extractions write: ``.<file>.<random>.part``."""
 
 Format = Literal["atomic", "movielens", "lightgcn", "mmrec", "csv", "parquet"]
 SplitName = Literal["ratio", "temporal", "loo", "given"]  # as recsys.data.split.SplitStrategy
@@ -401,15 +404,7 @@ def _record_checksum(folder: Path, name: str, digest: str) -> None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data, suffix=PART, fsync=False)
 
 
 def download(
@@ -438,18 +433,13 @@ def download(
     from tqdm.auto import tqdm
 
     target = Path(dest)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     digest = hashlib.sha256()
     received = 0
     announced: int | None = None
-    try:
+    with atomic_open(target, "wb", suffix=PART) as out:
         try:
             request = urllib.request.Request(url, headers={"User-Agent": "recsys"})
-            with (
-                os.fdopen(fd, "wb") as out,
-                urllib.request.urlopen(request, timeout=timeout) as response,
-            ):
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 length = (response.headers.get("Content-Length") or "").strip()
                 announced = int(length) if length.isdigit() else None
                 total = announced if announced is not None else size
@@ -489,10 +479,6 @@ def download(
                 f"{target.name} (from {url}): checksum mismatch: expected sha256 {sha256}, "
                 f"got {actual}; the download was removed"
             )
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return actual
 
 
@@ -523,15 +509,8 @@ def _verify(folder: Path, spec: CardFile, sums: dict[str, str]) -> str | None:
 
 def _copy_atomic(source: BinaryIO, path: Path) -> None:
     """Stream ``source`` to ``path`` through a temporary file in the same folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(source, out, 1 << 20)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb", suffix=PART) as out:
+        shutil.copyfileobj(source, out, 1 << 20)
 
 
 def _zip_is_link(info: zipfile.ZipInfo) -> bool:
@@ -662,20 +641,24 @@ def _dataset_folder(name: str, cache_dir: Path | None, *, create: bool) -> Path:
 
 
 @contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def _locked(folder: Path) -> Iterator[float | None]:
     """Hold ``<cache>/.<name>.lock``, so that two processes preparing the same dataset take
     turns (the second finds the files in place) instead of both downloading and racing on
     ``CHECKSUMS``. Without ``fcntl`` (Windows) or a writable cache, no lock is taken: every
-    file is still moved into place atomically."""
+    file is still moved into place atomically.
+
+    Yields the time (:func:`time.time`) the lock was taken, None when none was: a download's
+    temporary file older than that was left by a process that died mid-download.
+    """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
-        yield
+        yield None
         return
     try:
         handle = open(folder.parent / f".{folder.name}{LOCK}", "a+b")  # noqa: SIM115
     except OSError:
-        yield
+        yield None
         return
     with handle:
         try:
@@ -684,7 +667,7 @@ def _locked(folder: Path) -> Iterator[None]:
             log.info("waiting for another process preparing %s", folder)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            yield time.time()
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -722,10 +705,10 @@ def _locate(card: DatasetCard, cache_dir: Path | None) -> _Source:
     ]
     if downloads and not os.access(folder, os.W_OK | os.X_OK):
         raise _cache_problem(card.name, cache_dir, f"{folder} is not writable")
-    with _locked(folder):
+    with _locked(folder) as locked_at:
         sums = _read_checksums(folder)
         for index, spec in enumerate(card.files):
-            _prepare_file(card, index, spec, folder, sums)
+            _prepare_file(card, index, spec, folder, sums, locked_at)
     source = folder / card.root if card.root else folder
     if not source.is_dir():
         found = sorted(
@@ -740,17 +723,30 @@ def _locate(card: DatasetCard, cache_dir: Path | None) -> _Source:
 
 
 def _prepare_file(
-    card: DatasetCard, index: int, spec: CardFile, folder: Path, sums: dict[str, str]
+    card: DatasetCard,
+    index: int,
+    spec: CardFile,
+    folder: Path,
+    sums: dict[str, str],
+    locked_at: float | None = None,
 ) -> None:
     """Download, check and extract one of ``card``'s files (``files[index]``) as needed.
 
     A checksum is recorded (trust on first use) only once the file proved usable: a fresh
     download that is not a readable archive is removed, not trusted by the next run.
+    ``locked_at`` is when this process took the dataset's lock (None: no lock): a download
+    first removes the temporary files of earlier downloads of the same file older than
+    that, which processes killed mid-download left behind.
     """
     archive = folder / spec.name
     fresh = False
     pending: str | None = None  # sha256 to record once the file proved usable
     if spec.url is not None and not archive.is_file() and not _extracted(folder, spec):
+        if locked_at is not None:
+            # under the lock no other process downloads this file: any temporary file of it
+            # from before the lock is a leftover of a process that died mid-download
+            for stale in remove_stale_temps(archive, suffix=PART, older_than=locked_at):
+                log.info("removed %s, left by an interrupted download", stale)
         log.info("downloading %s to %s", spec.url, archive)
         recorded = sums.get(spec.name)
         try:

@@ -43,7 +43,6 @@ import importlib.util
 import logging
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -58,6 +57,7 @@ import scipy.sparse as sp
 from recsys.data.dataset import Dataset, FeatureTable
 from recsys.data.readers import atomic_header, canonical_float_ids
 from recsys.errors import ConfigError, DataError
+from recsys.fileio import atomic_open
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -667,16 +667,10 @@ def _stat(path: Path) -> tuple[int, int, int] | None:
 def _write_cache(path: Path, texts: np.ndarray, vectors: np.ndarray, model: str) -> bool:
     """Write the cache atomically (a temporary file moved into place); False, with a warning,
     when it cannot be written (the vectors are still used, just not kept)."""
-    tmp: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_open(path, "wb", suffix=".part") as fh:
             np.savez(fh, texts=texts, embeddings=vectors, model=np.asarray(model))
-        os.replace(tmp, path)
     except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         log.warning(
             "cannot write the text-feature cache %s (%s); the texts were encoded but are "
             "not cached",
@@ -684,10 +678,6 @@ def _write_cache(path: Path, texts: np.ndarray, vectors: np.ndarray, model: str)
             exc,
         )
         return False
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
     return True
 
 

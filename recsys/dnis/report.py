@@ -29,6 +29,7 @@ from recsys.data.catalog import load_dataset
 from recsys.data.split import make_split, resolve_split_config
 from recsys.errors import ConfigError
 from recsys.experiment import RunResult, build_model, load_run, train_run
+from recsys.jsonio import dumps_json
 from recsys.models.base import Recommender
 from recsys.train.checkpoint import atomic_write_bytes, atomic_write_text
 
@@ -310,7 +311,7 @@ def write_report(
     }
     atomic_write_text(
         paths["json"],
-        json.dumps({"metric": metric, "points": [asdict(p) for p in points]}, indent=2) + "\n",
+        dumps_json({"metric": metric, "points": [asdict(p) for p in points]}, indent=2) + "\n",
     )
     md = "# DNIS: parameters versus accuracy\n\n" + markdown_table(points, metric) + "\n"
     for p in points:

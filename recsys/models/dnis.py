@@ -1138,10 +1138,9 @@ class DNIS(Recommender):
 
     def write_artifacts(self, run_dir: Path, history: list[dict[str, float]]) -> list[Path]:
         """``dnis_dimensions.json``: the chosen dimension of every block and the counts."""
-        import json
-
-        from recsys.train.checkpoint import atomic_write_text
+        from recsys.fileio import atomic_write_text
+        from recsys.jsonio import dumps_json
 
         path = Path(run_dir) / "dnis_dimensions.json"
-        atomic_write_text(path, json.dumps(self.dimension_report(), indent=2) + "\n")
+        atomic_write_text(path, dumps_json(self.dimension_report(), indent=2) + "\n")
         return [path]

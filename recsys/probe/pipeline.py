@@ -24,7 +24,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +35,7 @@ from recsys.data.dataset import Dataset
 from recsys.data.split import Split
 from recsys.errors import ConfigError, DataError
 from recsys.eval.evaluator import Evaluator, validate_metric_name
+from recsys.jsonio import plain  # also importable from here, where it was first defined
 from recsys.models.base import Recommender
 from recsys.probe.ablation import (
     AblationConfig,
@@ -211,23 +211,6 @@ class ProbeResult:
             "seconds": self.seconds,
         }
         return plain(payload)
-
-
-def plain(obj: Any) -> Any:
-    """JSON-safe copy: numpy scalars and arrays to Python, NaN and infinities to None."""
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return plain(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 # ------------------------------------------------------------------------------- helpers

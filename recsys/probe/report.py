@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recsys.jsonio import dumps_json
 from recsys.probe.pipeline import ProbeResult
 from recsys.train.checkpoint import atomic_write_text
 
@@ -648,6 +649,6 @@ def write_report(result: ProbeResult, folder: Path) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     json_path = folder / "report.json"
     html_path = folder / "report.html"
-    atomic_write_text(json_path, json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(json_path, dumps_json(result.to_json(), indent=1) + "\n")
     atomic_write_text(html_path, render_html(result))
     return html_path, json_path

@@ -2,15 +2,13 @@
 
 A checkpoint is one ``.pt`` file holding a dict of tensors, numbers and strings, so
 ``torch.load(..., weights_only=True)`` reads it back. It is written to a temporary file in the
-same folder and moved into place with ``os.replace``, so a crash mid-write never leaves a
-half-written checkpoint where a good one was.
+same folder and moved into place with ``os.replace`` (:mod:`recsys.fileio`), so a crash
+mid-write never leaves a half-written checkpoint where a good one was.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,39 +17,15 @@ import torch
 
 from recsys.errors import DataError
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+# atomic_write_bytes and atomic_write_text live in recsys.fileio (no torch import); they are
+# re-exported here, where many modules and plugins import them from
+from recsys.fileio import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Save ``payload`` (tensors, numbers, strings, nested dicts/lists) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ray.tune import Callback
 
 from recsys.errors import TrackingError
+from recsys.jsonio import dumps_json
 from recsys.tracking import MlflowTracker, flatten_params
 from recsys.train.checkpoint import atomic_write_text
 
@@ -44,7 +45,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, dumps_json(obj, indent=2, sort_keys=True) + "\n")
 
 
 class TrialLedger(Callback):

@@ -51,6 +51,7 @@ from recsys.data.catalog import load_dataset, sha256_file
 from recsys.data.dataset import Dataset
 from recsys.data.split import Split, make_split, resolve_split_config
 from recsys.errors import ConfigError
+from recsys.jsonio import dumps_json
 from recsys.tracking import (
     NullTracker,
     Tracker,
@@ -207,7 +208,7 @@ def new_experiment_dir(output_dir: Path, name: str | None, model: str, dataset: 
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    atomic_write_text(path, dumps_json(obj, indent=2, default=str) + "\n")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
