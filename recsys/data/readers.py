@@ -23,9 +23,9 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import logging
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +37,8 @@ import scipy.sparse as sp
 
 from recsys.data.dataset import Dataset, FeatureTable, Vocabulary
 from recsys.errors import DataError, DatasetNotFoundError
+
+log = logging.getLogger(__name__)
 
 Keep = Literal["last", "first"]
 
@@ -443,6 +445,103 @@ def _find_file(folder: Path, names: Sequence[str]) -> Path | None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _feature_rows(
+    vocab: Vocabulary, raw: np.ndarray | pd.Series, path: Path | str, field: str
+) -> np.ndarray:
+    """Row of ``vocab`` for each id of a feature file (-1: no interactions), checking the join.
+
+    Users and items are those of the interactions, so a feature row whose id matches none of
+    them is dropped, and a user or item without a row gets empty features (no multi-hot token,
+    categorical code -1; dense fields raise later). A join that goes wrong this way is loud:
+
+    * no row matches at all: :class:`DataError` naming the file and ``field``, with example ids
+      from both sides and a hint when the ids would match once surrounding whitespace is
+      stripped (``'1 '`` vs ``'1'``) or when read as integers (``'01'`` vs ``'1'``);
+    * otherwise, when some users/items have no row: one ``log.warning`` for the file, with
+      counts and examples of those and of the unmatched rows, and the same hint;
+    * rows that are unmatched while every user/item has its row are the common case of a
+      catalogue listing more items than were interacted with (or of interactions sampled from
+      a larger set): logged at debug level only, whatever their share, and not searched for
+      near matches (that costs seconds on a million ids).
+    """
+    rows = _lookup(vocab, raw)
+    if len(rows) == 0:
+        return rows
+    text = pd.Series(np.asarray(raw).astype(str), dtype=object)
+    unmatched = rows < 0
+    have = np.zeros(len(vocab), dtype=bool)
+    have[rows[~unmatched]] = True
+    lacking = np.flatnonzero(~have)
+    suspect = unmatched.any() and (unmatched.all() or len(lacking) > 0)
+    hint = _near_matches(vocab, text[unmatched]) if suspect else ""
+    owner = vocab.name
+    if unmatched.all():
+        raise DataError(
+            f"{path}: no id in field {field!r} matches any {owner} id of the interactions, so "
+            f"every row would be dropped (ids in this file, e.g. {_examples(text)}; {owner} ids "
+            f"in the interactions, e.g. {_examples(vocab.ids)}){hint or _NO_MATCH_HINT}"
+        )
+    parts = []
+    if len(lacking):
+        parts.append(
+            f"{len(lacking)} of {len(vocab)} {owner}s have no row, e.g. "
+            f"{_examples(vocab.raw(lacking))} (features missing: empty, or -1 for a category)"
+        )
+    n_unmatched = int(unmatched.sum())
+    if n_unmatched and len(lacking):
+        parts.append(
+            f"{n_unmatched} of {len(rows)} rows name {owner}s without interactions (dropped), "
+            f"e.g. {_examples(text[unmatched])}"
+        )
+    if parts:
+        log.warning("%s: %s%s", path, "; ".join(parts), hint)
+    elif n_unmatched:
+        log.debug("%s: %d rows name %ss without interactions (dropped)", path, n_unmatched, owner)
+    return rows
+
+
+_NO_MATCH_HINT = "; check that both files use the same id scheme"
+_STRIP = "remove the spaces around the ids"
+_SAME_SPELLING = "write the ids the same way in both files"
+
+
+def _examples(values: Sequence[object] | np.ndarray | pd.Series, k: int = 3) -> str:
+    """The first ``k`` of ``values`` as a list of quoted strings (quotes show spaces)."""
+    return repr([str(v) for v in list(np.asarray(values, dtype=object)[:k])])
+
+
+def _canonical_ids(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Ids with surrounding whitespace stripped, and those also spelled as integers."""
+    stripped = text.astype(str).str.strip()
+    exact, reason = _parse_int64(stripped)
+    plain = stripped.to_numpy(dtype=object)
+    return plain, np.where(reason == _INT_OK, exact.astype(str).astype(object), plain)
+
+
+def _near_matches(vocab: Vocabulary, unmatched: pd.Series) -> str:
+    """A hint saying how many ``unmatched`` ids match ``vocab`` once canonicalised, or ""."""
+    vocab_stripped, vocab_int = _canonical_ids(pd.Series(vocab.ids, dtype=object))
+    stripped, as_int = _canonical_ids(unmatched)
+    checks = (
+        (vocab_stripped, stripped, "once surrounding whitespace is stripped", _STRIP),
+        (vocab_int, as_int, "when read as integers", _SAME_SPELLING),
+    )
+    raw = unmatched.to_numpy(dtype=object)
+    for vocab_keys, keys, how, fix in checks:  # whitespace first: integers strip it too
+        index = pd.Index(vocab_keys)
+        first = ~index.duplicated()
+        at = index[first].get_indexer(pd.Index(keys))
+        near = at >= 0
+        if near.any():
+            k = int(np.argmax(near))
+            partner = vocab.ids[first][at[k]]
+            return (
+                f"; {int(near.sum())} of the unmatched ids match {how} (e.g. {str(raw[k])!r} "
+                f"in this file, {str(partner)!r} in the interactions): {fix}"
+            )
+    return ""
+
+
 def _split_tokens(series: pd.Series, sep: str | None = " ") -> tuple[np.ndarray, np.ndarray]:
     """Positions (0-based, into ``series``) and tokens of a space-separated column."""
     parts = pd.Series(series.to_numpy(), dtype=object).astype(str).str.split(sep)
@@ -674,7 +773,7 @@ def _atomic_features(
     frame = _read_atomic_frame(path, fields, [name for name, _ in fields], encoding, ids=[id_field])
     _require_unique_ids(frame[id_field], path, id_field)
     ids = frame[id_field].to_numpy(dtype=object).astype(str)
-    rows = _lookup(vocab, ids)
+    rows = _feature_rows(vocab, ids, path, id_field)
     n_rows = len(vocab)
     tables: dict[str, FeatureTable] = {}
     for name, kind in fields:
@@ -723,7 +822,10 @@ def read_atomic(
     id is absent from the file), ``float`` a one-column dense matrix, ``float_seq`` a dense
     matrix. A ``class`` field is also exposed as ``genre``. Rows for ids without interactions
     are dropped; an id with interactions but no row gets zeros (multi-hot) or -1
-    (categorical), and a :class:`DataError` when the table has dense fields.
+    (categorical), and a :class:`DataError` when the table has dense fields. A file whose
+    ids match no interaction id is a :class:`DataError` (with a hint when whitespace or
+    integer spelling explains it), and ids without a row are logged as a warning; see
+    :func:`_feature_rows` for the rule.
 
     Returns:
         Dataset: with ``ratings`` / ``timestamps`` when the ``.inter`` file has them.
@@ -899,15 +1001,11 @@ def _feature_columns(key: str, table: FeatureTable) -> dict[str, np.ndarray]:
 
 def _write_table(path: Path, columns: dict[str, np.ndarray]) -> None:
     """Write a tab-separated table with a typed header, atomically."""
+    from recsys.fileio import atomic_open
+
     frame = pd.DataFrame({k: np.asarray(v, dtype=object) for k, v in columns.items()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            frame.to_csv(fh, sep="\t", index=False, quoting=csv.QUOTE_NONE, lineterminator="\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
+        frame.to_csv(fh, sep="\t", index=False, quoting=csv.QUOTE_NONE, lineterminator="\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -924,6 +1022,9 @@ def read_movielens(folder: str | os.PathLike[str], *, keep: Keep = "last") -> Da
     latin-1) or ``ratings.csv`` (+ ``movies.csv``; ML-20M/25M/latest). Item features: ``genre``
     (multi-hot) and ``year`` (categorical release year; -1 when unknown). User features, where
     the release has them: ``age``, ``gender``, ``occupation``, ``zip_code`` (categorical).
+    Feature rows are joined to the rated ids as in :func:`read_atomic`: a movie or user file
+    that matches no rated id is a :class:`DataError`, and rated ids without a row are logged
+    as a warning (their features are empty, or -1).
     """
     root = Path(folder)
     if root.is_file():
@@ -993,7 +1094,7 @@ def _read_ml100k(folder: Path, keep: Keep) -> Dataset:
         )
         _require_rows(iframe, item_path)
         _require_unique_ids(iframe["item_id"], item_path, "item_id")
-        rows = _lookup(ds.items, iframe["item_id"].to_numpy())
+        rows = _feature_rows(ds.items, iframe["item_id"].to_numpy(), item_path, "item_id")
         flags = iframe[names[5:]].to_numpy(dtype=np.int64)
         present = rows >= 0
         matrix = np.zeros((ds.n_items, len(genres)), dtype=np.float32)
@@ -1007,7 +1108,7 @@ def _read_ml100k(folder: Path, keep: Keep) -> Dataset:
         names = ["user_id", "age", "gender", "occupation", "zip_code"]
         uframe = _read_frame(user_path, names, sep="|", integer=["user_id"], encoding="latin-1")
         _require_unique_ids(uframe["user_id"], user_path, "user_id")
-        rows = _lookup(ds.users, uframe["user_id"].to_numpy())
+        rows = _feature_rows(ds.users, uframe["user_id"].to_numpy(), user_path, "user_id")
         for field in names[1:]:
             users[field] = _categorical(field, uframe[field], rows, ds.n_users)
     return _with_features(ds, items, users)
@@ -1044,7 +1145,7 @@ def _read_ml_dat(folder: Path, keep: Keep) -> Dataset:
             engine="python",
         )
         _require_unique_ids(mframe["item_id"], movie_path, "item_id")
-        rows = _lookup(ds.items, mframe["item_id"].to_numpy())
+        rows = _feature_rows(ds.items, mframe["item_id"].to_numpy(), movie_path, "item_id")
         items["genre"] = _genre_table(mframe["genres"], rows, ds.n_items)
         year = _year_from(mframe["title"], r"\((\d{4})\)\s*$")
         items["year"] = _categorical("year", year, rows, ds.n_items)
@@ -1056,7 +1157,7 @@ def _read_ml_dat(folder: Path, keep: Keep) -> Dataset:
             user_path, names, sep="::", integer=["user_id"], encoding="latin-1", engine="python"
         )
         _require_unique_ids(uframe["user_id"], user_path, "user_id")
-        rows = _lookup(ds.users, uframe["user_id"].to_numpy())
+        rows = _feature_rows(ds.users, uframe["user_id"].to_numpy(), user_path, "user_id")
         for field in names[1:]:
             users[field] = _categorical(field, uframe[field], rows, ds.n_users)
     return _with_features(ds, items, users)
@@ -1076,7 +1177,7 @@ def _read_ml_csv(folder: Path, keep: Keep) -> Dataset:
         mframe = _read_csv_table(movie_path, ",")
         _require_columns(mframe, movie_path, ["movieId", "title", "genres"])
         _require_unique_ids(mframe["movieId"], movie_path, "movieId")
-        rows = _lookup(ds.items, mframe["movieId"].to_numpy())
+        rows = _feature_rows(ds.items, mframe["movieId"].to_numpy(), movie_path, "movieId")
         items["genre"] = _genre_table(mframe["genres"], rows, ds.n_items)
         year = _year_from(mframe["title"], r"\((\d{4})\)\s*$")
         items["year"] = _categorical("year", year, rows, ds.n_items)
