@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import per_seed_rows, summarize, train_seeds, write_result
+from recsys.jsonio import dumps_json
 
 KEYS = ("recall_at_10", "ndcg_at_10", "recall_at_20", "ndcg_at_20")
 SPLIT = {"strategy": "ratio", "ratios": [0.8, 0.1, 0.1]}
@@ -258,14 +259,13 @@ def run(
 
 def _write_partial(out: dict, models: dict, note: str) -> None:
     """The JSON so far (``results/diffusion_ml100k_partial.json``), in case the run is cut."""
-    import json
 
     from benchmarks.common import RESULTS
 
     partial = {**out, "models": models, "note": note}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "diffusion_ml100k_partial.json"
-    path.write_text(json.dumps(partial, indent=2, default=float) + "\n")
+    path.write_text(dumps_json(partial, indent=2, default=float) + "\n")
 
 
 def _mean_cost(result: dict, name: str, key: str) -> float:

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from recsys.data.dataset import Dataset
 from recsys.errors import ConfigError, DataError
+from recsys.fileio import atomic_open
 
 SplitStrategy = Literal["ratio", "temporal", "loo", "given", "heldout_users"]
 
@@ -172,9 +173,9 @@ class Split:
             arrays[f"{part}_row"] = m.row.astype(np.int32)
             arrays[f"{part}_col"] = m.col.astype(np.int32)
         arrays["shape"] = np.asarray(self.shape, dtype=np.int64)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(path)
+        # a temporary file of its own, not a fixed name two writers would share
+        with atomic_open(path, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> Split:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 
+from recsys.jsonio import dumps_json
 from recsys.train.checkpoint import atomic_write_text
 from recsys_vae.diagnostics import CollapseStats
 
@@ -89,7 +89,7 @@ def write_collapse_report(
         {k: v for k, v in h.items() if not k.startswith("valid_")} for h in history
     ]
     json_path = run_dir / "collapse.json"
-    atomic_write_text(json_path, json.dumps(payload, indent=1, default=float) + "\n")
+    atomic_write_text(json_path, dumps_json(payload, indent=1, default=float) + "\n")
 
     png = draw_collapse_png(history, stats, threshold)
     png_path = run_dir / "collapse.png"
