@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -59,9 +60,21 @@ def _plugin_entry_points() -> list[EntryPoint]:
     return list(entry_points(group=ENTRY_POINT_GROUP))
 
 
-def _describe(cls: type) -> str:
-    doc = (cls.__doc__ or "").strip().splitlines()
-    return doc[0] if doc else ""
+_LINK = re.compile(r"`([^`<]*?)\s*<[^>]*>`_+")  # `text <url>`_ -> text
+_ROLE = re.compile(r":[a-z]+:`~?([^`]*)`")  # :class:`~a.B` -> a.B, :math:`x` -> x
+_LITERAL = re.compile(r"``([^`]*)``")
+
+
+def _describe(cls: type, limit: int = 120) -> str:
+    """One line for ``recsys models``: the docstring's first sentence as plain text (reST
+    links, roles and literals unmarked), cut at a word before ``limit`` characters."""
+    paragraph = (cls.__doc__ or "").strip().split("\n\n")[0]
+    text = " ".join(paragraph.split())
+    text = _LITERAL.sub(r"\1", _ROLE.sub(r"\1", _LINK.sub(r"\1", text)))
+    text = re.split(r"(?<=\.)\s", text.replace("\\", ""), maxsplit=1)[0]
+    if len(text) > limit:
+        text = text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:(") + "…"
+    return text
 
 
 def list_models() -> list[ModelInfo]:

@@ -146,7 +146,7 @@ def read_teacher_config(teacher: str) -> tuple[dict[str, Any], Path, Path | None
 
 
 class DiffRecStudent(Recommender):
-    r"""A one-step scorer distilled from a DiffRec teacher (notes: plugin-methods.md, c.4).
+    r"""A one-step scorer distilled from a DiffRec teacher (see the package README).
 
     The teacher maps a history :math:`\mathbf{x}_0` to :math:`T` deterministic reverse steps,
     states :math:`\mathbf{s}_T = \mathbf{x}_0`,
