@@ -93,8 +93,8 @@ def train(
     ]
     results = []
     for cfg in configs:
+        # each run logs its folder as it starts; the table below lists them all again
         results.append(train_run(cfg))
-        click.echo(f"run folder: {results[-1].run_dir}", err=True)
     _report(results, configs[-1].eval.topk)
 
 

@@ -344,7 +344,8 @@ class MultVAE(_MultAutoencoder):
         k = stats.latent_dim
         annealed = self.config.total_anneal_steps <= int(self.anneal_step)
         if stats.active_units < 0.1 * k:
-            log.warning(
+            self._flag(
+                "collapse",
                 "%s epoch %d: posterior collapse: %d of %d latent dimensions active",
                 self.name,
                 epoch,
@@ -352,13 +353,25 @@ class MultVAE(_MultAutoencoder):
                 k,
             )
         elif annealed and stats.kl_total < 1.0:
-            log.warning(
+            self._flag(
+                "kl",
                 "%s epoch %d: KL is %.3f nats per user after annealing (collapse?)",
                 self.name,
                 epoch,
                 stats.kl_total,
             )
         return out
+
+    def _flag(self, kind: str, message: str, *args: object) -> None:
+        """A warning the first time ``kind`` is seen in this model's training, then an info
+        line per epoch: the condition is often a phase of early training, and one warning
+        per epoch buries the rest of the log (the collapse report plots every epoch)."""
+        flagged = self.__dict__.setdefault("_flagged", set())
+        if kind in flagged:
+            log.info(message, *args)
+            return
+        flagged.add(kind)
+        log.warning(message + " (later epochs are logged at INFO)", *args)
 
     def write_artifacts(self, run_dir: Path, history: list[dict[str, float]]) -> list[Path]:
         """Writes ``collapse_report.html`` (plots embedded), ``collapse.png``, ``collapse.json``."""
