@@ -246,7 +246,8 @@ def ray_session(address: str | None, quiet: bool) -> Iterator[dict[str, Any]]:
             if address:
                 ray.init(address=address, **common)
             else:
-                ray.init(address="local", include_dashboard=False, **common)
+                with _quiet_default_auth_notice():
+                    ray.init(address="local", include_dashboard=False, **common)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             if not address:
                 raise ConfigError(f"cannot start a local Ray instance: {exc}") from exc
@@ -274,6 +275,29 @@ def ray_session(address: str | None, quiet: bool) -> Iterator[dict[str, Any]]:
                 os.environ["RAY_AIR_NEW_OUTPUT"] = console_before
         if started:
             ray.shutdown()
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
+
+
+@contextlib.contextmanager
+def _quiet_default_auth_notice() -> Iterator[None]:
+    """Ray (2.5x+) warns on every new local instance that it enabled token authentication by
+    default. The instance this driver starts is private to the experiment and shut down at
+    its end, so the notice is noise on every ``recsys tune``; other messages stay."""
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    notice = _DropMessage("Token authentication is enabled for this Ray cluster")
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
