@@ -12,7 +12,10 @@ def metrics_table(
     topk: Sequence[int],
     first: str = "model",
 ) -> str:
-    """Rows of (name, best epoch, seconds, metrics) as an aligned table, one column per metric@K."""
+    """Rows of (name, best epoch, seconds, metrics) as an aligned table, one column per metric@K.
+
+    The epoch and time columns are left out when no row has a value for them (``recsys
+    evaluate`` rows are parts of one run, not trainings)."""
     columns = [
         f"{m}@{k}" for k in topk for m in TABLE_METRICS if any(f"{m}_at_{k}" in r[3] for r in rows)
     ]
@@ -25,6 +28,9 @@ def metrics_table(
             value = metrics.get(f"{metric}_at_{k}")
             cells.append("" if value is None else f"{value:.4f}")
         body.append(cells)
+    empty = [i for i in (1, 2) if all(not cells[i] for cells in body)]
+    header = [c for i, c in enumerate(header) if i not in empty]
+    body = [[c for i, c in enumerate(cells) if i not in empty] for cells in body]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
