@@ -506,12 +506,13 @@ def _train_sae(
     bar.close()
     sae.load_state_dict(best_state)
     sae.eval()
+    # history row k is the SAE after k epochs (row 0: untrained), so this is a count
     log.info(
-        "SAE: best epoch %d (%s %.4f) of %d",
+        "SAE: best after %d of %d epochs (%s %.4f)",
         result.best_epoch,
+        len(result.history) - 1,
         select_name,
         result.best_score,
-        len(result.history) - 1,
     )
     return result
 
