@@ -6,7 +6,8 @@ the best epoch once, writes top-k recommendations, and records everything in a r
     runs/<model>-<dataset>-<time>/
         config.yaml          resolved configuration (every default filled in)
         split.npz            the exact train/valid/test split
-        metrics.json         best-epoch validation and test metrics per K, timings
+        metrics.json         best-epoch validation and test metrics per K, timings, and
+                             the checksum of the config.yaml they came from
         history.json         per-epoch losses and validation metrics
         checkpoints/best.pt  model weights of the best validation epoch
         checkpoints/last.pt  full training state for --resume
@@ -164,7 +165,12 @@ def _reopen_run(tracker: Tracker, run_dir: Path) -> bool:
 
 
 def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
-    """Run ``cfg`` (or resume the run in ``resume_dir``) and return its metrics and folder."""
+    """Run ``cfg`` (or resume the run in ``resume_dir``) and return its metrics and folder.
+
+    A ``resume_dir`` with nothing to resume (:func:`nothing_to_resume`) is a ConfigError.
+    """
+    if resume_dir is not None and (done := nothing_to_resume(resume_dir, cfg)) is not None:
+        raise ConfigError(done)
     tic = time.perf_counter()
     resolve_device(cfg.train.device)  # asking for a GPU that is not there fails here
     torch.set_num_threads(cfg.train.num_threads or default_num_threads())
@@ -284,6 +290,8 @@ def _train_and_test(
         "stopped_early": fit.stopped_early,
         "valid": fit.best_valid,
         "test": test,
+        # the config these results came from: `--resume` finds a finished run by it
+        "config_sha256": _config_sha256(run_dir),
     }
     _write_json(run_dir / "metrics.json", metrics)
     _write_json(run_dir / "history.json", fit.history)
@@ -349,6 +357,95 @@ def check_run_finished(run_dir: Path) -> None:
         "checkpoint so far (`recsys train --resume %s` finishes an interrupted run)",
         run_dir,
         run_dir,
+    )
+
+
+RESUME_DISPLAY_KEYS = ("train.progress",)
+"""Settings ``--resume`` may change: they change only what the console shows, not what the
+run computes, so ``config.yaml`` is not rewritten for them."""
+
+
+def _dotted(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def override_changes(
+    cfg: RunConfig, overrides: list[str], ignore: tuple[str, ...] = ()
+) -> list[str]:
+    """``key: old -> new`` for every setting of ``cfg`` that the ``key=value`` overrides would
+    change, the keys in ``ignore`` left out; empty when they only repeat its values. What
+    ``--resume`` refuses (the run or experiment continues as its folder describes it); an
+    invalid override is a ConfigError."""
+    from recsys.config import apply_overrides
+
+    if not overrides:
+        return []
+    values = cfg.model_dump(mode="json")
+    # both sides validated the same way, so only what the overrides set can differ
+    old = _dotted(validate(RunConfig, values).model_dump(mode="json"))
+    new = _dotted(validate(RunConfig, apply_overrides(values, overrides)).model_dump(mode="json"))
+    return [
+        f"{key}: {dumps_json(old.get(key))} -> {dumps_json(new.get(key))}"
+        for key in sorted(old.keys() | new.keys())
+        if key not in ignore and old.get(key) != new.get(key)
+    ]
+
+
+def _config_sha256(run_dir: Path) -> str | None:
+    from recsys.data.catalog import sha256_file
+
+    try:
+        return sha256_file(Path(run_dir) / "config.yaml")
+    except OSError:
+        return None
+
+
+def nothing_to_resume(run_dir: Path, cfg: RunConfig) -> str | None:
+    """Why ``recsys train --resume`` has no work in ``run_dir``, or None when it has some.
+
+    A run has nothing to resume when ``run.json`` says it finished and ``metrics.json`` holds
+    the results of the ``config.yaml`` it has now (``metrics.json`` records that file's
+    checksum). A run that was interrupted or failed (in testing too) has work left, and so
+    has one whose ``config.yaml`` was edited after it finished: resume then does what the
+    file says (more epochs, say). For a run from before the checksum, finished means that
+    its config (``cfg``) leaves no epoch to train.
+    """
+    from recsys.models.registry import get_model_class
+
+    run_dir = Path(run_dir)
+    if read_run_record(run_dir).get("status") != "finished":
+        return None
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        epochs_run, best_epoch = int(metrics["epochs_run"]), metrics.get("best_epoch")
+        stopped_early = bool(metrics.get("stopped_early"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    recorded = metrics.get("config_sha256")
+    if recorded is not None and recorded != _config_sha256(run_dir):
+        return None
+    if get_model_class(cfg.model["name"]).batch_kind == "none":
+        how = f"{cfg.model['name']} fits in closed form, in one step"
+    elif stopped_early:
+        how = (
+            f"early stopping ended it after {epochs_run} epochs "
+            f"(train.patience={cfg.train.patience})"
+        )
+    elif epochs_run >= cfg.train.epochs:
+        how = f"it trained all {epochs_run} epochs of train.epochs={cfg.train.epochs}"
+    elif recorded is not None:
+        how = f"the model's schedule ended it after {epochs_run} epochs"
+    else:
+        return None
+    return (
+        f"run {run_dir} already finished: {how}, best epoch {best_epoch}, tested; nothing to "
+        f"resume (its results are in {run_dir / 'metrics.json'})"
     )
 
 

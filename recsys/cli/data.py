@@ -50,7 +50,7 @@ def prepare(name: str, cache_dir: Path | None) -> None:
 
 
 @data.command()
-@click.argument("name", default="ml-100k")
+@click.argument("name", required=False)
 @click.option("--data-path", type=click.Path(path_type=Path), help="Local files for the dataset.")
 @click.option(
     "-s",
@@ -58,16 +58,27 @@ def prepare(name: str, cache_dir: Path | None) -> None:
     "overrides",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override a data key, e.g. --set rating_threshold=4.",
+    help="Override a data key, e.g. --set rating_threshold=4 (or data.rating_threshold=4).",
 )
 @click.option("--json", "as_json", is_flag=True)
-def stats(name: str, data_path: Path | None, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Sizes, density and interactions per user/item of a dataset after preprocessing."""
+def stats(
+    name: str | None, data_path: Path | None, overrides: tuple[str, ...], as_json: bool
+) -> None:
+    """Sizes, density and interactions per user/item of a dataset after preprocessing.
+
+    NAME is a dataset card (default ml-100k); with --data-path and no NAME the files are
+    their own dataset, named after the file or folder.
+    """
     from recsys.config import apply_overrides, validate
     from recsys.data.catalog import DataConfig, load_dataset
 
-    values = {"name": name, **({"path": str(data_path)} if data_path else {})}
-    cfg = validate(DataConfig, apply_overrides(values, list(overrides)), prefix="data")
+    values = {
+        **({"name": name} if name else {}),
+        **({"path": str(data_path)} if data_path else {}),
+    }
+    # the keys of a run config's data section, with or without their "data." prefix
+    keys = [text.removeprefix("data.") for text in overrides]
+    cfg = validate(DataConfig, apply_overrides(values, keys), prefix="data")
     ds = load_dataset(cfg)
     numbers = ds.stats()
     if as_json:

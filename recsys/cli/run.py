@@ -40,7 +40,8 @@ from recsys.jsonio import dumps_json, nan_for_none
     "--resume",
     "resume_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Resume the interrupted run in this run folder.",
+    help="Resume the interrupted run in this run folder, with its own config (an option "
+    "that would change it is refused; a finished run has nothing to resume).",
 )
 @device_option()
 @quiet_option()
@@ -63,21 +64,14 @@ def train(
     metrics table at the end.
     """
     from recsys.config import build_run_config
-    from recsys.experiment import load_run_config, train_run
+    from recsys.experiment import train_run
 
     extra = run_overrides(
         overrides, tracking_uri=tracking_uri, no_tracking=no_tracking, quiet=quiet, device=device
     )
 
     if resume_dir is not None:
-        if models or dataset or data_path or config_path:
-            raise click.UsageError("--resume takes the run's own config; drop other options")
-        base = load_run_config(resume_dir).model_dump(mode="json")
-        from recsys.config import RunConfig, apply_overrides, validate
-
-        cfg = validate(RunConfig, apply_overrides(base, extra))
-        result = train_run(cfg, resume_dir=resume_dir)
-        _report([result], cfg.eval.topk)
+        _resume(resume_dir, extra, config_path, models, dataset, data_path, output_dir)
         return
 
     # every model's config is checked before the first one trains
@@ -96,6 +90,57 @@ def train(
         # each run logs its folder as it starts; the table below lists them all again
         results.append(train_run(cfg))
     _report(results, configs[-1].eval.topk)
+
+
+def _resume(
+    run_dir: Path,
+    extra: list[str],
+    config_path: Path | None,
+    models: tuple[str, ...],
+    dataset: str | None,
+    data_path: Path | None,
+    output_dir: Path | None,
+) -> None:
+    """``recsys train --resume``: the run continues as its config.yaml describes it, so that
+    file stays a true account of the run. Options that repeat the run's own settings are
+    accepted, options that would change them are refused (exit 2), and ``--quiet`` (or
+    ``train.progress``) only changes the console. A run that finished says so and exits 0,
+    its folder untouched."""
+    from recsys.config import RunConfig, apply_overrides, parse_override, validate
+    from recsys.experiment import (
+        RESUME_DISPLAY_KEYS,
+        load_run_config,
+        nothing_to_resume,
+        override_changes,
+        train_run,
+    )
+
+    setup = [
+        ("--config", config_path),
+        ("--model", models),
+        ("--dataset", dataset),
+        ("--data-path", data_path),
+        ("--output-dir", output_dir),
+    ]
+    given = [flag for flag, value in setup if value]
+    if given:
+        raise click.UsageError(f"--resume takes the run's own config; drop {', '.join(given)}")
+    saved = load_run_config(run_dir)
+    changes = override_changes(saved, extra, ignore=RESUME_DISPLAY_KEYS)
+    if changes:
+        raise click.UsageError(
+            f"--resume continues the run as its config.yaml describes it; these options would "
+            f"change it: {'; '.join(changes)}. Drop them, or train a new run from its config "
+            f"(recsys train -c {run_dir / 'config.yaml'} --set KEY=VALUE)"
+        )
+    done = nothing_to_resume(run_dir, saved)
+    if done is not None:
+        click.echo(done, err=True)
+        return
+    display = [text for text in extra if ".".join(parse_override(text)[0]) in RESUME_DISPLAY_KEYS]
+    cfg = validate(RunConfig, apply_overrides(saved.model_dump(mode="json"), display))
+    result = train_run(cfg, resume_dir=run_dir)
+    _report([result], cfg.eval.topk)
 
 
 def _report(results: list, topk: list[int]) -> None:

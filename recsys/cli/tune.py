@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -139,7 +139,8 @@ log = logging.getLogger("recsys")
     "--resume",
     "resume_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Resume the interrupted experiment in this folder.",
+    help="Resume the interrupted experiment in this folder, as it was set up (an option "
+    "that would change it is refused; a finished one has nothing to resume).",
 )
 @quiet_option("No Ray status tables or trial logs.")
 def tune(
@@ -175,7 +176,7 @@ def tune(
     table and the experiment folder, which holds trials.csv, summary.json and
     best_config.yaml (for `recsys train -c`).
     """
-    from recsys.tuning.driver import resume_tune
+    from recsys.tuning.driver import finished_experiment, resume_tune
 
     # options the user typed, as opposed to defaults (the search options all have defaults)
     ctx = click.get_current_context()
@@ -192,19 +193,21 @@ def tune(
             ("--dataset", dataset),
             ("--data-path", data_path),
             ("--space", space_path),
-            ("--set", overrides),
             ("--output-dir", output_dir),
             ("--name", name),
-            ("--tracking-uri", tracking_uri),
-            ("--no-tracking", no_tracking),
         ]
         given = [flag for flag, value in setup if value]
-        # the search is restored as it was saved: these would be silently ignored
-        given += [flag for param, flag in _SEARCH_FLAGS.items() if param in typed]
+        # the search is restored as it was saved: an option that would change it is refused
+        # (it would be silently ignored); one that repeats the experiment's own is accepted
+        given += _changed_settings(resume_dir, ctx.params, typed)
         if given:
             raise click.UsageError(
                 f"--resume continues the experiment as it was set up; drop {', '.join(given)}"
             )
+        done = finished_experiment(resume_dir)
+        if done is not None:
+            click.echo(done, err=True)
+            return
         outcome = resume_tune(resume_dir, address=address, verbose=0 if quiet else None)
         _report(outcome)
         return
@@ -256,6 +259,50 @@ def tune(
     )
     outcome = run_tune(cfg, space, options, address=address, name=name)
     _report(outcome)
+
+
+def _changed_settings(experiment_dir: Path, params: dict[str, Any], typed: set[str]) -> list[str]:
+    """The flags among ``--set``, ``--tracking-uri``, ``--no-tracking`` and the search options
+    that would change the experiment in ``experiment_dir`` (each with what it has instead);
+    all of those given when its tune.json or base_config.yaml cannot be read."""
+    from recsys.config import parse_override
+    from recsys.experiment import override_changes
+    from recsys.tuning.driver import saved_setup
+
+    config_flags = [
+        flag
+        for flag, param in (
+            ("--set", "overrides"),
+            ("--tracking-uri", "tracking_uri"),
+            ("--no-tracking", "no_tracking"),
+        )
+        if params.get(param)
+    ]
+    search = {param: flag for param, flag in _SEARCH_FLAGS.items() if param in typed}
+    saved = saved_setup(experiment_dir)
+    if saved is None:
+        return config_flags + list(search.values())
+    state, base = saved
+    changed = []
+    extra = run_overrides(
+        params.get("overrides") or (),
+        tracking_uri=params.get("tracking_uri"),
+        no_tracking=bool(params.get("no_tracking")),
+    )
+    changes = override_changes(base, extra)
+    # a key the space samples is not pinned by repeating the value base_config.yaml has
+    tuned = set(state.get("tuned_keys") or ())
+    changes += [
+        f"the space samples {key}"
+        for key in dict.fromkeys(".".join(parse_override(text)[0]) for text in extra)
+        if key in tuned
+    ]
+    if changes:
+        changed.append(f"{'/'.join(config_flags)} ({'; '.join(changes)})")
+    for param, flag in search.items():
+        if params[param] != state["options"].get(param):
+            changed.append(f"{flag} (the experiment has {state['options'].get(param)})")
+    return changed
 
 
 def _report(outcome: TuneOutcome) -> None:

@@ -70,6 +70,9 @@ DOWNLOAD_TIMEOUT = 30.0
 PART = ".part"
 """Suffix of the temporary files downloads and extractions write: ``.<file>.<random>.part``."""
 
+DEFAULT_DATASET = "ml-100k"
+"""The dataset a config without ``data.name`` and ``data.path`` loads."""
+
 Format = Literal["atomic", "movielens", "lightgcn", "mmrec", "csv", "parquet"]
 SplitName = Literal["ratio", "temporal", "loo", "given"]  # as recsys.data.split.SplitStrategy
 
@@ -97,10 +100,12 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = "ml-100k"
-    """A card name (``recsys data list``), or ``synthetic`` / ``synthetic-UxIxN``."""
+    name: str | None = None
+    """A card name (``recsys data list``), or ``synthetic`` / ``synthetic-UxIxN``; left out,
+    :data:`DEFAULT_DATASET`, or with ``path`` the files' own name (recorded as null)."""
     path: Path | None = None
-    """Local files (a folder or a file) to read instead of the card's source."""
+    """Local files (a folder or a file) to read instead of a card's source; with a card's
+    ``name``, files in that card's layout are read as that dataset (see :func:`load_dataset`)."""
     format: Format | None = None
     """Format of ``path``; detected from the files when left out."""
     columns: dict[str, str] = Field(default_factory=dict)
@@ -129,6 +134,15 @@ class DataConfig(BaseModel):
         # a run folder records its config; a relative path would point elsewhere when the run
         # is evaluated or resumed from another working directory
         return None if value is None else Path(value).expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _default_name(self) -> DataConfig:
+        # the default dataset stands in only when there are no files of one's own: a config
+        # that gives a path and no name records name null, so reading it back (a run's
+        # config.yaml, --resume, tune trials) does not turn the files into the default card
+        if self.name is None and self.path is None:
+            self.name = DEFAULT_DATASET
+        return self
 
 
 def _relative_path(value: str, what: str) -> str:
@@ -890,12 +904,46 @@ def _card_exists(name: str) -> bool:
     return any((f / f"{name}{s}").is_file() for f in card_folders() for s in (".yaml", ".yml"))
 
 
+def _card_of_files(name: str | None, path: Path, fmt: Format | None) -> DatasetCard | None:
+    """The card ``name`` when the files at ``path`` (format ``fmt``, None when undetected) can
+    be its own: in a format the card reads and, for RecBole atomic files (named after their
+    dataset), ``<name>.inter``. Otherwise None, with a warning when ``name`` names a
+    card: other files are not that dataset, and its defaults (split, filters, text fields)
+    do not describe them. A config written before ``name`` could be left out records the
+    default ``ml-100k`` next to a user's path; this is what keeps such files their own."""
+    if name is None or not _card_exists(name):
+        return None
+    card = get_card(name)
+    if fmt is None:
+        return card  # the card says how to read them
+    formats = {card.format} | ({card.package_data.format} if card.package_data else set())
+    inter = f"{card.name}.inter"
+    if fmt not in formats:
+        what = f"{fmt}, not {'/'.join(sorted(formats))}"
+    elif fmt == "atomic" and not (
+        path.name == inter if path.is_file() else (path / inter).is_file()
+    ):
+        what = f"no {inter}"
+    else:
+        return card
+    log.warning(
+        "data.name=%r names a dataset card, but data.path=%s does not hold its files (%s): "
+        "read as a dataset of its own, without the card's defaults; leave data.name out to "
+        "read it so without this warning",
+        name,
+        path,
+        what,
+    )
+    return None
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load the dataset ``cfg`` names: card or path -> reader -> preprocessing.
 
     * ``cfg.path`` set: read those files (format from ``cfg.format``, else detected, else the
-      card's when ``cfg.name`` was given and names a card). The dataset is named after the
-      card, or else the file or folder.
+      card's when ``cfg.name`` names a card). They are read as that card's dataset (its name
+      and defaults) only when they are in its layout (:func:`_card_of_files`); otherwise the
+      dataset is named after the file or folder, and no card's defaults apply.
     * else ``synthetic`` / ``synthetic-UxIxN``: generate it (``cfg.seed``).
     * else the card ``cfg.name``: fetch its files (installed package data, cache, download).
 
@@ -904,28 +952,32 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     the card's ``stats`` and a mismatch beyond 1% is a warning.
     """
     from recsys.data.preprocess import PreprocessConfig, preprocess
+    from recsys.data.readers import DEFAULT_COLUMNS
     from recsys.data.synthetic import make_synthetic, parse_synthetic_name
 
     if cfg.label_noise and (cfg.path is not None or parse_synthetic_name(cfg.name) is None):
         raise ConfigError(
             f"data.label_noise={cfg.label_noise} applies only to the synthetic datasets "
-            f"(synthetic, synthetic-UxIxN), not {cfg.name!r}"
+            f"(synthetic, synthetic-UxIxN), not {str(cfg.path or cfg.name)!r}"
         )
     card: DatasetCard | None = None
+    table = False  # read from a CSV/Parquet table, whose columns data.columns maps
     if cfg.path is not None:
         if not Path(cfg.path).exists():
             raise DatasetNotFoundError(f"data.path={cfg.path}: no such file or folder")
-        if "name" in cfg.model_fields_set and _card_exists(cfg.name):
-            card = get_card(cfg.name)
-        fmt = cfg.format or detect_format(cfg.path) or (card.format if card else None)
+        fmt = cfg.format or detect_format(cfg.path)
+        card = _card_of_files(cfg.name, Path(cfg.path), fmt)
+        fmt = fmt or (card.format if card else None)
         if fmt is None:
             raise ConfigError(
                 f"data.path={cfg.path}: cannot tell its format; set data.format to one of "
                 f"atomic, movielens, lightgcn, mmrec, csv, parquet"
             )
-        ds = read_path(cfg.path, fmt, columns=cfg.columns, sep=cfg.sep, keep=cfg.dedup, name=None)
+        stem = card.name if card is not None and fmt == "atomic" else None
+        ds = read_path(cfg.path, fmt, columns=cfg.columns, sep=cfg.sep, keep=cfg.dedup, name=stem)
         if card is not None:
             ds.name = card.name
+        table = fmt in ("csv", "parquet")
     elif (sizes := parse_synthetic_name(cfg.name)) is not None:
         ds = make_synthetic(*sizes, seed=cfg.seed, name=cfg.name, label_noise=cfg.label_noise)
     else:
@@ -948,6 +1000,12 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         min_user_interactions=cfg.min_user_interactions or defaults.min_user_interactions,
         min_item_interactions=cfg.min_item_interactions or defaults.min_item_interactions,
     )
+    if table and options.rating_threshold is not None and ds.ratings is None:
+        raise DataError(
+            f"{ds.name}: rating_threshold={options.rating_threshold:g} needs ratings, but the "
+            f"dataset has none: {cfg.path} has no column {DEFAULT_COLUMNS['rating']!r} and no "
+            f"other is mapped; name its rating column with data.columns.rating=<column>"
+        )
     ds = preprocess(ds, options)
     ds.cache_dir = str(cfg.cache_dir) if cfg.cache_dir is not None else None
     if card is not None:

@@ -1169,6 +1169,7 @@ def _read_ml_csv(folder: Path, keep: Keep) -> Dataset:
         path,
         {"user": "userId", "item": "movieId", "rating": "rating", "timestamp": "timestamp"},
         keep=keep,
+        config_key=None,
     )
     ds.name = folder.name or "movielens"
     movie_path = folder / "movies.csv"
@@ -1445,13 +1446,17 @@ def _require_unique_ids(ids: pd.Series, path: Path | str, field: str) -> None:
         )
 
 
-def _require_columns(frame: pd.DataFrame, path: Path, names: Sequence[str]) -> None:
-    for col in names:
+def _require_columns(
+    frame: pd.DataFrame, path: Path, names: Sequence[str], hints: Sequence[str] = ()
+) -> None:
+    """Raise on the first of ``names`` missing from ``frame``, adding ``hints[k]`` (when
+    given) for ``names[k]`` unless the header looks split on the wrong delimiter."""
+    for k, col in enumerate(names):
         if col not in frame.columns:
             have = ", ".join(str(c) for c in frame.columns)
+            hint = _delimiter_hint(list(frame.columns)) or (hints[k] if k < len(hints) else "")
             raise DataError(
-                f"{path}: missing required column {col!r} (columns found: {have})"
-                + _delimiter_hint(list(frame.columns))
+                f"{path}: missing required column {col!r} (columns found: {have}){hint}"
             )
 
 
@@ -1475,6 +1480,7 @@ def read_table(
     sep: str = ",",
     *,
     keep: Keep = "last",
+    config_key: str | None = "data.columns",
 ) -> Dataset:
     """Read interactions from a CSV/TSV file or a Parquet file (``.parquet`` / ``.pq``).
 
@@ -1486,6 +1492,8 @@ def read_table(
             only when present.
         sep: field separator of a text file.
         keep: which duplicate of a user-item pair to keep, by position in the file.
+        config_key: the config key of ``columns``, which a missing column's error names as
+            the way to map it; None for a fixed layout (MovieLens ``ratings.csv``).
     """
     file = Path(path)
     given = dict(columns or {})
@@ -1499,9 +1507,20 @@ def read_table(
         frame = _read_parquet(file)
     else:
         frame = _read_csv_table(file, sep)
-    required = [mapping["user"], mapping["item"]]
-    required += [mapping[role] for role in ("rating", "timestamp") if role in given]
-    _require_columns(frame, file, required)
+    roles = ["user", "item"] + [role for role in ("rating", "timestamp") if role in given]
+    hints = [
+        (
+            f"; {config_key}.{role}={given[role]} names no column of the file"
+            if role in given
+            else f"; map the file's columns by role with {config_key}.user=<column>, "
+            f"{config_key}.item=<column> (and optionally {config_key}.rating, "
+            f"{config_key}.timestamp)"
+        )
+        if config_key
+        else ""
+        for role in roles
+    ]
+    _require_columns(frame, file, [mapping[role] for role in roles], hints)
     user_col, item_col = mapping["user"], mapping["item"]
     return _build(
         file.stem,

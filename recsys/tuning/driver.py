@@ -374,6 +374,17 @@ def _check_fold_in(cfg: RunConfig) -> None:
         raise cannot_fold_in(name)
 
 
+def _check_train_config(cfg: RunConfig) -> None:
+    """The model's own check of the training settings (DNIS: enough epochs for its
+    schedule), which the trainer makes too, made before Ray starts."""
+    from recsys.models.registry import create_model
+
+    model = create_model(cfg.model["name"], **cfg.model_params())
+    check = getattr(model, "check_train_config", None)
+    if check is not None:
+        check(cfg.train)
+
+
 def _check_output(output_dir: Path, name: str | None) -> None:
     """Fail before the data are read when the experiment folder cannot go where asked."""
     if output_dir.exists() and not output_dir.is_dir():
@@ -611,6 +622,7 @@ def run_tune(
     check_scheduler_options(options, _max_epochs(base_cfg), given=options.model_fields_set)
     _check_brackets(options, _max_epochs(base_cfg))
     _check_device(base_cfg, options)
+    _check_train_config(base_cfg)  # else every trial fails in Ray, each after its retries
     _check_local_gpus(options, address)
     _check_local_cpus(options, address)
     output_dir = base_cfg.output_dir.resolve()
@@ -672,8 +684,12 @@ def resume_tune(
 
     Unfinished and errored trials resume from their last checkpoints, finished ones are kept,
     and the callbacks (trial ledger, MLflow child runs) continue their records. ``address``
-    defaults to the one the experiment was started with.
+    defaults to the one the experiment was started with. An experiment that finished has
+    nothing to resume (:func:`finished_experiment`): a ConfigError, before Ray starts.
     """
+    done = finished_experiment(experiment_dir)
+    if done is not None:
+        raise ConfigError(done)
     from ray import tune
 
     tic = time.perf_counter()
@@ -717,6 +733,45 @@ def resume_tune(
         extra_callbacks=None,
         tic=tic,
     )
+
+
+def finished_experiment(experiment_dir: Path) -> str | None:
+    """Why ``--resume`` has nothing to do in ``experiment_dir``, or None when it has work.
+
+    An experiment finished when its ``summary.json`` (written when Ray's run ends, the best
+    trial tested) says no trial was interrupted and none ended in an error (``--resume``
+    retries errored trials from their checkpoints): resuming it would only start Ray again
+    and test the same best trial a second time.
+    """
+    try:
+        summary = _read_json(Path(experiment_dir) / "summary.json")
+    except (OSError, ValueError):
+        return None  # a damaged summary is rewritten when the experiment ends
+    statuses = summary.get("statuses") if isinstance(summary, dict) else None
+    if not isinstance(statuses, dict) or summary.get("interrupted") is not False:
+        return None
+    if statuses.get("ERROR"):
+        return None
+    best = summary.get("best")
+    if isinstance(best, dict):
+        result = f"best trial {best.get('trial_id')} tested once"
+    else:
+        result = "no trial gave a result"
+    return (
+        f"experiment {experiment_dir} already finished: {summary.get('n_trials')} trials, "
+        f"{result}; nothing to resume (see its summary.json and trials.csv)"
+    )
+
+
+def saved_setup(experiment_dir: Path) -> tuple[dict[str, Any], RunConfig] | None:
+    """``tune.json`` and ``base_config.yaml`` of an experiment folder (what ``--resume``
+    compares repeated options with), or None when either is missing or damaged (then
+    :func:`resume_tune` says which)."""
+    try:
+        state, _ = _load_state(Path(experiment_dir) / "tune.json")
+        return state, _load_base_config(Path(experiment_dir) / "base_config.yaml")
+    except (OSError, ConfigError):
+        return None
 
 
 _INPUT_FILES = ("base_config.yaml", "split.npz")
