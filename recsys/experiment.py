@@ -173,6 +173,9 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
         raise ConfigError(done)
     tic = time.perf_counter()
     resolve_device(cfg.train.device)  # asking for a GPU that is not there fails here
+    # the model's own check of the training settings (the trainer makes it too), here
+    # before any data is read or a run folder exists
+    create_model(cfg.model["name"], **cfg.model_params()).check_train_config(cfg.train)
     torch.set_num_threads(cfg.train.num_threads or default_num_threads())
     # the tracker is checked before any data is read, so a bad URI fails fast
     tracker = make_tracker(

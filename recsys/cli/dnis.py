@@ -140,7 +140,7 @@ def dnis(
     (ID-embedding parameters versus Recall@20), logged to MLflow.
     """
     from recsys.config import apply_overrides, build_run_config, load_config_dict
-    from recsys.dnis.report import run_frontier, run_search, write_report
+    from recsys.dnis.report import run_frontier, run_search, saved_phase, write_report
     from recsys.errors import ConfigError
     from recsys.models.registry import get_model_class
     from recsys.tracking import make_tracker
@@ -189,16 +189,20 @@ def dnis(
 
     if not report:
         result, dims = run_search(cfg)
+        phase = saved_phase(cfg, result.best_epoch)
         summary = {
             "run_dir": str(result.run_dir),
             "valid": result.valid,
             "test": result.test,
+            "best_epoch": result.best_epoch,
+            "phase": phase,
             "dimensions": dims,
         }
         if as_json:
             click.echo(dumps_json(summary, indent=2, default=float))
             return
         click.echo(_dims_text(dims))
+        click.echo(_saved_text(result.best_epoch, phase, cfg.model))
         metric = "recall_at_20" if "recall_at_20" in result.test else cfg.train.valid_metric
         click.echo(
             f"valid {metric} {result.valid.get(metric, float('nan')):.4f}  "
@@ -256,6 +260,21 @@ def dnis(
         return
     click.echo(paths["markdown"].read_text())
     click.echo(f"report: {paths['html']}")
+
+
+def _saved_text(epoch: int, phase: str, model: dict) -> str:
+    """Which state the run saved: the best fine-tuning epoch, or an earlier one pruned when
+    saved (no fine-tuning, or model.best_epoch_from=any)."""
+    if phase == "finetune":
+        return f"saved model: best epoch {epoch} (fine-tuning, at the widths pruning fixed)"
+    name = "warm start" if phase == "warm" else "search"
+    why = "it validated better than every fine-tuning epoch (model.best_epoch_from=any)"
+    if not model.get("finetune", True):
+        why = "model.finetune=false"
+    return (
+        f"saved model: best epoch {epoch} ({name} phase, pruned to the budget from that "
+        f"epoch's state when saved; {why})"
+    )
 
 
 def _dims_text(dims: dict) -> str:

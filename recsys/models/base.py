@@ -118,6 +118,10 @@ class EpochPlan:
     """The model has re-initialised its weights before this epoch: clear the optimiser's state
     (moments of the old weights would steer the new) and restart best-epoch selection and
     early stopping (epochs before it trained another model)."""
+    reselect: bool = False
+    """Restart best-epoch selection and early stopping before this epoch, keeping the
+    optimiser's state: the weights go on training, but the epochs before were another
+    architecture (DNIS's first fine-tuning epoch, under the widths pruning just fixed)."""
 
 
 class Recommender(nn.Module):
@@ -246,6 +250,13 @@ class Recommender(nn.Module):
         Default: a plain training epoch.
         """
         return EpochPlan()
+
+    def check_train_config(self, train: Any) -> None:
+        """Refuse training settings this model cannot work with (a :class:`ConfigError`
+        naming the keys), before any training: called by the trainer's ``fit`` and by
+        commands that can check earlier (``recsys dnis``, ``recsys tune`` before Ray starts).
+        ``train`` is the :class:`~recsys.train.trainer.TrainConfig`. Default: no check.
+        """
 
     def auxiliary_parameters(self) -> list[nn.Parameter]:
         """Parameters of the outer level of bi-level training (e.g. DNIS's alpha).

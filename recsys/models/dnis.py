@@ -44,7 +44,15 @@ paper's baseline) fix the widths instead of searching them.
 
 Evaluation always scores the model *as it would be deployed*: before pruning, the current
 :math:`\alpha \odot E` pruned to the target budget; after, the fixed mask. So every validation,
-and the trainer's best-epoch selection, is at the target parameter count. The deployable state
+and the trainer's best-epoch selection, is at the target parameter count. Which epochs may be
+selected follows the method: with fine-tuning (AutoSrh's retraining of the pruned model), the
+result is the pruned, fine-tuned model, so selection and early stopping restart at pruning and
+the saved widths are the ones pruning fixed (``best_epoch_from="any"`` also admits the earlier
+epochs, each pruned from its own state); without fine-tuning, the result is the best epoch of
+warm start and search, pruned when saved (the reference keeps the best-validation checkpoint of
+its search and prunes it). ``train.epochs`` must cover warm start, search and (with
+fine-tuning) one fine-tuning epoch, or training would end before pruning; this is checked
+before training. The deployable state
 (:meth:`DNIS.export_state_dict`, written to ``best.pt``) stores each table as per-block tables
 of their own width (:class:`MixedDimEmbedding`, :math:`\alpha` folded in, zero-padded to
 :math:`K` at use), so a checkpoint's parameter count and size drop for real; loading it into a
@@ -60,7 +68,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -73,6 +81,9 @@ from recsys.data.dataset import Dataset
 from recsys.errors import ConfigError
 from recsys.models.base import EpochPlan, ModelConfig, Recommender, ScoreFn, build_config
 from recsys.models.registry import get_model_class, register
+
+if TYPE_CHECKING:
+    from recsys.train.trainer import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -554,11 +565,27 @@ class DNISConfig(ModelConfig):
     search_dense: bool = True
     """Update the base's non-embedding weights during the search (the paper's released code
     freezes them; the equations suggest updating all)."""
+    best_epoch_from: Literal["finetune", "any"] = "finetune"
+    """With fine-tuning, which epochs may become the saved (best-validation) model: only the
+    fine-tuning epochs (``finetune``: the result is the pruned, fine-tuned model, as when
+    AutoSrh retrains the pruned architecture; selection and early stopping restart at
+    pruning), or every epoch (``any``: a warm-start or search epoch, pruned to the budget
+    from its own state when saved, wins if it validates better than every fine-tuning epoch;
+    its widths can then differ from those pruning logged). Without fine-tuning
+    (``finetune=false``) every epoch is a candidate; ``finetune_from="scratch"`` always
+    selects among the retraining epochs."""
 
     def __init__(self, **values: Any) -> None:
         # resolved here rather than in a validator, so a bad base or base parameter is one
         # ConfigError naming its key, not a message wrapped by pydantic
         super().__init__(**_resolve_base(values))
+        searched = not self.fixed_allocation()
+        if searched and not self.finetune and self.warm_start_epochs + self.search_epochs == 0:
+            # epoch 0 would already be the end of the schedule: nothing would train
+            raise ConfigError(
+                "model.finetune=false with model.warm_start_epochs=0 and model.search_epochs=0 "
+                "trains nothing; give a warm start or search epochs, or fine-tune"
+            )
 
     def fixed_allocation(self) -> bool:
         """Whether the widths are given (``block_dims`` or ``mde_exponent``), not searched."""
@@ -627,8 +654,15 @@ class DNIS(Recommender):
     - epoch ``W + S``: prune to the budget; then fine-tune until early stopping
       (``finetune``), or stop.
 
-    Early stopping only counts epochs from the fine-tuning on; validation and best-epoch
-    selection always score the pruned-to-budget model.
+    ``train.epochs`` must reach the pruning and, with fine-tuning, one fine-tuning epoch
+    (:meth:`schedule_epochs`; :meth:`check_train_config` refuses fewer before training).
+    Validation always scores the model as deployed (pruned to the budget). Early stopping
+    only counts validations from the fine-tuning on. With fine-tuning, the saved model is the
+    best fine-tuning epoch: best-epoch selection and early stopping restart at pruning
+    (``best_epoch_from="finetune"``, the default), so the saved widths are the ones pruning
+    fixed; ``best_epoch_from="any"`` lets a warm-start or search epoch, pruned when saved,
+    win instead. Without fine-tuning, the saved model is the best epoch of warm start and
+    search, pruned to the budget when saved (the reference's best-validation checkpoint).
 
     Shapes:
         - loss: the base model's batch
@@ -902,7 +936,10 @@ class DNIS(Recommender):
         }
 
     # -- schedule (the trainer's hooks) -----------------------------------------------------
-    def _phase(self, epoch: int) -> str:
+    def phase(self, epoch: int) -> str:
+        """The schedule's phase of ``epoch`` (0-based): ``warm``, ``search`` or ``finetune``
+        (with fixed widths every epoch is ``finetune``; without fine-tuning, training stops at
+        the first ``finetune`` epoch)."""
         cfg = self.config
         if cfg.fixed_allocation():
             return "finetune"
@@ -912,10 +949,47 @@ class DNIS(Recommender):
             return "search"
         return "finetune"
 
+    def schedule_epochs(self) -> int:
+        """The fewest ``train.epochs`` the schedule needs: warm start and search, plus one
+        fine-tuning epoch when fine-tuning follows (pruning happens at the start of it); 1
+        with fixed widths."""
+        cfg = self.config
+        if cfg.fixed_allocation():
+            return 1
+        return cfg.warm_start_epochs + cfg.search_epochs + int(cfg.finetune)
+
+    def check_train_config(self, train: TrainConfig) -> None:
+        """Refuse a ``train.epochs`` that ends training before the schedule does (the
+        trainer's hook, also called by ``recsys dnis`` and ``recsys tune`` before any
+        training): warm start and search alone would never prune, and the saved model would
+        be pruned at save time from an :math:`\\alpha` that was never searched.
+
+        Raises:
+            ConfigError: ``train.epochs`` below :meth:`schedule_epochs`.
+        """
+        need = self.schedule_epochs()
+        if train.epochs >= need:
+            return
+        cfg = self.config
+        schedule = (
+            f"model.warm_start_epochs={cfg.warm_start_epochs} + "
+            f"model.search_epochs={cfg.search_epochs}"
+        )
+        if cfg.finetune:
+            schedule += " + 1 fine-tuning epoch (model.finetune=true)"
+            ends = "pruning and at least one fine-tuning epoch"
+        else:
+            ends = "the end of the search (model.finetune=false)"
+        raise ConfigError(
+            f"train.epochs={train.epochs} is too few for the DNIS schedule: {schedule} need "
+            f"train.epochs >= {need}, so that training reaches {ends}; raise train.epochs "
+            "or shorten model.warm_start_epochs / model.search_epochs"
+        )
+
     def begin_epoch(self, epoch: int) -> EpochPlan:
         if self.is_compact():
             return EpochPlan(stop=True)
-        phase = self._phase(epoch)
+        phase = self.phase(epoch)
         frozen = phase == "search" and not self.config.search_dense
         # the search may freeze the base's other weights; tables and alpha are never frozen
         own = set()
@@ -940,7 +1014,8 @@ class DNIS(Recommender):
         if self.config.finetune_from == "scratch":
             self._reinitialise_weights()
             return EpochPlan(restart=True)
-        return EpochPlan()
+        # the epochs before validated other widths (each pruned from its own state)
+        return EpochPlan(reselect=self.config.best_epoch_from == "finetune")
 
     def auxiliary_parameters(self) -> list[nn.Parameter]:
         if not self.is_fitted() or self.is_compact():
@@ -1027,12 +1102,26 @@ class DNIS(Recommender):
                 w.embedding.weight.mul_((w.alpha * w.mask).index_select(0, w.row_block))
                 w.alpha.fill_(1.0)
         log.info(
-            "DNIS pruned to %d of %d ID-embedding parameters (%.3f, %s); dims per block: %s",
+            "DNIS pruned to %d of %d ID-embedding parameters (%.3f, %s); dims per block: %s%s",
             report["kept_parameters"],
             report["full_parameters"],
             report["kept_ratio"],
             "fixed widths" if self.config.fixed_allocation() else "searched",
             {role: [r["dim"] for r in rows] for role, rows in report["blocks"].items()},
+            self._saved_note(),
+        )
+
+    def _saved_note(self) -> str:
+        """Which state the run saves, for the pruning log line."""
+        cfg = self.config
+        if cfg.fixed_allocation() or cfg.best_epoch_from == "finetune":
+            return "; the saved model is the best fine-tuning epoch, at these widths"
+        if cfg.finetune_from == "scratch":
+            return "; the saved model is the best retraining epoch, at these widths"
+        return (
+            "; the saved model is the best epoch of any phase (model.best_epoch_from=any): "
+            "a warm-start or search epoch that validated better is pruned from its own state "
+            "when saved, possibly to other widths"
         )
 
     @torch.no_grad()

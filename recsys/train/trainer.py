@@ -356,6 +356,8 @@ class Trainer:
         optimizer = make_optimizer(self.model, cfg)
         rng = np.random.default_rng(cfg.seed)
         aux = self._auxiliary()
+        # a model's own check of these settings (DNIS: enough epochs for its schedule)
+        self.model.check_train_config(cfg)
         start_epoch, best_epoch, best_value, bad = 0, -1, -math.inf, 0
         history: list[dict[str, float]] = []
         best_valid: dict[str, float] = {}
@@ -384,6 +386,8 @@ class Trainer:
                 break
             if plan.restart:
                 optimizer.state.clear()
+            # a plan may also restart selection alone, keeping the optimiser (DNIS's pruning)
+            if plan.restart or plan.reselect:
                 best_value, bad = -math.inf, 0
             tic = time.perf_counter()
             train_terms = self._train_epoch(

@@ -379,10 +379,7 @@ def _check_train_config(cfg: RunConfig) -> None:
     schedule), which the trainer makes too, made before Ray starts."""
     from recsys.models.registry import create_model
 
-    model = create_model(cfg.model["name"], **cfg.model_params())
-    check = getattr(model, "check_train_config", None)
-    if check is not None:
-        check(cfg.train)
+    create_model(cfg.model["name"], **cfg.model_params()).check_train_config(cfg.train)
 
 
 def _check_output(output_dir: Path, name: str | None) -> None:
