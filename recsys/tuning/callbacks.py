@@ -135,10 +135,11 @@ class MlflowTrialCallback(Callback):
     """One MLflow child run per trial, under the experiment's parent run.
 
     A child run holds the trial's full resolved config as params, the reported metrics of
-    every epoch (``valid/*``, ``train/*``, ``best_valid/*``, ``epoch_seconds``, ...) with
-    ``step=epoch``, and ends FINISHED, FAILED (trial error) or KILLED (experiment
-    interrupted; a resume re-opens it). The trial id -> run id map is kept in
-    ``runs_file``. MLflow errors are logged as warnings and never stop the search.
+    every epoch (``valid/*``, ``train/*``, ``best_valid/*``, ``epoch_seconds``, ...) with the
+    epoch's 0-based index as the step (as ``recsys train`` logs), and ends FINISHED, FAILED
+    (trial error) or KILLED (experiment interrupted; a resume re-opens it). The trial id ->
+    run id map is kept in ``runs_file``. MLflow errors are logged as warnings and never stop
+    the search.
     """
 
     def __init__(
@@ -229,7 +230,8 @@ class MlflowTrialCallback(Callback):
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
     ) -> None:
-        """Log the epoch's reported metrics with ``step=epoch``."""
+        """Log the epoch's reported metrics at the epoch's 0-based index as the step (the
+        report's ``epoch`` counts epochs trained), as ``recsys train`` logs its runs."""
         tracker = self._child(trial)
         if tracker is None:
             return
@@ -241,7 +243,7 @@ class MlflowTrialCallback(Callback):
             and math.isfinite(float(value))
         }
         try:
-            tracker.log_metrics(metrics, step=int(result.get("epoch", 0)))
+            tracker.log_metrics(metrics, step=max(int(result.get("epoch", 0)) - 1, 0))
         except TrackingError as exc:
             log.warning("MLflow: metrics of trial %s not logged: %s", trial.trial_id, exc)
 
@@ -253,7 +255,8 @@ class MlflowTrialCallback(Callback):
         last = trial.last_result or {}
         if tracker is not None and "epoch" in last:
             try:
-                tracker.log_metrics({"epochs_run": float(last["epoch"])}, step=int(last["epoch"]))
+                epochs = int(last["epoch"])
+                tracker.log_metrics({"epochs_run": float(epochs)}, step=max(epochs - 1, 0))
             except TrackingError as exc:
                 log.warning("MLflow: summary of trial %s not logged: %s", trial.trial_id, exc)
         self._end(trial, "FINISHED")

@@ -1119,7 +1119,8 @@ def _trial_row(
         if column.notna().any():
             at = column.idxmax()
             best_value = float(column[at])
-            best_epoch = int(history.loc[at, "epoch"]) if "epoch" in history else int(at) + 1
+            # reports count epochs trained; users see 0-based indices, as recsys train logs
+            best_epoch = int(history.loc[at, "epoch"]) - 1 if "epoch" in history else int(at)
     entry = ledger.get(trial_id, {})
     status = str(entry.get("status", "ERROR" if result.error else "TERMINATED"))
     epochs = int(last.get("epoch", 0) or 0)

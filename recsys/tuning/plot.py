@@ -65,7 +65,7 @@ def plot_trials(
         ax.plot(epochs, values, color="black", linewidth=2.2, label=f"best trial ({best_trial})")
         at = max(range(len(values)), key=lambda k: values[k])
         ax.plot(epochs[at], values[at], "o", color="black", markersize=6)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("epochs trained")
     ax.set_ylabel(f"validation {metric.replace('_at_', '@')}")
     if title:
         ax.set_title(title)

@@ -7,7 +7,9 @@ config from the base config plus the sampled keys, trains with the same Trainer 
 
 - ``valid/<metric>`` for every validation metric (``valid/ndcg_at_10``, ...),
 - ``train/<term>`` for the epoch's mean loss terms,
-- ``epoch`` (1-based), ``best_epoch``, ``best_valid/<valid_metric>``, ``epoch_seconds``,
+- ``epoch`` (epochs trained so far: Ray's time attribute, which ASHA's grace period and
+  rungs count), ``best_epoch`` (the 0-based index of the best epoch, as ``recsys train``
+  numbers epochs), ``best_valid/<valid_metric>``, ``epoch_seconds``,
   ``early_stop`` (1 when the trainer's own patience ends the trial), ``restores`` (how often
   this trial was restored from a checkpoint), ``diverged`` (1 when the loss became NaN),
   ``device`` (the torch device the trial trained on: ``cuda:0`` when Ray gave it a GPU),
@@ -256,7 +258,7 @@ def train_trial(
         early_stop = (epoch_report.epoch - epoch_report.best_epoch) // every >= patience
         metrics: dict[str, Any] = {
             "epoch": epoch,
-            "best_epoch": epoch_report.best_epoch + 1,
+            "best_epoch": epoch_report.best_epoch,
             best_metric_key(metric): float(epoch_report.best_value),
             "epoch_seconds": epoch_report.seconds,
             "early_stop": int(early_stop),

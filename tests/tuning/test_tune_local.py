@@ -138,6 +138,14 @@ def test_outputs_table_csv_and_a_best_config_train_accepts(asha, tmp_path):
     wanted = yaml.safe_load(best_config.read_text())
     trained["train"].pop("progress"), wanted["train"].pop("progress")  # --quiet sets it
     assert trained["model"] == wanted["model"] and trained["train"] == wanted["train"]
+    # epochs are numbered alike: the trial's best epoch is the retrained run's, 0-based
+    best = asha.summary["best"]
+    row = trials.set_index("trial_id").loc[best["trial_id"]]
+    retrained = json.loads((run.parent / "metrics.json").read_text())
+    if row["stop_reason"] == "completed":
+        assert retrained["best_epoch"] == best["best_epoch"] == row["best_epoch"]
+    assert f"(epoch {best['best_epoch']})" in asha.stdout
+    assert f"at epoch {best['best_epoch']}\n" in best_config.read_text()
 
 
 def test_mlflow_parent_and_child_runs(asha):
@@ -178,7 +186,7 @@ def test_mlflow_parent_and_child_runs(asha):
         lr = asha.results[trial_id][0]["config"]["train.learning_rate"]
         assert float(child.data.params["train.learning_rate"]) == lr
         history = client.get_metric_history(child.info.run_id, "valid/ndcg_at_10")
-        assert sorted(m.step for m in history) == list(range(1, epochs[trial_id] + 1))
+        assert sorted(m.step for m in history) == list(range(epochs[trial_id]))  # 0-based
         reported = [row["valid/ndcg_at_10"] for row in asha.results[trial_id]]
         assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(reported)
         assert len(client.get_metric_history(child.info.run_id, "train/loss")) == len(history)
@@ -282,7 +290,7 @@ def test_an_interrupted_experiment_resumes(tmp_path):
     for child in children:
         assert child.info.status == "FINISHED"
         steps = {m.step for m in client.get_metric_history(child.info.run_id, "valid/ndcg_at_10")}
-        assert steps == set(range(1, 7))
+        assert steps == set(range(6))  # 0-based, as recsys train logs
     assert (first.experiment_dir / "best_config.yaml").is_file()
 
 
