@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from recsys._paths import resource_dir
 from recsys.cli.options import (
     config_option,
     data_section,
@@ -22,8 +23,9 @@ from recsys.cli.options import (
 if TYPE_CHECKING:
     from recsys.tuning.driver import TuneOutcome
 
-SPACES_DIR = Path(__file__).resolve().parents[2] / "tune" / "spaces"
-"""The repository's search-space folder (``--space`` defaults to ``<model>.yaml`` there)."""
+SPACES_DIR = resource_dir("spaces")
+"""The shipped search spaces: the repository's ``tune/spaces/`` (or the copy in an installed
+wheel); ``--space`` defaults to ``<model>.yaml`` there."""
 
 _SEARCH_FLAGS = {
     "num_samples": "--num-samples",

@@ -47,6 +47,7 @@ from pydantic import (
     model_validator,
 )
 
+from recsys._paths import resource_dir
 from recsys.errors import ConfigError, DataError, DatasetNotFoundError
 from recsys.fileio import atomic_open, atomic_write_bytes, remove_stale_temps
 
@@ -55,8 +56,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CARDS_DIR = Path(__file__).resolve().parents[2] / "datasets"
-"""The repository's card folder."""
+CARDS_DIR = resource_dir("datasets")
+"""The shipped card folder: the repository's ``datasets/``, or its copy in an installed wheel."""
 CARDS_ENV = "RECSYS_DATASET_CARDS"
 """Extra card folders, ``os.pathsep``-separated; their cards override same-named ones."""
 DATA_DIR_ENV = "RECSYS_DATA_DIR"
