@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -10,6 +16,33 @@ from recsys.data.dataset import Dataset, Vocabulary
 from recsys.data.split import Split, split_ratio
 from recsys.data.synthetic import make_synthetic
 from tests.mlflow_server import mlflow_server  # noqa: F401  (fixture)
+
+
+@contextlib.contextmanager
+def umask_set(value: int) -> Iterator[None]:
+    """Run the block under this umask (restored afterwards)."""
+    old = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture(params=[0o022, 0o077], ids=lambda m: f"umask{m:03o}")
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    """The test runs under each of two umasks (restored afterwards)."""
+    with umask_set(request.param):
+        yield request.param
+
+
+def strict_loads(text: str) -> object:
+    """``json.loads`` that refuses NaN, Infinity and -Infinity, as jq and JavaScript do."""
+    return json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+
+
+def file_mode(path: Path) -> int:
+    """Permission bits of ``path``."""
+    return path.stat().st_mode & 0o777
 
 
 @pytest.fixture(autouse=True)

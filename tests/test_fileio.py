@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,27 +27,7 @@ from recsys.fileio import (
     temp_pattern,
 )
 from recsys.jsonio import dumps_json, nan_for_none, plain
-
-UMASKS = [0o022, 0o077]
-
-
-@pytest.fixture(params=UMASKS, ids=lambda m: f"umask{m:03o}")
-def umask(request: pytest.FixtureRequest) -> Iterator[int]:
-    """Run the test under this umask (restored afterwards)."""
-    old = os.umask(request.param)
-    try:
-        yield request.param
-    finally:
-        os.umask(old)
-
-
-def mode(path: Path) -> int:
-    return path.stat().st_mode & 0o777
-
-
-def strict_loads(text: str) -> object:
-    """``json.loads`` that refuses NaN, Infinity and -Infinity, as jq and JavaScript do."""
-    return json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+from tests.conftest import file_mode, strict_loads
 
 
 def only(folder: Path) -> list[str]:
@@ -119,10 +99,10 @@ def test_written_files_get_the_mode_open_would_give(
 ) -> None:
     path = tmp_path / "sub" / "file.bin"  # the folder is created
     WRITERS[writer](path)
-    assert mode(path) == 0o666 & ~umask
+    assert file_mode(path) == 0o666 & ~umask
     path.chmod(0o600)  # replacing a file gives the new file the same mode
     WRITERS[writer](path)
-    assert mode(path) == 0o666 & ~umask
+    assert file_mode(path) == 0o666 & ~umask
     assert not [n for n in only(path.parent) if n.startswith(".")]
 
 
@@ -135,7 +115,7 @@ def test_the_mode_follows_the_umask_of_the_moment(tmp_path: Path) -> None:
         atomic_write_bytes(tmp_path / "b", b"b")
     finally:
         os.umask(old)
-    assert (mode(tmp_path / "a"), mode(tmp_path / "b")) == (0o644, 0o640)
+    assert (file_mode(tmp_path / "a"), file_mode(tmp_path / "b")) == (0o644, 0o640)
 
 
 def test_text_is_utf8_and_newlines_as_given(tmp_path: Path) -> None:

@@ -3,18 +3,14 @@ JSON: a NaN or infinite value is ``null``, never Python's ``NaN``/``Infinity``."
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import strict_loads
+
 NAN = float("nan")
-
-
-def strict_loads(text: str) -> object:
-    """``json.loads`` that refuses NaN, Infinity and -Infinity, as jq and JavaScript do."""
-    return json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
 
 
 def test_tracked_json_artifact_is_strict(tmp_path: Path) -> None:

@@ -4,32 +4,15 @@ still read back by ``recsys train`` / ``evaluate`` / ``export``."""
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from recsys.cli import cli
+from tests.conftest import file_mode, strict_loads, umask_set
 
 DATA = "synthetic-120x80x2400"
-
-
-def strict_loads(text: str) -> object:
-    """``json.loads`` that refuses NaN, Infinity and -Infinity."""
-    return json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
-
-
-@contextmanager
-def umask(value: int) -> Iterator[None]:
-    old = os.umask(value)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def invoke(*args: str) -> str:
@@ -46,7 +29,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     args = ["train", "--dataset", DATA, "--model", "bpr", "-o", str(root / "runs")]
     args += ["--no-tracking", "--quiet", "--set", "train.epochs=2"]
     args += ["--set", "eval.item_slices=true", "--set", "eval.tail_share=0"]
-    with umask(0o022):
+    with umask_set(0o022):
         output = invoke(*args)
     (config,) = (root / "runs").glob("*/config.yaml")
     return config.parent, output
@@ -92,7 +75,7 @@ def test_run_files_are_readable_as_the_umask_allows(trained: tuple[Path, str]) -
         "checkpoints/best.pt",
         "checkpoints/last.pt",
     ):
-        assert (run / name).stat().st_mode & 0o777 == 0o644, name
+        assert file_mode(run / name) == 0o644, name
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o077], ids=lambda m: f"umask{m:03o}")
@@ -101,14 +84,14 @@ def test_export_files_are_strict_and_readable_as_the_umask_allows(
 ) -> None:
     run, _ = trained
     out = tmp_path / "export"
-    with umask(mask):
+    with umask_set(mask):
         invoke("export", str(run), "-o", str(out))
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
         ["item_embeddings.npy", "user_embeddings.npy", "items.csv", "users.csv", "export.json"]
     )
     for name in names:
-        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+        assert file_mode(out / name) == 0o666 & ~mask, name
     summary = strict_loads((out / "export.json").read_text())
     assert isinstance(summary, dict) and summary["model"] == "bpr"
     assert summary["item_embeddings"][0] == 80 and summary["user_embeddings"][0] == 120

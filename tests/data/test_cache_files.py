@@ -7,29 +7,15 @@ import io
 import os
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from recsys.data import features
 from recsys.data.catalog import CHECKSUMS, DataConfig, download, load_dataset
 from recsys.data.readers import read_atomic, write_atomic
+from tests.conftest import file_mode
 from tests.data.test_catalog import INTER, put_card
-
-
-@pytest.fixture(params=[0o022, 0o077], ids=lambda m: f"umask{m:03o}")
-def umask(request: pytest.FixtureRequest) -> Iterator[int]:
-    old = os.umask(request.param)
-    try:
-        yield request.param
-    finally:
-        os.umask(old)
-
-
-def mode(path: Path) -> int:
-    return path.stat().st_mode & 0o777
 
 
 def hidden(folder: Path) -> list[str]:
@@ -64,15 +50,15 @@ def test_downloaded_and_extracted_files_follow_the_umask(
     assert load_dataset(DataConfig(name="toy")).n_interactions == 5
     folder = cache / "toy"
     for path in (folder / "toy.zip", folder / "toy" / "toy.inter", folder / CHECKSUMS):
-        assert mode(path) == 0o666 & ~umask, path
-    assert mode(folder / ".toy.zip.extracted") == 0o666 & ~umask
+        assert file_mode(path) == 0o666 & ~umask, path
+    assert file_mode(folder / ".toy.zip.extracted") == 0o666 & ~umask
     assert [n for n in hidden(folder) if n.endswith(".part")] == []
 
     dest = tmp_path / "plain" / "toy.inter"
     source = tmp_path / "toy.inter"
     source.write_text(INTER)
     download(source.as_uri(), dest, progress=False)
-    assert mode(dest) == 0o666 & ~umask and dest.read_text() == INTER
+    assert file_mode(dest) == 0o666 & ~umask and dest.read_text() == INTER
 
 
 def test_written_atomic_files_and_text_cache_follow_the_umask(umask: int, tmp_path: Path) -> None:
@@ -80,13 +66,13 @@ def test_written_atomic_files_and_text_cache_follow_the_umask(umask: int, tmp_pa
     source.mkdir()
     (source / "toy.inter").write_text(INTER)
     inter = write_atomic(read_atomic(source / "toy.inter"), tmp_path / "out", "toy")
-    assert mode(inter) == 0o666 & ~umask
+    assert file_mode(inter) == 0o666 & ~umask
     assert hidden(tmp_path / "out") == []
 
     cache = tmp_path / "cache" / "features" / "text.npz"
     vectors = features.encode_cached(["a", "bb"], Encoder(), cache)
     assert vectors.shape == (2, 2)
-    assert mode(cache) == 0o666 & ~umask  # another user sharing the cache can read it
+    assert file_mode(cache) == 0o666 & ~umask  # another user sharing the cache can read it
     assert hidden(cache.parent) == []
 
 
