@@ -53,7 +53,8 @@ log = logging.getLogger("recsys")
     "--space",
     "space_path",
     type=click.Path(path_type=Path),
-    help="Search-space YAML (default: tune/spaces/<model>.yaml).",
+    help="Search-space YAML (default: tune/spaces/<model>.yaml for a built-in model, "
+    "spaces/<model>.yaml in a plugin model's package).",
 )
 @click.option(
     "-n",
@@ -228,12 +229,7 @@ def tune(
     )
     check_tunable(cfg)
     if space_path is None:
-        space_path = SPACES_DIR / f"{cfg.model['name']}.yaml"
-        if not space_path.is_file():
-            raise click.UsageError(
-                f"no --space given and no default space {space_path} for model "
-                f"{cfg.model['name']!r}"
-            )
+        space_path = default_space(cfg.model["name"])
     space = load_space(space_path)
     # --set beats the space: its fixed values and its distributions alike
     set_keys = {".".join(parse_override(text)[0]) for text in extra}
@@ -261,6 +257,44 @@ def tune(
     )
     outcome = run_tune(cfg, space, options, address=address, name=name)
     _report(outcome)
+
+
+def plugin_space(model: str) -> Path:
+    """Where a plugin ships the default space of ``model``: ``spaces/<model>.yaml`` in the
+    package holding the module of the model's class (``recsys_vae/spaces/multvae.yaml`` for
+    ``recsys_vae.vae.MultVAE``). The file need not exist."""
+    from importlib import import_module, resources
+
+    from recsys.models.registry import get_model_class
+
+    module = import_module(get_model_class(model).__module__)
+    # a module's package is its parent; a package (a class in __init__.py) is its own
+    package = module.__name__ if hasattr(module, "__path__") else module.__package__
+    if not package:  # a top-level module: the folder it is in
+        return Path(str(module.__file__)).parent / "spaces" / f"{model}.yaml"
+    return Path(str(resources.files(package) / "spaces" / f"{model}.yaml"))
+
+
+def default_space(model: str) -> Path:
+    """The space ``recsys tune`` uses without ``--space``: ``tune/spaces/<model>.yaml`` (the
+    built-in spaces) if there is one, else the plugin's :func:`plugin_space`.
+
+    Raises:
+        click.UsageError: neither file exists; the message names both.
+    """
+    builtin = SPACES_DIR / f"{model}.yaml"
+    if builtin.is_file():
+        log.info("search space: %s (the default for %s)", builtin, model)
+        return builtin
+    shipped = plugin_space(model)
+    if shipped.is_file():
+        log.info("search space: %s (shipped with the model %s)", shipped, model)
+        return shipped
+    raise click.UsageError(
+        f"no --space given and no default space for model {model!r}: neither {builtin} "
+        f"(built-in spaces) nor {shipped} (spaces shipped in the model's package) exists; "
+        "give one with --space"
+    )
 
 
 def _changed_settings(experiment_dir: Path, params: dict[str, Any], typed: set[str]) -> list[str]:
