@@ -2,18 +2,50 @@
 
 A model is a ``torch.nn.Module`` with
 
-- ``name`` (its registry key) and ``config_class`` (a pydantic model with defaults, so the CLI
-  and the tuner can list and set its hyper-parameters);
+- ``name`` (its registry key; a plugin's entry-point name must equal it) and
+  ``config_class``: a subclass of :class:`ModelConfig` (not a plain pydantic ``BaseModel``:
+  ``ModelConfig`` rejects unknown keys and infinite or NaN values, and validates defaults)
+  whose every field has a valid default, so that ``create_model(name)`` works and the CLI and
+  the tuner can list and set its hyper-parameters;
 - ``batch_kind``: which sampler feeds :meth:`loss` (``"pairwise"``, ``"pairs"``,
-  ``"user_rows"``, or ``"none"`` for closed-form models that only :meth:`fit`);
-- :meth:`setup`: builds parameters for the data's shape, then :meth:`reset_parameters`;
-- :meth:`loss` returning named terms (the trainer sums them and logs each);
+  ``"user_rows"``, or ``"none"`` for closed-form models that only :meth:`fit`); see *Batches*;
+- :meth:`setup`: builds parameters for the data's shape, then :meth:`reset_parameters`, which
+  re-initialises every learned parameter (a reset after training gives what a fresh set-up
+  under the same torch seed gives);
+- :meth:`loss` returning named scalar terms (the trainer sums them and logs each);
 - :meth:`score` for full ranking, and :meth:`scorer`, which returns a function of user indices
   with any shared work (graph propagation, item-tower passes) done once, explicitly;
+- :meth:`export_state_dict`: the deployable weights (``best.pt``), which
+  :meth:`load_state_dict` must accept on a freshly set-up model of the same config;
 - :meth:`representations`: named internal states for probes.
+
+Training and scoring modes: the trainer calls ``model.train()`` before training batches and
+``model.eval()`` before scoring (validation, test, recommendations, loaded runs), so
+:meth:`score` and :meth:`scorer` are used in eval mode, and must be deterministic there
+(dropout and other training-time noise off). The model does not switch its own mode to
+score or train: whoever calls it does (the trainer, :func:`recsys.experiment.load_run`, the
+conformance checks).
+
+Batches. The trainer draws batches from the sampler of ``batch_kind``
+(:mod:`recsys.data.samplers`), moves them to the model's device and calls :meth:`loss` in
+training mode. ``B`` is at most ``train.batch_size`` (the last batch of an epoch is smaller):
+
+- ``"pairwise"``: ``{"user": int64 [B], "pos": int64 [B], "neg": int64 [B]}``, one training
+  interaction ``(user, pos)`` per row with a negative drawn uniformly from the items the user
+  has no training interaction with. With ``train.n_negatives = n > 1``, ``neg`` is
+  ``int64 [B, n]`` (``n`` negatives per positive); a model that cannot use several negatives
+  refuses ``n > 1`` in :meth:`check_train_config`.
+- ``"pairs"``: ``{"user": int64 [B], "item": int64 [B]}``, shuffled training interactions
+  (for in-batch negatives).
+- ``"user_rows"``: ``{"user": int64 [B], "rows": float32 [B, n_items]}``, users with at least
+  one training item and their training rows as a dense 0/1 block.
+- ``"none"``: no batches; the trainer calls :meth:`fit` once with the training matrix.
 
 Construction only stores the config (scikit-learn's rule), so ``type(m)(m.config)`` gives a
 fresh, unfitted copy with the same hyper-parameters.
+
+:mod:`recsys.testing` checks a model class against this contract (``MODEL_CHECKS``); the
+registry refuses a plugin whose ``config_class``, defaults, ``batch_kind`` or ``name`` break it.
 """
 
 from __future__ import annotations
@@ -85,8 +117,12 @@ class ModelConfig(BaseModel):
     """Base of every model's hyper-parameter class: typed, validated, unknown keys rejected."""
 
     # an infinite or NaN hyper-parameter passes range checks (NaN fails every comparison, and
-    # ``ge=0`` admits inf) and then trains silently wrong or dies mid-run
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # ``ge=0`` admits inf) and then trains silently wrong or dies mid-run; defaults are
+    # validated too, so a default that breaks its own field's constraint is caught (the
+    # registry refuses such a model, see :func:`config_defaults_problem`)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True
+    )
 
 
 ConfigT = TypeVar("ConfigT", bound=ModelConfig)
@@ -95,13 +131,53 @@ ConfigT = TypeVar("ConfigT", bound=ModelConfig)
 def build_config(
     config_class: type[ConfigT], values: dict[str, Any], prefix: str = "model"
 ) -> ConfigT:
-    """Validate ``values`` into ``config_class``; errors name the key (``model.embedding_size``)."""
+    """Validate ``values`` into ``config_class``; errors name the key (``model.embedding_size``).
+
+    A failure in fields that ``values`` does not set, which the defaults alone also give, is
+    the model's bug, and the message says so (:func:`config_defaults_problem`) rather than
+    blaming the user's settings."""
     from recsys.config import validation_message
 
     try:
         return config_class(**values)
     except ValidationError as exc:
+        if all(err["loc"] and str(err["loc"][0]) not in values for err in exc.errors()):
+            problem = config_defaults_problem(config_class)
+            if problem:
+                raise ConfigError(f"{prefix}: {problem}") from None
         raise ConfigError(validation_message(exc, config_class, prefix)) from None
+
+
+def config_defaults_problem(config_class: type[BaseModel]) -> str | None:
+    """Why ``config_class()`` (every hyper-parameter at its default) fails, or None.
+
+    A model's config must construct from its defaults alone (``create_model(name)``,
+    ``recsys models --params`` and the tuner rely on it): a field without a default, or a
+    default that breaks the field's own constraint, is a bug in the model's code, not in
+    anyone's settings, and the message says so, naming each field.
+    """
+    try:
+        config_class()
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            field = ".".join(str(x) for x in err["loc"])
+            if err["type"] == "missing":
+                parts.append(f"{field} has no default")
+            elif field:
+                parts.append(f"the default {field}={err['input']!r} is invalid: {err['msg']}")
+            else:  # a model-level validator: no one field to blame
+                parts.append(f"the defaults are invalid together: {err['msg']}")
+        reason = "; ".join(parts)
+    except Exception as exc:  # a validator raising something else
+        reason = f"constructing it raises {type(exc).__name__}: {exc}"
+    else:
+        return None
+    return (
+        f"its config {config_class.__name__} cannot be built from its defaults ({reason}); "
+        "every hyper-parameter needs a valid default (a bug in the model's code, not in the "
+        "user's settings)"
+    )
 
 
 @dataclass(frozen=True)
@@ -129,7 +205,11 @@ class Recommender(nn.Module):
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    """The hyper-parameters: a :class:`ModelConfig` subclass whose fields all have valid
+    defaults (the registry refuses a plugin whose config is not)."""
     batch_kind: ClassVar[BatchKind] = "pairwise"
+    """The sampler feeding :meth:`loss`; one of ``typing.get_args(BatchKind)`` (the batch dicts
+    are in the module docstring)."""
     supports_sparse_grad: ClassVar[bool] = False
     """Whether :meth:`loss` can produce row-sparse embedding gradients (``sparse_grad``)."""
     fold_in: ClassVar[bool] = False
@@ -282,7 +362,8 @@ class Recommender(nn.Module):
 
     # -- scoring ----------------------------------------------------------------------------
     def score(self, users: Tensor, history: sp.csr_array | None = None) -> Tensor:
-        """Scores of all items for ``users``: ``[len(users), n_items]``.
+        """Scores of all items for ``users``: ``[len(users), n_items]``, in eval mode (the
+        caller switches the mode; see the module docstring).
 
         ``history`` (optional) is a CSR matrix whose rows are the users' known items, for
         models that score from a history (fold-in); by default the training rows are used.
@@ -295,7 +376,8 @@ class Recommender(nn.Module):
         return self.scorer(history)(user_indices(users, n))
 
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
-        """A function ``users -> scores`` with shared work done once, for evaluation."""
+        """A function ``users -> scores`` with shared work done once, for evaluation (in
+        eval mode, like :meth:`score`)."""
         raise NotImplementedError
 
     def representations(self) -> dict[str, Tensor]:

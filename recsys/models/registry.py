@@ -5,10 +5,20 @@ A plugin distribution declares, in its ``pyproject.toml``::
     [project.entry-points."recsys.models"]
     multvae = "recsys_vae.models:MultVAE"
 
-and installing it is registering it. Entry points are read on first use. A plugin that fails to
-import is reported as a warning and skipped, a plugin name that collides with a built-in is
-ignored with a warning (built-ins win), and ``RECSYS_DISABLE_PLUGIN_AUTOLOAD=1`` turns plugin
-loading off.
+and installing it is registering it (``docs/plugins.md`` is the guide). Entry points are read
+on first use. A plugin is skipped, with a :class:`PluginWarning` when models are listed, and
+refused with a :class:`~recsys.errors.ConfigError` saying why when it is asked for by name,
+when
+
+- it fails to import (the error's type, message and the plugin's file and line are given);
+- its target is not a :class:`~recsys.models.base.Recommender` subclass;
+- it breaks the class-level contract (:func:`contract_problems`): its entry-point name is not
+  the class's ``name``, its ``config_class`` is not a
+  :class:`~recsys.models.base.ModelConfig` subclass or cannot be built from its defaults, or
+  its ``batch_kind`` is not one the trainer has a sampler for.
+
+A plugin name that collides with a built-in is ignored with a warning (built-ins win), and
+``RECSYS_DISABLE_PLUGIN_AUTOLOAD=1`` turns plugin loading off.
 """
 
 from __future__ import annotations
@@ -16,16 +26,27 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import sys
+import traceback
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import get_args
 
+from recsys.data.samplers import BatchKind
 from recsys.errors import ConfigError
-from recsys.models.base import Recommender
+from recsys.models.base import ModelConfig, Recommender, config_defaults_problem
 
 ENTRY_POINT_GROUP = "recsys.models"
 _BUILTIN_MODULES = ("pop", "itemknn", "bpr", "lightgcn", "bm3", "twotower", "dnis")
 _BUILTINS: dict[str, type[Recommender]] = {}
+BATCH_KINDS: tuple[str, ...] = get_args(BatchKind)
+"""The batch kinds a model may declare (the trainer has a sampler for each, or none)."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin model is skipped: it failed to load, or it breaks the model contract."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +64,11 @@ def register(cls: type[Recommender]) -> type[Recommender]:
     """Class decorator registering a built-in model under ``cls.name``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} needs a non-empty `name` to be registered")
+    # the static part of the contract (the defaults are checked by the conformance tests:
+    # building a config may look other models up, which cannot happen mid-import)
+    problems = contract_problems(cls, check_defaults=False)
+    if problems:
+        raise TypeError(f"model {cls.__name__}: " + "; ".join(problems))
     if cls.name in _BUILTINS and _BUILTINS[cls.name] is not cls:
         raise ValueError(f"model name {cls.name!r} is already registered")
     _BUILTINS[cls.name] = cls
@@ -77,8 +103,110 @@ def _describe(cls: type, limit: int = 120) -> str:
     return text
 
 
-def list_models() -> list[ModelInfo]:
-    """Every available model, built-ins first, then plugins (which are imported to check)."""
+def contract_problems(
+    cls: type[Recommender], name: str | None = None, check_defaults: bool = True
+) -> list[str]:
+    """What in model class ``cls`` breaks the class-level contract (empty: nothing).
+
+    ``name``, when given, is the name the model is registered under (a plugin's entry-point
+    name), which must be the class's ``name``; ``check_defaults`` also builds
+    ``cls.config_class()`` from its defaults.
+    """
+    problems = []
+    if name is not None and cls.name != name:
+        problems.append(
+            f"the entry-point name {name!r} is not the class's name {cls.name!r} (runs, "
+            "checkpoints and metrics record the class's name; make them equal)"
+        )
+    config_class = getattr(cls, "config_class", None)
+    if not (isinstance(config_class, type) and issubclass(config_class, ModelConfig)):
+        shown = getattr(config_class, "__qualname__", repr(config_class))
+        problems.append(
+            f"its config_class {shown} is not a subclass of recsys.models.base.ModelConfig "
+            "(which rejects unknown keys and infinite or NaN values, and validates defaults)"
+        )
+    elif check_defaults:
+        problem = config_defaults_problem(config_class)
+        if problem:
+            problems.append(problem)
+    if cls.batch_kind not in BATCH_KINDS:
+        problems.append(
+            f"its batch_kind {cls.batch_kind!r} is not one of {', '.join(map(repr, BATCH_KINDS))}"
+        )
+    return problems
+
+
+def _failure_site(exc: BaseException) -> str:
+    """``file:line`` where an exception raised while importing a plugin comes from: the last
+    traceback frame outside the import machinery (and this module); empty if none is."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}"
+    machinery = Path(importlib.__file__).parent
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<")
+        and frame.filename != __file__
+        and machinery not in Path(frame.filename).parents
+    ]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """An entry point's class, or why it cannot be used."""
+
+    cls: type[Recommender] | None
+    reason: str = ""
+    imported: bool = True  # False: the import failed; True with a reason: the class is refused
+
+
+_CHECKED: dict[tuple[str, type], list[str]] = {}
+"""Contract problems of classes already loaded, by (entry-point name, class)."""
+
+
+def _try_entry_point(ep: EntryPoint) -> _Loaded:
+    try:
+        cls = ep.load()
+    except Exception as exc:  # a broken plugin must not take the CLI down
+        message = " ".join(str(exc).split())
+        site = _failure_site(exc)
+        reason = f"{type(exc).__name__}: {message}" + (f" (at {site})" if site else "")
+        return _Loaded(None, reason, imported=False)
+    if not (isinstance(cls, type) and issubclass(cls, Recommender)):
+        return _Loaded(None, "it is not a Recommender subclass")
+    key = (ep.name, cls)
+    if key not in _CHECKED:
+        _CHECKED[key] = contract_problems(cls, ep.name)
+    if _CHECKED[key]:
+        return _Loaded(None, "; ".join(_CHECKED[key]))
+    return _Loaded(cls)
+
+
+def _origin(ep: EntryPoint) -> str:
+    dist = ep.dist
+    return f"{ep.value}, from {dist.name} {dist.version}" if dist else ep.value
+
+
+def _warn(message: str) -> None:
+    """A :class:`PluginWarning` attributed to the first caller outside this module."""
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, PluginWarning, stacklevel=level)
+
+
+def _load_entry_point(ep: EntryPoint) -> type[Recommender] | None:
+    """The class of ``ep``, or None with a :class:`PluginWarning` saying why it is skipped."""
+    loaded = _try_entry_point(ep)
+    if loaded.cls is None and not loaded.imported:
+        _warn(f"could not load plugin model {ep.name!r} ({_origin(ep)}): {loaded.reason}; skipped")
+    elif loaded.cls is None:
+        _warn(f"plugin model {ep.name!r} ({_origin(ep)}) is refused: {loaded.reason}; skipped")
+    return loaded.cls
+
+
+def _models(quiet: bool = False) -> list[ModelInfo]:
     _load_builtins()
     infos = [
         ModelInfo(name, "builtin", "", f"{cls.__module__}:{cls.__name__}", _describe(cls))
@@ -86,12 +214,10 @@ def list_models() -> list[ModelInfo]:
     ]
     for ep in _plugin_entry_points():
         if ep.name in _BUILTINS:
-            warnings.warn(
-                f"plugin model {ep.name!r} ({ep.value}) collides with a built-in; ignored",
-                stacklevel=2,
-            )
+            if not quiet:
+                _warn(f"plugin model {ep.name!r} ({_origin(ep)}) collides with a built-in; ignored")
             continue
-        cls = _load_entry_point(ep)
+        cls = _try_entry_point(ep).cls if quiet else _load_entry_point(ep)
         if cls is None:
             continue
         dist = ep.dist
@@ -107,34 +233,39 @@ def list_models() -> list[ModelInfo]:
     return infos
 
 
-def _load_entry_point(ep: EntryPoint) -> type[Recommender] | None:
-    try:
-        cls = ep.load()
-    except Exception as exc:  # a broken plugin must not take the CLI down
-        warnings.warn(f"could not load plugin model {ep.name!r} ({ep.value}): {exc}", stacklevel=3)
-        return None
-    if not (isinstance(cls, type) and issubclass(cls, Recommender)):
-        warnings.warn(
-            f"plugin model {ep.name!r} ({ep.value}) is not a Recommender subclass; ignored",
-            stacklevel=3,
-        )
-        return None
-    return cls
+def list_models() -> list[ModelInfo]:
+    """Every available model, built-ins first, then plugins (which are imported to check; a
+    plugin that cannot be used is skipped with a :class:`PluginWarning` saying why)."""
+    return _models()
 
 
 def get_model_class(name: str, key: str | None = "model.name") -> type[Recommender]:
-    """The model class registered as ``name``; an unknown name lists the known ones (and the
-    config ``key`` that named it, when one did)."""
+    """The model class registered as ``name``.
+
+    Raises:
+        ConfigError: ``name`` is not registered (the message lists the known models, and the
+            config ``key`` that named it, when one did), or it is a plugin model that cannot
+            be used (the message says why: the import error with the plugin's file and line,
+            or the broken part of the contract).
+    """
     _load_builtins()
     if name in _BUILTINS:
         return _BUILTINS[name]
+    where = f" (key {key})" if key else ""
+    refused = None
     for ep in _plugin_entry_points():
         if ep.name == name:
-            cls = _load_entry_point(ep)
-            if cls is not None:
-                return cls
-    known = ", ".join(info.name for info in list_models())
-    where = f" (key {key})" if key else ""
+            loaded = _try_entry_point(ep)
+            if loaded.cls is not None:
+                return loaded.cls
+            what = "is refused" if loaded.imported else "could not be loaded"
+            refused = refused or (
+                f"model {name!r}{where} is a plugin model ({_origin(ep)}) that {what}: "
+                + loaded.reason
+            )
+    if refused:
+        raise ConfigError(refused)
+    known = ", ".join(info.name for info in _models(quiet=True))
     raise ConfigError(f"unknown model {name!r}{where}; available: {known}")
 
 
