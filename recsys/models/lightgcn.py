@@ -154,18 +154,25 @@ class LightGCN(DotProductScorer, Recommender):
         return total / (self.config.n_layers + 1)
 
     def _triplets(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """Positive and negative scores ``[B]`` of the batch's triplets, and the reg terms."""
+        """Positive scores ``[B]``, negative scores ``[B]`` or ``[B, n]`` (``n`` negatives per
+        positive), and the reg terms."""
         u, i, j = batch["user"], batch["pos"], batch["neg"]
-        nodes = torch.cat([u, i + self.n_users, j + self.n_users])
+        nodes = torch.cat([u, i + self.n_users, j.reshape(-1) + self.n_users])
         # one gather per table: each gather's backward zero-fills a gradient as large as the
         # whole table (index_select's index_add, still cheaper on CPU than advanced indexing's)
-        e_u, e_i, e_j = self.node_embeddings().index_select(0, nodes).split(len(u))
+        gathered = self.node_embeddings().index_select(0, nodes)
+        e_u, e_i, e_j = gathered.split([len(u), len(u), j.numel()])
         pos = (e_u * e_i).sum(-1)
-        neg = (e_u * e_j).sum(-1)
+        if j.dim() == 2:
+            neg = (e_u.unsqueeze(1) * e_j.view(*j.shape, -1)).sum(-1)
+        else:
+            neg = (e_u * e_j).sum(-1)
         terms = {}
         if self.config.reg_weight > 0:
-            ego = self.embedding.weight.index_select(0, nodes).split(len(u))
-            terms["reg"] = self.config.reg_weight * l2_penalty(*ego)
+            ego = self.embedding.weight.index_select(0, nodes)
+            terms["reg"] = self.config.reg_weight * l2_penalty(
+                *ego.split([len(u), len(u), j.numel()])
+            )
         return pos, neg, terms
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
