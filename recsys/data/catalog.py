@@ -944,7 +944,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     * ``cfg.path`` set: read those files (format from ``cfg.format``, else detected, else the
       card's when ``cfg.name`` names a card). They are read as that card's dataset (its name
       and defaults) only when they are in its layout (:func:`_card_of_files`); otherwise the
-      dataset is named after the file or folder, and no card's defaults apply.
+      dataset is named ``cfg.name`` when that is not a card's name, else after the file or
+      folder, and no card's defaults apply.
     * else ``synthetic`` / ``synthetic-UxIxN``: generate it (``cfg.seed``).
     * else the card ``cfg.name``: fetch its files (installed package data, cache, download).
 
@@ -978,6 +979,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         ds = read_path(cfg.path, fmt, columns=cfg.columns, sep=cfg.sep, keep=cfg.dedup, name=stem)
         if card is not None:
             ds.name = card.name
+        elif cfg.name is not None and not _card_exists(cfg.name):
+            ds.name = cfg.name  # a name the user gave their own files
         table = fmt in ("csv", "parquet")
     elif (sizes := parse_synthetic_name(cfg.name)) is not None:
         ds = make_synthetic(*sizes, seed=cfg.seed, name=cfg.name, label_noise=cfg.label_noise)

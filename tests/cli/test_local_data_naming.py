@@ -144,3 +144,16 @@ def test_a_rating_threshold_on_a_table_without_ratings_says_how_to_map_them(csv,
     assert "data.columns.rating=<column>" in err
     # mapped, it works
     assert main([*args, "--set", "columns.rating=score"]) == 0
+
+
+def test_a_name_given_to_ones_own_files_is_used(csv, tmp_path):
+    # not a card's name: the user's name for their files, in the run folder and metrics.json
+    args = ["train", "-m", "pop", "--data-path", str(csv), *MAP, *FAST, "-o", str(tmp_path)]
+    assert main([*args, "--set", "data.name=shop-clicks"]) == 0
+    (run,) = _runs(tmp_path)
+    assert run.name.startswith("pop-shop-clicks-") and _dataset(run) == "shop-clicks"
+    # and it survives the config round trip (train -c its config.yaml)
+    assert (
+        main(["train", "-c", str(run / "config.yaml"), *FAST, "-o", str(tmp_path / "again")]) == 0
+    )
+    assert [r.name.split("-2")[0] for r in _runs(tmp_path / "again")] == ["pop-shop-clicks"]
