@@ -44,7 +44,14 @@ from recsys.eval.evaluator import Evaluator
 from recsys.jsonio import dumps_json
 from recsys.models.base import Recommender
 from recsys.models.registry import create_model
-from recsys.tracking import MlflowTracker, Tracker, flatten_params, make_tracker, redact_uri
+from recsys.tracking import (
+    MlflowTracker,
+    Tracker,
+    flatten_params,
+    logged_metrics,
+    make_tracker,
+    redact_uri,
+)
 from recsys.train.checkpoint import atomic_write_text, load_checkpoint, load_weights
 from recsys.train.trainer import EpochReport, Trainer, default_num_threads, resolve_device
 
@@ -262,7 +269,7 @@ def _train_and_test(
     def log_epoch(report: EpochReport) -> None:
         metrics = {f"train/{k}": v for k, v in report.train.items()}
         if report.valid:
-            metrics.update({f"valid/{k}": v for k, v in report.valid.items() if k != "n_users"})
+            metrics.update(logged_metrics("valid", report.valid))
         metrics["epoch_seconds"] = report.seconds
         tracker.log_metrics(metrics, step=report.epoch)
 
@@ -283,7 +290,10 @@ def _train_and_test(
         cfg.train.valid_metric,
         fit.best_valid.get(cfg.train.valid_metric, float("nan")),
     )
-    tracker.log_metrics({f"test/{k}": v for k, v in test.items() if k != "n_users"})
+    # the selected epoch's validation metrics, as a tune experiment logs its best trial's:
+    # the run's last valid/* points are the last epoch's, not the chosen one's
+    tracker.log_metrics(logged_metrics("best_valid", fit.best_valid))
+    tracker.log_metrics(logged_metrics("test", test))
     tracker.log_metrics({"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run})
     metrics = {
         "model": cfg.model["name"],

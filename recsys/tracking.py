@@ -207,6 +207,12 @@ def _normalize_segments(key: str) -> str:
     return "/".join(parts) or "_"
 
 
+def logged_metrics(prefix: str, values: Mapping[str, float]) -> dict[str, float]:
+    """An evaluation's metrics as tracked, ``<prefix>/<name>``: the user counts beside them
+    (``n_users``, ``n_users_head``, ...) are sizes, not metrics, and are left out."""
+    return {f"{prefix}/{k}": float(v) for k, v in values.items() if not k.startswith("n_users")}
+
+
 def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Flatten a nested config into MLflow params: ``{"model.embedding_size": "64", ...}``.
 
@@ -722,6 +728,13 @@ class MlflowTracker:
         self.run_id = run_id
         self._active = True
         self._failure = None
+
+    def last_step(self, key: str) -> int | None:
+        """The highest step at which the open run has logged metric ``key`` (None: never)."""
+        run_id = self._require_run("last_step")
+        with self._errors(f"read the history of {key} in run {run_id}"):
+            history = self._client.get_metric_history(run_id, key)
+        return max((m.step for m in history), default=None)
 
     def log_params(self, params: dict[str, Any], tags: dict[str, str] | None = None) -> None:
         """Log more ``params`` (flattened, sanitized; new keys only) and ``tags`` to the open

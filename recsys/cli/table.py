@@ -16,9 +16,15 @@ def metrics_table(
 
     The epoch and time columns are left out when no row has a value for them (``recsys
     evaluate`` rows are parts of one run, not trainings)."""
-    columns = [
-        f"{m}@{k}" for k in topk for m in TABLE_METRICS if any(f"{m}_at_{k}" in r[3] for r in rows)
-    ]
+    # the usual metrics first, then any other the run asked for (recall_min, coverage, ...);
+    # slice keys (recall_at_20_tail) stay in metrics.json
+    names = list(TABLE_METRICS)
+    for _, _, _, metrics in rows:
+        for key in metrics:
+            metric, _, k_text = key.rpartition("_at_")
+            if metric and k_text.isdigit() and metric not in names:
+                names.append(metric)
+    columns = [f"{m}@{k}" for k in topk for m in names if any(f"{m}_at_{k}" in r[3] for r in rows)]
     header = [first, "epoch", "time_s", *columns]
     body = []
     for name, epoch, seconds, metrics in rows:

@@ -22,6 +22,7 @@ Strategies (RecBole's names in brackets):
 
 from __future__ import annotations
 
+import logging
 import math
 import zipfile
 from dataclasses import dataclass, replace
@@ -35,6 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from recsys.data.dataset import Dataset
 from recsys.errors import ConfigError, DataError
 from recsys.fileio import atomic_open
+
+log = logging.getLogger(__name__)
 
 SplitStrategy = Literal["ratio", "temporal", "loo", "given", "heldout_users"]
 
@@ -290,6 +293,13 @@ def split_leave_one_out(ds: Dataset, seed: int = 2020, by_time: bool | None = No
     rng = np.random.default_rng(seed)
     if by_time is None:
         by_time = ds.timestamps is not None
+        if not by_time:
+            # "the last interaction" means a random one here: say so, it changes the protocol
+            log.warning(
+                "%s has no timestamps: leave-one-out holds out a random interaction per user, "
+                "not the latest",
+                ds.name,
+            )
     if by_time and ds.timestamps is None:
         raise DataError(f"{ds.name}: a time-ordered leave-one-out split needs timestamps")
     if by_time:

@@ -132,10 +132,13 @@ class Metric(ABC):
         name (str): the key prefix, ``<name>_at_<K>``.
         needs_popularity (bool): the metric reads ``item_popularity`` and is skipped when the
             evaluator is not given one.
+        selectable (bool): higher is better, so training may choose its epoch by it
+            (``train.valid_metric``); False for descriptive metrics (popularity, coverage).
     """
 
     name: ClassVar[str]
     needs_popularity: ClassVar[bool] = False
+    selectable: ClassVar[bool] = True
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -331,6 +334,7 @@ class AveragePopularity(UserMetric):
 
     name = "average_popularity"
     needs_popularity = True
+    selectable = False  # describes a list; the most popular epoch is not the best one
 
     def __call__(self, batch: RankedBatch) -> Tensor:
         if batch.item_popularity is None:
@@ -360,6 +364,7 @@ class ItemCoverage(AggregateMetric):
     """
 
     name = "item_coverage"
+    selectable = False  # describes the lists together; more coverage is not more accuracy
 
     def init_state(self, n_items: int, max_k: int, device: torch.device) -> Tensor:
         return torch.full((n_items + 1,), max_k + 1, dtype=torch.long, device=device)

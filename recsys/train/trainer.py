@@ -29,6 +29,7 @@ from recsys.data.samplers import HeldOutPairwiseSampler, Sampler, make_sampler
 from recsys.data.split import Split
 from recsys.errors import ConfigError, DataError, NonFiniteScoresError, TrainingDivergedError
 from recsys.eval.evaluator import Evaluator, validate_metric_name
+from recsys.eval.metrics import METRICS
 from recsys.models.base import Recommender
 from recsys.train.checkpoint import (
     load_checkpoint,
@@ -87,6 +88,14 @@ class TrainConfig(BaseModel):
     @classmethod
     def _metric_known(cls, value: str) -> str:
         validate_metric_name(value)
+        metric = value.rpartition("_at_")[0]
+        if not METRICS[metric].selectable:
+            choices = ", ".join(name for name, m in METRICS.items() if m.selectable)
+            raise ValueError(
+                f"{metric} describes the recommendations rather than their accuracy, and the "
+                f"best epoch is the one that maximises train.valid_metric; choose one of "
+                f"{choices} (at a cutoff K)"
+            )
         return value
 
     @field_validator("device")

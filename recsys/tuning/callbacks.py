@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 LOGGED_PREFIXES = ("valid/", "train/", "best_valid/")
 """Reported metrics a child run records per epoch (plus :data:`LOGGED_EXTRAS`)."""
-LOGGED_EXTRAS = ("epoch_seconds", "restores", "diverged", "early_stop")
+LOGGED_EXTRAS = ("epoch_seconds", "restores", "diverged", "early_stop", "best_epoch")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -158,13 +158,21 @@ class MlflowTrialCallback(Callback):
         self.runs_file = Path(runs_file)
         self._children: dict[str, MlflowTracker] = {}
         self._broken: set[str] = set()
+        # per trial, the last epoch index its child run holds: a trial restored from a
+        # checkpoint older than its last report trains and reports that epoch again (Ray
+        # delivers results at least once), and MLflow would keep both points
+        self._logged: dict[str, int] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without live MLflow clients (Ray saves callbacks with the experiment)."""
         state = self.__dict__.copy()
         state["_children"] = {}
         state["_broken"] = set()
+        state["_logged"] = {}  # read back from MLflow when a child run is reopened
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"_logged": {}, **state})  # experiments saved before _logged
 
     # -- helpers
 
@@ -185,6 +193,9 @@ class MlflowTrialCallback(Callback):
             known = self.run_ids()
             if trial_id in known:
                 tracker.reopen(known[trial_id])
+                last = tracker.last_step("epoch_seconds")
+                if last is not None:
+                    self._logged[trial_id] = last
             else:
                 tracker.start(trial_id, self._params(trial), tags=self._tags(trial))
                 known[trial_id] = str(tracker.run_id)
@@ -242,8 +253,12 @@ class MlflowTrialCallback(Callback):
             and isinstance(value, int | float)
             and math.isfinite(float(value))
         }
+        step = max(int(result.get("epoch", 0)) - 1, 0)
+        if step <= self._logged.get(trial.trial_id, -1) and not result.get("diverged"):
+            return  # this epoch is in the child run already (a restored trial re-reports it)
         try:
-            tracker.log_metrics(metrics, step=max(int(result.get("epoch", 0)) - 1, 0))
+            tracker.log_metrics(metrics, step=step)
+            self._logged[trial.trial_id] = step
         except TrackingError as exc:
             log.warning("MLflow: metrics of trial %s not logged: %s", trial.trial_id, exc)
 

@@ -57,6 +57,7 @@ from recsys.tracking import (
     Tracker,
     check_tracking_uri,
     flatten_params,
+    logged_metrics,
     redact_uri,
     resolve_tracking_uri,
 )
@@ -1255,8 +1256,8 @@ def _record_parent(
         tracker.end("KILLED")
         return
     if best is not None:
-        tracker.log_metrics({f"best_valid/{k}": v for k, v in valid.items()})
-        tracker.log_metrics({f"test/{k}": v for k, v in test.items()})
+        tracker.log_metrics(logged_metrics("best_valid", valid))
+        tracker.log_metrics(logged_metrics("test", test))
         tags = {"best_trial_id": best.trial_id}
         if best.mlflow_run_id:
             tags["best_run_id"] = best.mlflow_run_id

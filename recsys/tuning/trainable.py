@@ -267,7 +267,11 @@ def train_trial(
             "device": cfg.train.device,
         }
         metrics.update(
-            {metric_key(k): float(v) for k, v in epoch_report.valid.items() if k != "n_users"}
+            {
+                metric_key(k): float(v)
+                for k, v in epoch_report.valid.items()
+                if not k.startswith("n_users")
+            }
         )
         metrics.update({f"train/{k}": float(v) for k, v in epoch_report.train.items()})
         with tempfile.TemporaryDirectory(dir=work) as tmp:

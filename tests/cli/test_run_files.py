@@ -95,3 +95,15 @@ def test_export_files_are_strict_and_readable_as_the_umask_allows(
     summary = strict_loads((out / "export.json").read_text())
     assert isinstance(summary, dict) and summary["model"] == "bpr"
     assert summary["item_embeddings"][0] == 80 and summary["user_embeddings"][0] == 120
+
+
+def test_the_printed_table_shows_every_metric_the_run_asked_for(tmp_path: Path) -> None:
+    out = invoke(
+        "train", "-m", "pop", "--dataset", DATA, "-o", str(tmp_path), "--no-tracking",
+        "--quiet", "--set", "eval.metrics=[recall,recall_min,ndcg,item_coverage]",
+        "--set", "eval.item_slices=true",
+    )  # fmt: skip
+    header = out.splitlines()[0].split()
+    for name in ("recall@10", "recall_min@10", "ndcg@10", "item_coverage@10", "recall_min@20"):
+        assert name in header, header
+    assert not [column for column in header if "tail" in column or "head" in column]
