@@ -960,6 +960,10 @@ def _start_parent(
     if not cfg.tracking.enabled:
         return None
     params = flatten_params(cfg.model_dump(mode="json"))
+    # a sampled key's base value is not what any trial used: the parent records its
+    # distribution (space.<key>) and, at the end, the best trial's value (best.<key>)
+    for key in space.params:
+        params.pop(key, None)
     params.update({f"tune.{k}": v for k, v in flatten_params(options.model_dump()).items()})
     params.update({f"space.{key}": _describe(dist) for key, dist in space.params.items()})
     tracker.start(

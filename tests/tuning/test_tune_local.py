@@ -156,6 +156,8 @@ def test_mlflow_parent_and_child_runs(asha):
     params = parent.data.params
     assert params["tune.scheduler"] == "asha" and params["tune.num_samples"] == "1"
     assert params["space.train.learning_rate"].startswith("grid(")
+    assert "train.learning_rate" not in params  # sampled: no base value on the parent
+    assert params["model.embedding_size"] == "32"  # not sampled: the base value
     assert params["model.name"] == "bpr" and params["train.epochs"] == "8"
     best = asha.summary["best"]
     assert params["best.train.learning_rate"] == str(best["params"]["train.learning_rate"])
