@@ -171,6 +171,18 @@ def _reopen_run(tracker: Tracker, run_dir: Path) -> bool:
     return True
 
 
+def check_train_settings(cfg: RunConfig) -> None:
+    """The model's own check of ``cfg.train`` (:meth:`Recommender.check_train_config`; DNIS:
+    enough epochs for its schedule). The trainer makes it too; ``recsys train``, ``recsys
+    dnis`` and ``recsys tune`` make it first, before data is read, a run folder exists or Ray
+    starts.
+
+    Raises:
+        ConfigError: the model's message.
+    """
+    create_model(cfg.model["name"], **cfg.model_params()).check_train_config(cfg.train)
+
+
 def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
     """Run ``cfg`` (or resume the run in ``resume_dir``) and return its metrics and folder.
 
@@ -180,9 +192,7 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
         raise ConfigError(done)
     tic = time.perf_counter()
     resolve_device(cfg.train.device)  # asking for a GPU that is not there fails here
-    # the model's own check of the training settings (the trainer makes it too), here
-    # before any data is read or a run folder exists
-    create_model(cfg.model["name"], **cfg.model_params()).check_train_config(cfg.train)
+    check_train_settings(cfg)  # before any data is read or a run folder exists
     torch.set_num_threads(cfg.train.num_threads or default_num_threads())
     # the tracker is checked before any data is read, so a bad URI fails fast
     tracker = make_tracker(

@@ -905,16 +905,13 @@ def _card_exists(name: str) -> bool:
     return any((f / f"{name}{s}").is_file() for f in card_folders() for s in (".yaml", ".yml"))
 
 
-def _card_of_files(name: str | None, path: Path, fmt: Format | None) -> DatasetCard | None:
-    """The card ``name`` when the files at ``path`` (format ``fmt``, None when undetected) can
-    be its own: in a format the card reads and, for RecBole atomic files (named after their
-    dataset), ``<name>.inter``. Otherwise None, with a warning when ``name`` names a
-    card: other files are not that dataset, and its defaults (split, filters, text fields)
-    do not describe them. A config written before ``name`` could be left out records the
-    default ``ml-100k`` next to a user's path; this is what keeps such files their own."""
-    if name is None or not _card_exists(name):
-        return None
-    card = get_card(name)
+def _card_of_files(card: DatasetCard, path: Path, fmt: Format | None) -> DatasetCard | None:
+    """``card`` when the files at ``path`` (format ``fmt``, None when undetected) can be its
+    own: in a format the card reads and, for RecBole atomic files (named after their
+    dataset), ``<name>.inter``. Otherwise None, with a warning: other files are not that
+    dataset, and its defaults (split, filters, text fields) do not describe them. A config
+    written before ``name`` could be left out records the default ``ml-100k`` next to a
+    user's path; this is what keeps such files their own."""
     if fmt is None:
         return card  # the card says how to read them
     formats = {card.format} | ({card.package_data.format} if card.package_data else set())
@@ -931,7 +928,7 @@ def _card_of_files(name: str | None, path: Path, fmt: Format | None) -> DatasetC
         "data.name=%r names a dataset card, but data.path=%s does not hold its files (%s): "
         "read as a dataset of its own, without the card's defaults; leave data.name out to "
         "read it so without this warning",
-        name,
+        card.name,
         path,
         what,
     )
@@ -968,7 +965,9 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         if not Path(cfg.path).exists():
             raise DatasetNotFoundError(f"data.path={cfg.path}: no such file or folder")
         fmt = cfg.format or detect_format(cfg.path)
-        card = _card_of_files(cfg.name, Path(cfg.path), fmt)
+        named_card = cfg.name is not None and _card_exists(cfg.name)
+        if named_card:
+            card = _card_of_files(get_card(cfg.name), Path(cfg.path), fmt)
         fmt = fmt or (card.format if card else None)
         if fmt is None:
             raise ConfigError(
@@ -979,7 +978,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         ds = read_path(cfg.path, fmt, columns=cfg.columns, sep=cfg.sep, keep=cfg.dedup, name=stem)
         if card is not None:
             ds.name = card.name
-        elif cfg.name is not None and not _card_exists(cfg.name):
+        elif cfg.name is not None and not named_card:
             ds.name = cfg.name  # a name the user gave their own files
         table = fmt in ("csv", "parquet")
     elif (sizes := parse_synthetic_name(cfg.name)) is not None:

@@ -28,7 +28,13 @@ from recsys.config import RunConfig, validate
 from recsys.data.catalog import load_dataset
 from recsys.data.split import make_split, resolve_split_config
 from recsys.errors import ConfigError
-from recsys.experiment import RunResult, build_model, load_run, train_run
+from recsys.experiment import (
+    RunResult,
+    build_model,
+    check_train_settings,
+    load_run,
+    train_run,
+)
 from recsys.jsonio import dumps_json
 from recsys.models.base import Recommender
 from recsys.train.checkpoint import atomic_write_bytes, atomic_write_text
@@ -90,18 +96,6 @@ def _point(result: RunResult, label: str, kind: str, setting: float) -> Frontier
     )
 
 
-def check_schedule(cfg: RunConfig) -> None:
-    """Refuse a DNIS config whose ``train.epochs`` ends before its schedule does (the
-    trainer's check, made before any data is read or run folder made).
-
-    Raises:
-        ConfigError: :meth:`~recsys.models.dnis.DNIS.check_train_config`'s error.
-    """
-    from recsys.models.registry import create_model
-
-    create_model("dnis", **cfg.model_params()).check_train_config(cfg.train)
-
-
 def saved_phase(cfg: RunConfig, epoch: int) -> str:
     """The schedule phase (``warm``, ``search`` or ``finetune``) of a DNIS run's saved epoch:
     a ``warm`` or ``search`` epoch was pruned to the budget from its own state when saved."""
@@ -114,7 +108,7 @@ def run_search(cfg: RunConfig) -> tuple[RunResult, dict[str, Any]]:
     """Train the DNIS model of ``cfg``; returns the run and its dimension report."""
     if cfg.model["name"] != "dnis":
         raise ValueError("run_search needs a config whose model.name is dnis")
-    check_schedule(cfg)
+    check_train_settings(cfg)  # before any data is read or run folder made
     result = train_run(cfg)
     report = json.loads((Path(result.run_dir) / "dnis_dimensions.json").read_text())
     return result, report
@@ -181,7 +175,7 @@ def run_frontier(
         repeated = sorted({v for v in values if list(values).count(v) > 1})
         if repeated:
             raise ConfigError(f"the report's {name} list {repeated} more than once")
-    check_schedule(cfg)  # every DNIS model of the report runs this schedule
+    check_train_settings(cfg)  # every DNIS model of the report runs this schedule
     stamp = stamp or datetime.now().strftime("%Y%m%d-%H%M%S")
     model = dict(cfg.model)
     base, base_params = model["base"], dict(model["base_params"])

@@ -375,14 +375,6 @@ def _check_fold_in(cfg: RunConfig) -> None:
         raise cannot_fold_in(name)
 
 
-def _check_train_config(cfg: RunConfig) -> None:
-    """The model's own check of the training settings (DNIS: enough epochs for its
-    schedule), which the trainer makes too, made before Ray starts."""
-    from recsys.models.registry import create_model
-
-    create_model(cfg.model["name"], **cfg.model_params()).check_train_config(cfg.train)
-
-
 def _check_output(output_dir: Path, name: str | None) -> None:
     """Fail before the data are read when the experiment folder cannot go where asked."""
     if output_dir.exists() and not output_dir.is_dir():
@@ -607,6 +599,8 @@ def run_tune(
             :class:`~recsys.tuning.trainable.InjectedFault`).
         extra_callbacks: more Ray Tune callbacks (run in the driver).
     """
+    from recsys.experiment import check_train_settings
+
     options = options or TuneOptions()
     tic = time.perf_counter()
     check_tunable(cfg)
@@ -620,7 +614,7 @@ def run_tune(
     check_scheduler_options(options, _max_epochs(base_cfg), given=options.model_fields_set)
     _check_brackets(options, _max_epochs(base_cfg))
     _check_device(base_cfg, options)
-    _check_train_config(base_cfg)  # else every trial fails in Ray, each after its retries
+    check_train_settings(base_cfg)  # else every trial fails in Ray, each after its retries
     _check_local_gpus(options, address)
     _check_local_cpus(options, address)
     output_dir = base_cfg.output_dir.resolve()
