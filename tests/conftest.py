@@ -64,6 +64,22 @@ def planted_split(planted: Dataset) -> Split:
     return split_ratio(planted, (0.8, 0.1, 0.1), seed=1)
 
 
+def grid_dataset(
+    n_users: int = 3, n_items: int = 10, timestamps: np.ndarray | None = None
+) -> Dataset:
+    """Every one of ``n_users`` users has every one of ``n_items`` items (a full grid)."""
+    users = np.repeat(np.arange(n_users), n_items)
+    items = np.tile(np.arange(n_items), n_users)
+    return Dataset.from_arrays(
+        "grid",
+        Vocabulary([f"u{u}" for u in range(n_users)], "user"),
+        Vocabulary([f"i{i}" for i in range(n_items)], "item"),
+        users,
+        items,
+        timestamps=timestamps,
+    )
+
+
 def tiny_dataset() -> Dataset:
     """4 users x 6 items, hand-made, with ratings and timestamps."""
     users = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3])

@@ -17,34 +17,21 @@ from recsys.data.split import (
     split_temporal,
 )
 from recsys.errors import ConfigError, DataError
-from tests.conftest import csr
-
-
-def _grid(n_users: int = 3, n_items: int = 10, timestamps: np.ndarray | None = None) -> Dataset:
-    users = np.repeat(np.arange(n_users), n_items)
-    items = np.tile(np.arange(n_items), n_users)
-    return Dataset.from_arrays(
-        "grid",
-        Vocabulary([f"u{u}" for u in range(n_users)], "user"),
-        Vocabulary([f"i{i}" for i in range(n_items)], "item"),
-        users,
-        items,
-        timestamps=timestamps,
-    )
+from tests.conftest import csr, grid_dataset
 
 
 @pytest.mark.parametrize("ratios", [(8, 1, 1), (0.5, 0.6, 0.2), (0.0, 0.5, 0.5), (0.8, 0.2)])
 @pytest.mark.parametrize("splitter", [split_ratio, split_temporal])
 def test_public_splitters_refuse_ratios_that_are_not_shares(splitter, ratios):
     # RecBole writes 8:1:1 as [8, 1, 1]; split_ratio used to put every interaction in test
-    ds = _grid(timestamps=np.arange(30.0))
+    ds = grid_dataset(timestamps=np.arange(30.0))
     with pytest.raises(ConfigError, match="split.ratios"):
         splitter(ds, ratios)
 
 
 @pytest.mark.parametrize("valid_ratio", [1.0, 1.5, -0.1])
 def test_split_given_refuses_a_valid_ratio_out_of_range(valid_ratio):
-    ds = _grid()
+    ds = grid_dataset()
     ds.split_labels = np.where(ds.interactions.indices >= 8, 2, 0).astype(np.int8)
     with pytest.raises(ConfigError, match="split.valid_ratio"):
         split_given(ds, valid_ratio=valid_ratio)
@@ -56,7 +43,7 @@ def test_a_nan_timestamp_is_an_error_not_the_latest_interaction(splitter):
     ts = np.arange(30.0)
     ts[3] = np.nan
     with pytest.raises(DataError, match="user 'u0' with item 'i3' has no timestamp"):
-        splitter(_grid(timestamps=ts))
+        splitter(grid_dataset(timestamps=ts))
 
 
 def test_heldout_user_whose_items_are_all_cold_is_left_out_not_an_error():
