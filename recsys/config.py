@@ -164,6 +164,10 @@ class EvalConfig(BaseModel):
     interactions."""
     tail_fraction: float | None = Field(None, ge=0, le=1)
     """Instead of ``tail_share``: the tail is this fraction of the items, least popular first."""
+    mask_valid_at_test: bool = True
+    """At test time, mask the user's validation items along with the training items
+    (RecBole's protocol); false leaves them rankable, as MMRec does (BM3, FREEDOM): only
+    training items are masked, so a validation item in the top K is a miss."""
 
     @model_validator(mode="after")
     def _names_valid(self) -> EvalConfig:

@@ -104,6 +104,7 @@ def make_evaluator(cfg: RunConfig) -> Evaluator:
         item_slices=cfg.eval.item_slices,
         tail_share=cfg.eval.tail_share,
         tail_fraction=cfg.eval.tail_fraction,
+        mask_valid_at_test=cfg.eval.mask_valid_at_test,
     )
 
 

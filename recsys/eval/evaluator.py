@@ -8,7 +8,8 @@ model returns, never loops over users or interactions in Python, and does not sy
 the device until the end of the evaluation.
 
 The protocol is RecBole 1.2.1's full-sort evaluation: items of the ``exclude`` matrices
-(training items; for the test split also validation items) are masked to :math:`-\infty`
+(training items; for the test split also validation items, unless ``mask_valid_at_test`` is
+off, as in MMRec's protocol) are masked to :math:`-\infty`
 before ranking, users without held-out items are skipped, and every metric is the mean over the
 users evaluated (:math:`\mathrm{ItemCoverage}` is a property of the union of the lists).
 
@@ -159,6 +160,12 @@ class Evaluator:
             (default: ``0.2``)
         tail_fraction (float, optional): instead, the tail is this fraction of all items, least
             popular first. (default: ``None``)
+        mask_valid_at_test (bool): the protocol for the test part of a split, which the
+            callers that know the split (the trainer) read: mask the user's validation items
+            with the training items (RecBole's full-sort protocol), or leave them rankable, so
+            that they take top-K slots as misses (MMRec's, behind the published BM3 and FREEDOM
+            numbers). :meth:`evaluate` itself masks exactly the ``exclude`` it is given.
+            (default: ``True``)
 
     Raises:
         ConfigError: an unknown metric name, or a cutoff or batch size that is not a positive
@@ -185,6 +192,7 @@ class Evaluator:
         item_slices: bool = False,
         tail_share: float = 0.2,
         tail_fraction: float | None = None,
+        mask_valid_at_test: bool = True,
     ) -> None:
         if isinstance(topk, int | np.integer):
             topk = (int(topk),)
@@ -208,6 +216,8 @@ class Evaluator:
         self.item_slices = bool(item_slices)
         self.tail_share = float(tail_share)
         self.tail_fraction = tail_fraction
+        # read by the callers that build the exclusions of a split's parts (the trainer)
+        self.mask_valid_at_test = bool(mask_valid_at_test)
 
     def user_batch(self, n_items: int) -> int:
         """Users per batch: ``batch_size``, or fewer where ``memory_mb`` says so."""

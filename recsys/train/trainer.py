@@ -325,12 +325,14 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, part: Literal["valid", "test"] = "valid") -> dict[str, float]:
-        """Full-ranking metrics on ``part``; test masks training and validation items."""
+        """Full-ranking metrics on ``part``; test masks training and validation items (only
+        training items when the evaluator's ``mask_valid_at_test`` is off)."""
         self.model.eval()
         # with held-out users (split.foldin) a user's history is train + fold-in rows: scored
         # from, and masked
         history = self.split.history
-        exclude = [history] if part == "valid" else [history, self.split.valid]
+        masks_valid = part == "test" and self.evaluator.mask_valid_at_test
+        exclude = [history, self.split.valid] if masks_valid else [history]
         truth = self.split.valid if part == "valid" else self.split.test
         with torch.no_grad():
             return self.evaluator.evaluate(

@@ -266,3 +266,42 @@ def test_resume_on_cuda_continues_the_device_random_stream(planted_split, tmp_pa
     losses = [h["loss"] for h in resumed.history]
     assert losses == pytest.approx([h["loss"] for h in straight.history], rel=1e-5)
     assert resumed.best_valid == pytest.approx(straight.best_valid, rel=1e-4)
+
+
+def _valid_item_above_test_item():
+    """Users 0 and 1 hold item 5; item 0 (more popular) is their validation item, item 1
+    their test item: Pop ranks item 0 first, then item 1."""
+    import scipy.sparse as sp
+
+    from recsys.data.split import Split
+
+    def csr(pairs):
+        rows, cols = zip(*pairs, strict=True)
+        return sp.csr_array((np.ones(len(rows), np.float32), (rows, cols)), shape=(4, 6))
+
+    return Split(
+        train=csr([(0, 5), (1, 5), (2, 0), (2, 1), (3, 0)]),
+        valid=csr([(0, 0), (1, 0)]),
+        test=csr([(0, 1), (1, 1)]),
+    )
+
+
+@pytest.mark.parametrize(("mask_valid", "recall"), [(True, 1.0), (False, 0.0)])
+def test_test_masks_validation_items_unless_told_not_to(mask_valid, recall):
+    # RecBole masks validation items at test; MMRec (BM3's protocol) leaves them rankable
+    split = _valid_item_above_test_item()
+    evaluator = Evaluator(topk=[1], metrics=["recall"], mask_valid_at_test=mask_valid)
+    config = TrainConfig(progress=False, valid_metric="recall_at_1")
+    trainer = Trainer(create_model("pop"), split, config, evaluator)
+    trainer.fit()
+    assert trainer.evaluate("test")["recall_at_1"] == recall
+    assert trainer.evaluate("valid")["recall_at_1"] == 1.0  # validation never masks itself
+
+
+def test_the_mask_valid_at_test_key_reaches_the_evaluator():
+    from recsys.config import build_run_config
+    from recsys.experiment import make_evaluator
+
+    assert make_evaluator(build_run_config(None, [])).mask_valid_at_test
+    cfg = build_run_config(None, ["eval.mask_valid_at_test=false"])
+    assert not make_evaluator(cfg).mask_valid_at_test
