@@ -7,8 +7,9 @@ MDE's popularity rule (Ginart et al., the DNIS paper's baseline), which gives bl
 of the parameters proportional to p_s^a (p_s its share of interactions), swept over a; a = 0
 is uniform width 32 through the same mixed-width code, a > 0 gives frequent rows more width,
 a < 0 gives rare rows more. Beside them: uniform BPR-MF at 32 and 64, and DNIS's searched
-allocations (the paper's per-entry pruning, and the nested variant whose blocks keep a prefix
-of one column ranking).
+allocations (``free``: any (block, dimension) cell, one width per block; and the nested variant
+whose blocks keep a prefix of one column ranking). The paper's finer per-entry pruning is
+measured in ``benchmarks/dnis_entry_pruning.py``.
 
 Protocol as benchmarks/dnis.py: random 8:1:1 split per user, BPR-MF (Adam lr 2e-3, batch
 2048, one uniform negative), best epoch on validation Recall@20 (patience 10), 3 seeds

@@ -529,7 +529,9 @@ class DNISConfig(ModelConfig):
     """Fixed widths from MDE's popularity rule (:func:`mde_dims`, exponent :math:`a`) at
     ``keep_ratio`` of every table, instead of a search (the paper's MDE baseline)."""
     structure: Literal["free", "nested"] = "free"
-    """Which cells pruning may keep: any (``free``, the paper's per-entry pruning), or in
+    """Which cells pruning may keep: any (``free``: any (block, dimension) cell, the closest
+    to the paper's per-entry pruning that keeps one width per block; see
+    ``benchmarks/dnis_entry_pruning.py`` for per-entry pruning itself), or in
     every block a prefix of one column ranking shared by all tables (``nested``), so that a
     user and an item interact on all the columns the narrower of them keeps."""
     score_normalization: Literal["table", "block"] = "table"
