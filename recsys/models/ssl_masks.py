@@ -13,14 +13,23 @@ embeddings, view two those in :math:`F \setminus F_m`.
       \mathrm{MI}(V_i, V_j) = \sum_{v_i, v_j} P(v_i, v_j)
         \log\frac{P(v_i, v_j)}{P(v_i)P(v_j)},
 
-  so correlated features are masked together and cannot leak the masked information into the
-  other view. :math:`n` is capped at :math:`k - 2` so that each view keeps at least one feature.
+  so correlated features are masked together rather than one leaking the other's information
+  into the other view. :math:`n` is capped at :math:`k - 2` so that each view keeps at least
+  one feature.
 
 Mutual information is computed once over the item feature *columns* (one row per item, as the
 SSL task samples items uniformly from the corpus), from one discrete code per item and feature:
 the code itself for categorical features (the item id is a feature with one value per item), the
 set of values of a multi-valued feature (hashed), and a k-means cluster for a dense feature
 (quantile bins for a one-column one).
+
+The neighbours are ranked by *chance-adjusted* mutual information
+(:func:`adjusted_mutual_information`): the plug-in estimate minus its mean over random
+permutations of one column (its value under independence). The plug-in estimate grows with the
+number of distinct codes whatever the association: the item id, whose codes are all distinct,
+has :math:`\mathrm{MI}(f, \mathrm{id}) = H(f) \geq \mathrm{MI}(f, g)` for every :math:`g`
+and would join every masked set, and a hashed multi-valued feature with a code per item nearly
+so, crowding out the features that are in fact correlated. Adjusted, both score about 0.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = [
+    "adjusted_mutual_information",
     "cfm_groups",
     "dense_codes",
     "masked_set_size",
@@ -53,27 +63,88 @@ def mutual_information(codes: np.ndarray) -> np.ndarray:
     Returns:
         ``float64 [k, k]`` symmetric matrix; the diagonal holds each feature's entropy.
     """
-    codes = np.asarray(codes, dtype=np.int64)
-    n, k = codes.shape
-    # relabel each column to 0..c-1 so joint codes a * c_b + b stay small
-    dense = np.empty_like(codes)
-    sizes = np.empty(k, dtype=np.int64)
-    for j in range(k):
-        _, dense[:, j] = np.unique(codes[:, j], return_inverse=True)
-        sizes[j] = dense[:, j].max() + 1 if n else 0
+    dense, sizes = _relabel(codes)
+    n, k = dense.shape
     out = np.zeros((k, k))
     if n == 0:
         return out
     marginals = [np.bincount(dense[:, j], minlength=sizes[j]) / n for j in range(k)]
     for a in range(k):  # k is the number of features (a handful): no per-item loop
         for b in range(a, k):
-            joint_key = dense[:, a] * sizes[b] + dense[:, b]
-            keys, counts = np.unique(joint_key, return_counts=True)
-            p_ab = counts / n
-            p_a = marginals[a][keys // sizes[b]]
-            p_b = marginals[b][keys % sizes[b]]
-            out[a, b] = out[b, a] = float(np.sum(p_ab * np.log(p_ab / (p_a * p_b))))
+            out[a, b] = out[b, a] = _pair_mi(dense[:, a], dense[:, b], sizes[b], marginals, a, b)
     return np.maximum(out, 0.0)
+
+
+def adjusted_mutual_information(
+    codes: np.ndarray, n_permutations: int = 8, seed: int = 0, max_rows: int = 200_000
+) -> np.ndarray:
+    r"""Chance-adjusted pairwise mutual information (nats) of the columns of ``codes``:
+
+    .. math::
+        \mathrm{MI}^*(V_i, V_j) = \mathrm{MI}(V_i, V_j)
+            - \frac{1}{P}\sum_{p=1}^{P}\mathrm{MI}(V_i, \pi_p(V_j)),
+
+    with :math:`\pi_p` random permutations of the rows (seeded), so :math:`\mathrm{MI}^*` is
+    about 0 for independent columns whatever their numbers of distinct codes, and exactly 0
+    against a column whose codes are all distinct (an id). Off the diagonal it can be slightly
+    negative; the diagonal holds each feature's entropy. Above ``max_rows`` rows the estimate
+    uses a seeded sample of that many.
+
+    Args:
+        codes: ``int [n, k]``, one non-negative code per row and feature.
+        n_permutations: :math:`P`.
+        seed: seeds the permutations and the row sample.
+        max_rows: rows used at most.
+
+    Returns:
+        ``float64 [k, k]`` symmetric matrix.
+    """
+    rng = np.random.default_rng(seed)
+    codes = np.asarray(codes, dtype=np.int64)
+    if len(codes) > max_rows:
+        codes = codes[np.sort(rng.choice(len(codes), max_rows, replace=False))]
+    dense, sizes = _relabel(codes)
+    n, k = dense.shape
+    out = np.zeros((k, k))
+    if n == 0:
+        return out
+    marginals = [np.bincount(dense[:, j], minlength=sizes[j]) / n for j in range(k)]
+    permutations = [rng.permutation(n) for _ in range(n_permutations)]
+    for a in range(k):
+        out[a, a] = _pair_mi(dense[:, a], dense[:, a], sizes[a], marginals, a, a)
+        for b in range(a + 1, k):
+            mi = _pair_mi(dense[:, a], dense[:, b], sizes[b], marginals, a, b)
+            column = dense[:, b]
+            chance = np.mean(
+                [_pair_mi(dense[:, a], column[p], sizes[b], marginals, a, b) for p in permutations]
+            )
+            out[a, b] = out[b, a] = mi - chance
+    return out
+
+
+def _relabel(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column relabelled to ``0..c-1`` (so joint codes ``a * c_b + b`` stay small), and
+    the ``c`` of every column."""
+    codes = np.asarray(codes, dtype=np.int64)
+    n, k = codes.shape
+    dense = np.empty_like(codes)
+    sizes = np.zeros(k, dtype=np.int64)
+    for j in range(k):
+        _, dense[:, j] = np.unique(codes[:, j], return_inverse=True)
+        sizes[j] = dense[:, j].max() + 1 if n else 0
+    return dense, sizes
+
+
+def _pair_mi(
+    x: np.ndarray, y: np.ndarray, size_y: int, marginals: list[np.ndarray], a: int, b: int
+) -> float:
+    """Plug-in MI of two relabelled columns (``y`` may be a permutation of column ``b``: the
+    marginal is the same)."""
+    keys, counts = np.unique(x * size_y + y, return_counts=True)
+    p_ab = counts / len(x)
+    p_a = marginals[a][keys // size_y]
+    p_b = marginals[b][keys % size_y]
+    return float(np.sum(p_ab * np.log(p_ab / (p_a * p_b))))
 
 
 def multi_hot_codes(matrix: sp.csr_array | sp.csr_matrix) -> np.ndarray:

@@ -25,11 +25,11 @@ from recsys.errors import ConfigError, DataError
 from recsys.models.base import DotProductScorer, ModelConfig, Recommender, ScoreFn
 from recsys.models.registry import register
 from recsys.models.ssl_masks import (
+    adjusted_mutual_information,
     cfm_groups,
     dense_codes,
     masked_set_size,
     multi_hot_codes,
-    mutual_information,
 )
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,11 @@ class TwoTowerConfig(ModelConfig):
     temperature: float = Field(0.1, gt=0)
     """Softmax temperature :math:`\\tau` of the main task."""
     logq_correction: bool = False
-    """Subtract :math:`\\log p_j` (training frequency of item :math:`j`) from the logits
-    (Yi et al., RecSys 2019): corrects the popularity bias of in-batch negatives."""
+    """Subtract the log-probability that item :math:`j` is a candidate of a batch from its
+    logits (Yi et al., RecSys 2019): corrects the popularity bias of in-batch negatives. With
+    :math:`p_j` its training frequency and :math:`B` rows, that is
+    :math:`\\log(1 - (1 - p_j)^B)` for distinct candidates (``remove_accidental_hits``), else
+    :math:`\\log p_j` per row."""
     remove_accidental_hits: bool = True
     """Candidates are the batch's *distinct* items, so a repeat of a row's own positive is
     never its negative (an "accidental hit"); false: every batch row's item is a candidate."""
@@ -344,17 +347,24 @@ class TwoTower(DotProductScorer, Recommender):
             \frac{\exp(s(\mathbf{q}_b, \mathbf{x}_b)/\tau - c_b)}
                  {\sum_{j=1}^{B}\exp(s(\mathbf{q}_b, \mathbf{x}_j)/\tau - c_j)},
 
-    with :math:`c_j = \log p_j` (training frequency) under ``logq_correction``, else 0; the
-    candidates :math:`j` are the batch's distinct items (``remove_accidental_hits``: a repeat of
-    the row's own item is never its negative), else every row's item.
+    with :math:`c_j` the log-probability of drawing :math:`j` under ``logq_correction``, else 0;
+    the candidates :math:`j` are the batch's distinct items (``remove_accidental_hits``: a repeat
+    of the row's own item is never its negative), else every row's item. With :math:`p_j` the
+    training frequency of item :math:`j`, a row's item is :math:`j` with probability
+    :math:`p_j`, so every row's item as a candidate has :math:`c_j = \log p_j`, and :math:`j`
+    among the distinct items of :math:`B` rows has :math:`c_j = \log(1 - (1 - p_j)^B)`: the
+    per-batch hit probability that Yi et al. estimate by streaming, which saturates at 1 for
+    the most popular items (:math:`\log p_j` would over-correct them by up to
+    :math:`\log B`).
 
     The SSL task draws :math:`N` items uniformly from the corpus (not from the power-law
     training pairs) and a masked set :math:`F_m` per batch (RFM: random; CFM: a seed feature
-    and the features of highest mutual information with it). View one replaces the features
-    in :math:`F_m` by learned per-feature default embeddings :math:`\mathbf{d}_f`, view two
-    those in :math:`F \setminus F_m`; values of multi-valued features are also dropped with
-    probability ``ssl_value_dropout`` in each view. With :math:`\mathbf{z}_i, \mathbf{z}'_i`
-    the item tower's outputs of the two views (the same tower and embeddings as the main task),
+    and the features of highest chance-adjusted mutual information with it). View one replaces
+    the features in :math:`F_m` by learned per-feature default embeddings
+    :math:`\mathbf{d}_f`, view two those in :math:`F \setminus F_m`; values of multi-valued
+    features are also dropped with probability ``ssl_value_dropout`` in each view. With
+    :math:`\mathbf{z}_i, \mathbf{z}'_i` the item tower's outputs of the two views (the same
+    tower and embeddings as the main task),
 
     .. math::
         \mathcal{L}_\text{ssl} = -\frac{1}{N}\sum_{i=1}^{N}\log
@@ -433,7 +443,7 @@ class TwoTower(DotProductScorer, Recommender):
                 [np.arange(self.n_items), *(_codes(t, cfg.cfm_clusters) for t in item_tables)],
                 axis=1,
             )
-            mi = mutual_information(codes)
+            mi = adjusted_mutual_information(codes)
             groups = cfm_groups(mi)
         self.register_buffer("cfm_table", torch.from_numpy(groups), persistent=False)
         self.register_buffer(
@@ -580,8 +590,19 @@ class TwoTower(DotProductScorer, Recommender):
             candidates, labels = items, torch.arange(len(items), device=items.device)
         logits = q @ x.T
         if cfg.logq_correction:
-            logits = logits - self.log_q.index_select(0, candidates).unsqueeze(0)
+            log_q = self.candidate_log_q(candidates, len(items), cfg.remove_accidental_hits)
+            logits = logits - log_q.unsqueeze(0)
         return logits, labels
+
+    def candidate_log_q(self, candidates: Tensor, batch_rows: int, distinct: bool) -> Tensor:
+        r""":math:`c_j` of :meth:`main_logits` ``[C]``: :math:`\log p_j` per row's item, or for
+        distinct candidates :math:`\log(1 - (1 - p_j)^B)`, computed as
+        :math:`\log(-\operatorname{expm1}(B \operatorname{log1p}(-p_j)))` in float64."""
+        log_p = self.log_q.index_select(0, candidates)
+        if not distinct:
+            return log_p
+        p = log_p.double().exp()
+        return torch.log(-torch.expm1(batch_rows * torch.log1p(-p))).to(log_p.dtype)
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits, labels = self.main_logits(batch)

@@ -152,6 +152,46 @@ def test_cfm_groups_highly_correlated_features():
     assert groups.sum(1).tolist() == [masked_set_size(6)] * 6
 
 
+def test_cfm_groups_correlated_features_of_any_cardinality():
+    # the plug-in MI favours many distinct codes: the id (MI(f, id) = H(f)) and an independent
+    # multi-valued feature (one hashed set per item) outranked the planted copy, so the planted
+    # pair was never masked together; the chance-adjusted MI groups it
+    n_items = 2000
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 8, n_items)
+    a_copy = np.where(rng.random(n_items) < 0.05, rng.integers(0, 8, n_items), a)
+    tag_cols = np.stack([rng.choice(40, 3, replace=False) for _ in range(n_items)])
+    tags = sp.csr_array(
+        (np.ones(3 * n_items), (np.repeat(np.arange(n_items), 3), tag_cols.ravel())),
+        shape=(n_items, 40),
+    )
+    vocab = [str(v) for v in range(8)]
+    tables = {
+        "a": FeatureTable("a", "categorical", a, vocab),
+        "tags": FeatureTable("tags", "multi_hot", tags, [f"t{t}" for t in range(40)]),
+        "a_copy": FeatureTable("a_copy", "categorical", a_copy, vocab),
+        "noise": FeatureTable("noise", "dense", rng.standard_normal((n_items, 2))),
+    }
+    users, items = rng.integers(0, 50, 3000), rng.integers(0, n_items, 3000)
+    ds = Dataset.from_arrays(
+        "mixed",
+        Vocabulary([str(u) for u in range(50)], "user"),
+        Vocabulary([str(i) for i in range(n_items)], "item"),
+        users,
+        items,
+        item_features=tables,
+    )
+    model = TwoTower(ssl="cfm").setup(split_ratio(ds, (0.8, 0.1, 0.1), seed=0).train, ds)
+    idx = {n: i for i, n in enumerate(model.item_feature_names)}
+    groups, mi = model.cfm_table.numpy(), model.feature_mi.numpy()
+    assert groups[idx["a"], idx["a_copy"]] and groups[idx["a_copy"], idx["a"]]
+    raw = mutual_information(np.stack([a, a_copy, multi_hot_codes(tags)], 1))
+    assert raw[0, 2] > raw[0, 1]  # plug-in: the independent tags look more related than the copy
+    for name in ("tags", "noise", "item_id"):
+        assert abs(mi[idx["a"], idx[name]]) < 0.05 * mi[idx["a"], idx["a_copy"]], name
+    assert np.allclose(mi[idx["item_id"], [idx["a"], idx["tags"]]], 0.0, atol=1e-9)
+
+
 def test_cfm_groups_by_top_mutual_information():
     mi = np.array(
         [
@@ -278,17 +318,27 @@ def test_ssl_term_is_weighted_by_alpha(planted, planted_split):
     assert values[1] == pytest.approx(2 * values[0], rel=1e-5)
 
 
-def test_logq_correction_subtracts_log_frequency(planted, planted_split):
+def test_logq_correction_subtracts_the_log_probability_of_being_a_candidate(planted, planted_split):
+    # distinct candidates: j is one when any of the B rows draws it, 1 - (1 - p_j)^B (log p_j
+    # over-corrected popular items by up to log B); every row's item: p_j per row
     batch = _batch(planted_split)
-    plain = _model(planted_split, planted, ssl="none")
-    corrected = _model(planted_split, planted, ssl="none", logq_correction=True)
-    a, labels = plain.main_logits(batch)
-    b, _ = corrected.main_logits(batch)
-    distinct = torch.unique(batch["item"])
-    assert torch.allclose(a - b, plain.log_q[distinct].expand_as(a), atol=1e-5)
-    assert torch.equal(distinct[labels], batch["item"])  # each row's label is its own item
-    counts = np.bincount(planted_split.train.indices, minlength=plain.n_items)
-    assert plain.log_q[0] == pytest.approx(np.log(max(counts[0], 1) / counts.sum()), rel=1e-5)
+    counts = np.bincount(planted_split.train.indices, minlength=planted_split.shape[1])
+    p = np.maximum(counts, 1) / counts.sum()
+    rows = len(batch["item"])
+    for distinct in (True, False):
+        options = {"ssl": "none", "remove_accidental_hits": distinct}
+        plain = _model(planted_split, planted, **options)
+        corrected = _model(planted_split, planted, logq_correction=True, **options)
+        a, labels = plain.main_logits(batch)
+        b, _ = corrected.main_logits(batch)
+        if distinct:
+            candidates = torch.unique(batch["item"]).numpy()
+            expected = np.log(1 - (1 - p[candidates]) ** rows)
+            assert torch.equal(torch.from_numpy(candidates)[labels], batch["item"])
+        else:
+            expected = np.log(p[batch["item"].numpy()])
+        shift = torch.from_numpy(expected).float().expand_as(a)
+        assert torch.allclose(a - b, shift, atol=1e-5, rtol=1e-5)
 
 
 def test_every_row_item_is_a_candidate_without_hit_removal(planted, planted_split):
