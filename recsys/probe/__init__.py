@@ -3,6 +3,7 @@
 - :mod:`recsys.probe.sae`: the TopK sparse autoencoder and its training loop;
 - :mod:`recsys.probe.collect`: probe sites of a frozen model;
 - :mod:`recsys.probe.concepts`: item attributes, lift, concept dictionary, held-out confidence;
+- :mod:`recsys.probe.coherence`: RecSAE's coherence of a latent's top instances;
 - :mod:`recsys.probe.ablation`: ablation and steering of latents against random controls;
 - :mod:`recsys.probe.itda`: ITDA dictionaries by matching pursuit and their Jaccard similarity;
 - :mod:`recsys.probe.labeller`: the optional external-labeller hook;

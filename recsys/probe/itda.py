@@ -25,7 +25,12 @@ current dictionary, and those with normalised error
 above :math:`\delta` become atoms. Unlike the paper's batch rule, a candidate is re-checked
 against the atoms added earlier in the same batch, so near-duplicates within a batch are not
 both added. Vectors are centred on the mean of the set first (the mean is added back on
-decoding), so the dictionary spends no atom on the shared offset.
+decoding), so the dictionary spends no atom on the shared offset. The authors' code also
+starts each batch by adding, unconditionally, up to :math:`d` of its most frequent distinct
+vectors while the dictionary has fewer than :math:`d` atoms; there is no such bootstrap here
+(with one vector per user that step picks the first rows in sort order, an arbitrary set),
+so the first atoms are the first instances the error rule admits; the dictionary size
+changes by at most :math:`d`.
 
 **Similarity** of two models (same instances, same stream) is the Jaccard index of their atom
 ids, :math:`J(A, B) = |S_A \cap S_B| / |S_A \cup S_B|`: two models that find the same

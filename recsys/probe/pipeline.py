@@ -7,11 +7,18 @@ and MLflow logging. The steps:
 1. collect the frozen model's representation at the site (:mod:`recsys.probe.collect`);
 2. train a TopK SAE on it, selecting the epoch on validation NDCG@10 of the model whose
    representation is replaced by the reconstruction (scores within ``train.select_tolerance``
-   of the best tie and the lower FVU wins; FVU alone for non-scoring sites);
+   of the best tie and the lower FVU wins; FVU alone for non-scoring sites). A per-user site
+   has one vector per user and no held-out vectors, so these FVUs are training FVUs (the
+   history's ``fvu`` column; it has no ``fvu_valid``). RecSAE selects on NDCG@5, with no tie
+   rule;
 3. build the concept dictionary and its held-out confidence for the SAE and for two baselines:
    an untrained SAE (RecSAE's "Init": random uniform weights, the same input normalisation and
    pre-encoder bias) and the raw neurons (each neuron's positive and negative half as two
-   latents, centred on the mean);
+   latents, centred on the mean), and RecSAE's coherence of each
+   (:mod:`recsys.probe.coherence`; top instances de-duplicated by the model's top-1
+   recommended item on a user site). A user's concept evidence is its training history
+   (``concepts.evidence="history"``) or the model's top-K recommendations (``"recommended"``,
+   nearer RecSAE; see :mod:`recsys.probe.concepts`);
 4. ablate and steer the most confident interpretable latents against random-latent controls;
 5. build an ITDA dictionary and compare it (Jaccard) with the model's other sites of the same
    kind, with another model (``compare``) and with random vectors (chance level);
@@ -44,6 +51,7 @@ from recsys.probe.ablation import (
     concept_item_mask,
     summarize_effects,
 )
+from recsys.probe.coherence import chance_coherence, latent_coherence, method_coherence
 from recsys.probe.collect import (
     ProbeSiteError,
     Site,
@@ -193,7 +201,12 @@ class ProbeResult:
                     "confidence": [c.confidence for c in cs],
                     "frequency": self.frequencies.get(name, []),
                     "concepts": [
-                        {"latent": c.latent, "label": c.label, "confidence": c.confidence}
+                        {
+                            "latent": c.latent,
+                            "label": c.label,
+                            "confidence": c.confidence,
+                            "coherence": c.coherence,
+                        }
                         for c in cs
                         if c.attributes
                     ],
@@ -256,6 +269,30 @@ def input_fvu(x: torch.Tensor, recon: torch.Tensor) -> float:
     """FVU in the input space: :math:`\\lVert \\hat{X} - X \\rVert^2 / \\lVert X - \\bar{X}
     \\rVert^2`."""
     return float((recon - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-12))
+
+
+def recommended_items(
+    model: Recommender,
+    reps: dict[str, torch.Tensor],
+    train: sp.csr_array,
+    k: int,
+) -> np.ndarray:
+    """Every user's top-``k`` items by the model's own scores (its unedited representations),
+    training items excluded: ``int64 [n_users, k]``, ``-1`` where a user has fewer rankable
+    items."""
+    evaluator = Evaluator(topk=(k,), metrics=("ndcg",))
+    users = np.arange(train.shape[0])
+    items, _ = evaluator.topk(model.scorer_from(reps), users, k, exclude=[train])
+    return items
+
+
+def recommended_matrix(items: np.ndarray, n_items: int) -> sp.csr_array:
+    """0/1 ``[n_users, n_items]`` matrix of recommended items ``[n_users, k]`` (-1 = none)."""
+    rows, cols = np.nonzero(items >= 0)
+    return sp.csr_array(
+        (np.ones(len(rows), dtype=np.float32), (rows, items[rows, cols])),
+        shape=(items.shape[0], n_items),
+    )
 
 
 def _frequency(acts: np.ndarray) -> list[float]:
@@ -384,9 +421,27 @@ def _run_probe(
 
     # -- 3: concepts -----------------------------------------------------------------------
     attributes = build_attributes(dataset, split.train, config.concepts)
-    profiles, names, families = instance_profiles(attributes, site.kind, split.train)
-    heldout = split_instances(site.n, config.concepts.heldout_fraction, config.concepts.seed)
-    kwargs = {"item_attributes": attributes.items, "kind": site.kind, "train": split.train}
+    ccfg = config.concepts
+    # a user's evidence: the items of its training history, or the model's recommendations
+    evidence = split.train
+    keys = None  # the coherence metric's de-duplication key of every instance
+    if site.kind == "user":
+        k_rec = ccfg.evidence_k if ccfg.evidence == "recommended" else 1
+        recommended = recommended_items(model, reps, split.train, k_rec)
+        if ccfg.evidence == "recommended":
+            evidence = recommended_matrix(recommended, split.shape[1])
+        # RecSAE de-duplicates top instances by their top-1 recommended item; a user with no
+        # rankable item keeps a key of its own
+        top1 = recommended[:, 0]
+        keys = np.where(top1 >= 0, top1, split.shape[1] + np.arange(len(top1)))
+    elif ccfg.evidence == "recommended":
+        notes.append(
+            "concepts.evidence=recommended applies to user sites; an item's evidence is its "
+            "own attributes"
+        )
+    profiles, names, families = instance_profiles(attributes, site.kind, evidence)
+    heldout = split_instances(site.n, ccfg.heldout_fraction, ccfg.seed)
+    kwargs = {"item_attributes": attributes.items, "kind": site.kind, "train": evidence}
     concepts = build_concepts(acts, profiles, names, heldout, config.concepts, **kwargs)
     threshold = config.concepts.confidence_threshold
     summaries = {"sae": summarize(concepts, threshold)}
@@ -409,12 +464,25 @@ def _run_probe(
             baseline_concepts[name] = method_concepts
             summaries[name] = summarize(method_concepts, threshold)
             frequencies[name] = _frequency(method_acts)
+        # RecSAE's coherence: mean pairwise cosine of the site vectors of each latent's top
+        # distinct instances, averaged over the interpretable latents (all for the neurons)
+        coherence = latent_coherence(method_acts, site.x, top=ccfg.coherence_top, keys=keys)
+        for c, value in zip(method_concepts, coherence, strict=True):
+            c.coherence = float(value)
+        mean, count = method_coherence(
+            coherence, None if name == "neurons" else method_concepts, threshold
+        )
+        summaries[name]["coherence"] = mean
+        summaries[name]["n_coherence"] = count
+        summaries[name]["coherence_all"] = method_coherence(coherence)[0]
         # how much of the representation the interpretable latents alone explain
         keep = np.array([c.interpretable(threshold) for c in method_concepts])
         summaries[name]["fvu"] = input_fvu(site.x, decoders[name](method_acts))
         summaries[name]["fvu_interpretable_only"] = input_fvu(
             site.x, decoders[name](method_acts * keep[None, :])
         )
+
+    quality["coherence_chance"] = chance_coherence(site.x)
 
     # -- 4: ablation -----------------------------------------------------------------------
     effects: list[LatentEffect] = []
@@ -451,6 +519,9 @@ def _run_probe(
         "learning_rate": config.train.learning_rate,
         "batch_size": config.train.batch_size,
         "epochs": config.train.epochs,
+        "evidence": ccfg.evidence if site.kind == "user" else "item attributes",
+        "coherence_top": ccfg.coherence_top,
+        "coherence_key": "top-1 recommended item" if keys is not None else "none",
         "n_attributes": len(names),
         "attribute_families": sorted(set(families)),
         "n_heldout": int(heldout.sum()),
@@ -628,7 +699,11 @@ def _cards(
     labeller: Labeller | None,
     families: list[str],
 ) -> list[dict[str, Any]]:
-    """Per-latent cards: the most confident interpretable latents, then other named ones."""
+    """Per-latent cards: the most confident interpretable latents, then other named ones.
+
+    A user's TF-IDF terms come from the text of its training items, whatever the concept
+    evidence (``concepts.evidence``).
+    """
     threshold = config.concepts.confidence_threshold
     ranked = sorted(
         [c for c in concepts if c.attributes],
@@ -662,6 +737,7 @@ def _cards(
             "precision": c.precision,
             "specificity": c.specificity,
             "frequency": c.frequency,
+            "coherence": c.coherence,
             "lift": c.lift,
             "z": c.z,
             "top_attributes": [

@@ -91,7 +91,9 @@ def plot_training(result: ProbeResult) -> str:
             ax.set_ylabel(f"validation {metric.replace('_at_', '@')}")
             ax.legend(fontsize=8, loc="lower right")
         else:
-            ax.plot(epochs, [h["fvu_valid"] for h in hist], color="#1f77b4")
+            # selected on FVU: on held-out rows when train_sae had them, else the training FVU
+            key = "fvu_valid" if "fvu_valid" in hist[0] else "fvu"
+            ax.plot(epochs, [h[key] for h in hist], color="#1f77b4")
             ax.set_ylabel("FVU (selection)")
         ax.axvline(result.quality["best_epoch"], color="grey", lw=0.8, ls=":")
         ax.set_xlabel("epoch")
@@ -333,6 +335,7 @@ def _section_concepts(r: ProbeResult, limit: int = 80) -> str:
             c.recall,
             c.precision,
             c.frequency,
+            c.coherence,
         ]
         for c in named[:limit]
     ]
@@ -350,7 +353,17 @@ def _section_concepts(r: ProbeResult, limit: int = 80) -> str:
     return (
         intro
         + _table(
-            ["latent", "concept", "lift", "z", "confidence", "recall", "precision", "frequency"],
+            [
+                "latent",
+                "concept",
+                "lift",
+                "z",
+                "confidence",
+                "recall",
+                "precision",
+                "frequency",
+                "coherence",
+            ],
             rows,
             "wide",
         )
@@ -366,21 +379,36 @@ def _section_baselines(r: ProbeResult, conf_png: str) -> str:
         ("n_evaluated", "evaluated"),
         # n_interpretable counts against the configured threshold, not RecSAE's 0.8
         ("n_interpretable", f"confidence ≥ {r.config.concepts.confidence_threshold:g}"),
+        ("share_interpretable_of_alive", "interpretable / alive"),
+        ("coherence", "coherence (RecSAE)"),
+        ("n_coherence", "latents in coherence"),
+        ("coherence_all", "coherence, all latents"),
         ("n_distinct_concepts", "distinct concepts"),
         ("n_confidence_ge_0_9", "≥ 0.9"),
         ("n_confidence_eq_1", "= 1.0"),
-        ("share_interpretable_of_alive", "interpretable / alive"),
         ("mean_confidence", "mean confidence"),
         ("fvu", "FVU"),
         ("fvu_interpretable_only", "FVU from interpretable latents only"),
     ]
     rows = [[LABELS.get(n, n), *[s.get(k) for k, _ in keys]] for n, s in r.summaries.items()]
+    top = r.config.concepts.coherence_top
+    dedup = (
+        " with distinct top-1 recommended items"
+        if r.setup.get("coherence_key", "none") != "none"
+        else ""
+    )
     return (
         "<p>The same concept pipeline on an untrained SAE (random weights, RecSAE's Init "
         "baseline) and on the "
         "model's raw neurons (each neuron's positive and negative half as two latents). The "
         "last column reconstructs the representation from the interpretable latents alone: "
         "how much of what the model computes the named concepts account for (1 = nothing).</p>"
+        f"<p>Coherence (RecSAE): the mean cosine similarity of the model's representations of "
+        f"a latent's top {top} activating instances{dedup}, averaged over the interpretable "
+        "latents of the SAEs and over all neurons; “coherence, all latents” "
+        "averages every latent with two such instances. "
+        "Random pairs of instances have "
+        f"{_fmt(r.quality.get('coherence_chance'), 3)}.</p>"
         + _table(["", *[label for _, label in keys]], rows)
         + _img(conf_png, "confidence histogram")
     )

@@ -160,9 +160,11 @@ def headline_metrics(result: ProbeResult) -> dict[str, float]:
         "probe/n_interpretable": s["sae"]["n_interpretable"],
         "probe/n_alive": s["sae"]["n_alive"],
     }
+    out["probe/coherence"] = s["sae"].get("coherence")
     for name in ("untrained", "neurons"):
         if name in s:
             out[f"probe/{name}/n_interpretable"] = s[name]["n_interpretable"]
+            out[f"probe/{name}/coherence"] = s[name].get("coherence")
     if "valid_retention" in q:
         metric = q["valid_metric"]
         out[f"probe/valid/{metric}_base"] = q["valid_base"][metric]

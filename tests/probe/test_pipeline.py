@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from recsys.data.split import split_ratio
@@ -11,6 +12,8 @@ from recsys.data.synthetic import make_synthetic
 from recsys.errors import ConfigError
 from recsys.eval.evaluator import Evaluator
 from recsys.models.registry import create_model
+from recsys.probe.collect import collect_representations
+from recsys.probe.concepts import build_attributes
 from recsys.probe.pipeline import ProbeConfig, run_probe
 from recsys.probe.report import SECTIONS, render_html, write_report
 from recsys.train.trainer import TrainConfig, Trainer
@@ -52,6 +55,8 @@ def test_report_files_and_json_are_strict(small_bpr, tmp_path):
     data = json.loads(json_path.read_text())
     assert data["setup"]["model"] == "bpr-small" and data["setup"]["dataset"] == ds.name
     assert len(data["history"]) == 3 and len(data["cards"]) <= 3
+    # the SAE has no held-out rows: its FVU column is the training FVU, named "fvu"
+    assert "fvu" in data["history"][0] and "fvu_valid" not in data["history"][0]
     assert set(data["baselines"]) == {"untrained", "neurons"}
     assert "NaN" not in json_path.read_text() and "Infinity" not in json_path.read_text()
     page = html_path.read_text()
@@ -144,3 +149,35 @@ def test_the_baseline_table_counts_against_the_configured_threshold(small_bpr):
     )
     page = render_html(run_probe(model, ds, split, config))
     assert "<th>confidence ≥ 0.6</th>" in page and "confidence ≥ 0.8" not in page
+
+
+def test_concept_evidence_can_be_the_models_recommendations(concept_data, concept_lightgcn):
+    ds, split = concept_data
+    config = ProbeConfig.model_validate(
+        {
+            "train": {"epochs": 2, "progress": False},
+            "concepts": {"evidence": "recommended", "evidence_k": 10},
+            "baselines": False,
+            "itda": {"enabled": False},
+            "ablation": {"n_latents": 0},
+            "cards": 0,
+        }
+    )
+    result = run_probe(concept_lightgcn, ds, split, config)
+    assert result.setup["evidence"] == "recommended"
+    # a user's profile is the share of its top-10 recommendations (training items excluded)
+    # that carry an attribute, so a one-attribute concept's base rate is the mean share
+    recs, _ = Evaluator(topk=(10,), metrics=("ndcg",)).topk(
+        concept_lightgcn.scorer_from(collect_representations(concept_lightgcn)),
+        np.arange(split.shape[0]),
+        10,
+        exclude=[split.train],
+    )
+    attributes = build_attributes(ds, split.train, config.concepts)
+    single = [c for c in result.concepts if len(c.attributes) == 1]
+    assert single
+    for c in single[:5]:
+        carries = attributes.items[:, [attributes.names.index(c.attributes[0])]].toarray().ravel()
+        assert c.base_rate == pytest.approx(carries[recs].mean(1).mean(), rel=1e-5)
+        history = (split.train @ carries) / np.diff(split.train.indptr)
+        assert c.base_rate != pytest.approx(history.mean(), rel=1e-3)

@@ -84,7 +84,23 @@ def test_training_recovers_a_planted_sparse_dictionary():
     hist = result.history
     assert hist[0]["epoch"] == 0 and len(hist) == len(result.history)
     assert result.best_epoch >= 1
-    assert {"fvu", "fvu_valid", "dead_fraction", "aux", "loss"} <= set(hist[-1])
+    assert {"fvu", "dead_fraction", "aux", "loss"} <= set(hist[-1])
+
+
+def test_fvu_valid_is_recorded_only_for_held_out_rows():
+    x, _ = planted_sparse_data(n=300)
+    held, _ = planted_sparse_data(n=100, seed=1)
+    alone = train_sae(
+        TopKSAE(SAEConfig(d_in=16, expansion=2, k=4)), x, SAETrainConfig(epochs=2, progress=False)
+    )
+    # before: without held-out rows "fvu_valid" was the training FVU under a validation name
+    assert all("fvu_valid" not in row for row in alone.history)
+    sae = TopKSAE(SAEConfig(d_in=16, expansion=2, k=4))
+    result = train_sae(sae, x, SAETrainConfig(epochs=2, progress=False), x_valid=held)
+    best = result.history[result.best_epoch]
+    assert best["fvu_valid"] == pytest.approx(fvu(sae, held))
+    assert best["fvu"] == pytest.approx(fvu(sae, x))
+    assert best["fvu_valid"] != pytest.approx(best["fvu"])
 
 
 def test_training_is_deterministic():
@@ -161,7 +177,7 @@ def test_scores_within_the_tolerance_tie_and_the_lower_fvu_wins():
         SAETrainConfig(epochs=5, patience=5, select_tolerance=0.01, progress=False),
         select=lambda s: next(scores),
     )
-    fvus = [h["fvu_valid"] for h in result.history]
+    fvus = [h["fvu"] for h in result.history]
     assert fvus[3] < fvus[2] < fvus[1]  # training lowers the FVU
     # 0.499 is within 1% of the best 0.502 and has the lower FVU; 0.40 is not
     assert result.best_epoch == 3 and result.best_score == 0.499
