@@ -63,16 +63,7 @@ def mutual_information(codes: np.ndarray) -> np.ndarray:
     Returns:
         ``float64 [k, k]`` symmetric matrix; the diagonal holds each feature's entropy.
     """
-    dense, sizes = _relabel(codes)
-    n, k = dense.shape
-    out = np.zeros((k, k))
-    if n == 0:
-        return out
-    marginals = [np.bincount(dense[:, j], minlength=sizes[j]) / n for j in range(k)]
-    for a in range(k):  # k is the number of features (a handful): no per-item loop
-        for b in range(a, k):
-            out[a, b] = out[b, a] = _pair_mi(dense[:, a], dense[:, b], sizes[b], marginals, a, b)
-    return np.maximum(out, 0.0)
+    return np.maximum(_mi_matrix(codes), 0.0)
 
 
 def adjusted_mutual_information(
@@ -103,22 +94,30 @@ def adjusted_mutual_information(
     codes = np.asarray(codes, dtype=np.int64)
     if len(codes) > max_rows:
         codes = codes[np.sort(rng.choice(len(codes), max_rows, replace=False))]
+    plain = _mi_matrix(codes)
+    if len(codes) == 0:
+        return plain
+    chance = np.mean(
+        [_mi_matrix(codes, rng.permutation(len(codes))) for _ in range(n_permutations)], axis=0
+    )
+    out = plain - chance
+    np.fill_diagonal(out, np.diag(plain))
+    return out
+
+
+def _mi_matrix(codes: np.ndarray, permutation: np.ndarray | None = None) -> np.ndarray:
+    """Plug-in MI of every pair of columns, the second column of each pair read through
+    ``permutation`` when given (its marginal is unchanged)."""
     dense, sizes = _relabel(codes)
     n, k = dense.shape
     out = np.zeros((k, k))
     if n == 0:
         return out
     marginals = [np.bincount(dense[:, j], minlength=sizes[j]) / n for j in range(k)]
-    permutations = [rng.permutation(n) for _ in range(n_permutations)]
-    for a in range(k):
-        out[a, a] = _pair_mi(dense[:, a], dense[:, a], sizes[a], marginals, a, a)
-        for b in range(a + 1, k):
-            mi = _pair_mi(dense[:, a], dense[:, b], sizes[b], marginals, a, b)
-            column = dense[:, b]
-            chance = np.mean(
-                [_pair_mi(dense[:, a], column[p], sizes[b], marginals, a, b) for p in permutations]
-            )
-            out[a, b] = out[b, a] = mi - chance
+    for a in range(k):  # k is the number of features (a handful): no per-item loop
+        for b in range(a, k):
+            y = dense[:, b] if permutation is None else dense[permutation, b]
+            out[a, b] = out[b, a] = _pair_mi(dense[:, a], y, sizes[b], marginals, a, b)
     return out
 
 
