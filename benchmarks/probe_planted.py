@@ -97,7 +97,9 @@ def planted_case(generator: str, seed: int, n_users: int) -> dict:
             "n_distinct_concepts": s["n_distinct_concepts"],
             "n_alive": s["n_alive"],
             "fvu_interpretable_only": s["fvu_interpretable_only"],
+            "coherence": s["coherence"],
         }
+    row["coherence_chance"] = result.quality["coherence_chance"]
     a = result.ablation
     named = row["methods"]["sae"]["named"]
     row["bars"] = {
@@ -172,6 +174,7 @@ def ml100k_case(folder: Path) -> dict:
             "test_retention": q["test_retention"],
             "fvu": q["fvu"],
             "dead_fraction": q["dead_fraction"],
+            "coherence_chance": q["coherence_chance"],
             "summary": report["summary"],
             "ablation": report["ablation"]["summary"],
             "itda": {k: v for k, v in report["itda"].items() if k != "seconds"},
@@ -188,6 +191,15 @@ def _mean(rows: list[dict], get) -> float:
     return float(np.mean([get(r) for r in rows]))
 
 
+def _coherence(methods: dict, chance: float | None) -> str:
+    """RecSAE's coherence of the three methods and the chance level (blank in results recorded
+    before it was measured)."""
+    values = [methods[k].get("coherence") for k in ("sae", "untrained", "neurons")]
+    if chance is None or any(v is None for v in values):
+        return ""
+    return " · ".join(f"{v:.2f}" for v in values) + f"; {chance:.2f}"
+
+
 def markdown(result: dict) -> str:
     lines = [
         "# RecSAE probe on planted concepts (LightGCN)",
@@ -196,8 +208,9 @@ def markdown(result: dict) -> str:
         "",
         "| generator | seed | named (of 16) | ablation drop: concept / random latent (ratio) | "
         "NDCG@10 retention (valid / test) | FVU | interpretable / distinct (SAE · untrained · "
-        "neurons) | FVU from interpretable latents (SAE · untrained · neurons) | train / probe s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "neurons) | FVU from interpretable latents (SAE · untrained · neurons) | coherence (SAE · "
+        "untrained · neurons; chance) | train / probe s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["planted"]:
         m, a = r["methods"], r["ablation"]
@@ -216,6 +229,7 @@ def markdown(result: dict) -> str:
             + " · ".join(
                 f"{m[k]['fvu_interpretable_only']:.2f}" for k in ("sae", "untrained", "neurons")
             )
+            + f" | {_coherence(m, r.get('coherence_chance'))}"
             + f" | {r['train_seconds']:.0f} / {r['probe_seconds']:.0f} |"
         )
     lines += ["", "Bars met per generator (all seeds):", ""]
@@ -239,9 +253,10 @@ def markdown(result: dict) -> str:
             "# MovieLens-100k (RecBole protocol, default probe settings, from the CLI)",
             "",
             "| model | valid NDCG@10 base / with SAE (retention) | test retention | FVU | dead | "
-            "interpretable / distinct (SAE · untrained · neurons) | ablation drop: concept / "
-            "random | ITDA atoms; Jaccard (chance) | most confident concepts |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "interpretable / distinct (SAE · untrained · neurons) | coherence (SAE · untrained · "
+            "neurons; chance) | ablation drop: concept / random | ITDA atoms; Jaccard (chance) | "
+            "most confident concepts |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for model, r in result["ml100k"].items():
             s, a = r["summary"], r["ablation"]
@@ -259,6 +274,7 @@ def markdown(result: dict) -> str:
                     f"{s[k]['n_interpretable']}/{s[k]['n_distinct_concepts']}"
                     for k in ("sae", "untrained", "neurons")
                 )
+                + f" | {_coherence(s, r.get('coherence_chance'))}"
                 + f" | {drop} | {r['itda']['n_atoms']}; "
                 + ", ".join(
                     f"{x['other']} {x['jaccard']:.2f} ({x['chance']:.2f})"
