@@ -22,7 +22,8 @@ from recsys_diffusion.diffusion import Denoiser, GaussianDiffusion, ImportanceSa
 
 
 class DiffRecConfig(ModelConfig):
-    """Hyper-parameters of :class:`DiffRec` (defaults: the reference's clean-data settings)."""
+    """Hyper-parameters of :class:`DiffRec` (defaults: the reference's clean-Yelp
+    configuration; the learning rate is the trainer's ``train.learning_rate``)."""
 
     steps: int = Field(5, gt=0)
     """Diffusion steps :math:`T` (also the number of denoiser calls at inference)."""
@@ -35,7 +36,9 @@ class DiffRecConfig(ModelConfig):
     fix_beta1: bool = True
     """Overwrite :math:`\\beta_1 := 10^{-5}` (DiffRec's "prevent overfitting" choice)."""
     hidden_dims: list[int] = Field(default_factory=lambda: [1000])
-    """Hidden widths of the denoiser's encoder side, mirrored on its decoder side."""
+    """Hidden widths of the denoiser's input side, mirrored on its output side: ``[600, 200]``
+    builds ``I+e -> 600 -> 200 -> 600 -> I``, the reference's ML-1M network (which it writes
+    ``--dims [200,600]``, listing the output side)."""
     emb_size: int = Field(10, gt=0)
     """Width of the sinusoidal timestep embedding."""
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
@@ -43,7 +46,9 @@ class DiffRecConfig(ModelConfig):
     norm: bool = False
     """L2-normalise the denoiser's input vector."""
     reweight: bool = True
-    """Weight each step's MSE by :math:`\\mathrm{SNR}(t-1) - \\mathrm{SNR}(t)`."""
+    """Weight each step's MSE by :math:`\\mathrm{SNR}(t-1) - \\mathrm{SNR}(t)`. Every released
+    reference model was trained with it; ``False`` is this plugin's extension (the reference's
+    ``--reweight 0`` still parses as true, and its unweighted loss branch is broken)."""
     timestep_sampling: Literal["importance", "uniform"] = "importance"
     """Draw training steps by the loss history (``importance``) or uniformly."""
     history: int = Field(10, gt=0)
@@ -86,8 +91,9 @@ class DiffRec(Recommender):
     c_2(t)\,\mathbf{x}_t`; the final mean is the score vector. It is a fold-in model: a user
     is scored from a history row, with no per-user parameter.
 
-    The loss is divided by :math:`T p_t` rather than the reference's :math:`p_t`, so uniform
-    sampling leaves it equal to the weighted MSE (a constant factor :math:`T` apart).
+    The loss is divided by :math:`T p_t`, as in the reference (whose ``pt`` already carries the
+    factor :math:`T`), so under uniform sampling the divisor is 1 and the loss is the weighted
+    MSE itself.
 
     Shapes:
         - loss: batch ``rows`` :math:`[B, |\mathcal{I}|]`
@@ -207,7 +213,17 @@ class DiffRec(Recommender):
 
 
 class LDiffRecConfig(DiffRecConfig):
-    """Hyper-parameters of :class:`LDiffRec` (defaults after the reference's ML-1M run)."""
+    """Hyper-parameters of :class:`LDiffRec`.
+
+    Defaults: the autoencoder and loss settings of the reference's L-DiffRec runs (latent
+    width 300 and a [300] latent denoiser, :math:`\\lambda = 0.03` as on Yelp and ML-1M, decayed
+    per epoch over 500 epochs to 0.005, KL weight up to 0.3 over 200 batches, encoder dropout
+    0.1, 2 item clusters, no :math:`\\beta_1` override). The diffusion schedule (``steps`` 5,
+    ``noise_scale`` 0.01, ``noise_min`` 1e-3, ``noise_max`` 1e-2) is inherited from
+    :class:`DiffRecConfig` (DiffRec's clean-Yelp setting) and is none of L-DiffRec's released
+    schedules: Yelp uses 5 / 0.01 / 5e-3 / 1e-2, ML-1M 40 / 5e-3 / 5e-3 / 2e-2 and
+    Amazon-book 5 / 0.5 / 1e-3 / 5e-3 (steps / scale / min / max); set them for a reproduction.
+    """
 
     fix_beta1: bool = False
     """L-DiffRec keeps the schedule's own :math:`\\beta_1`."""
@@ -227,8 +243,15 @@ class LDiffRecConfig(DiffRecConfig):
     """:math:`\\lambda`, the starting weight of the latent diffusion loss."""
     diffusion_weight_floor: float = Field(0.005, ge=0.0)
     """Lower bound of the decayed :math:`\\lambda_t`."""
-    anneal_batches: int = Field(2000, gt=0)
-    """Batches over which :math:`\\lambda_t` decays linearly to its floor."""
+    anneal_epochs: int = Field(500, gt=0)
+    """Training epochs over which :math:`\\lambda_t` decays linearly to its floor, as in the
+    reference (its ``anneal_steps`` = 500, a counter incremented once per epoch): at 0-based
+    epoch :math:`e`, :math:`\\lambda_e = \\max((1 - e/N_\\lambda)\\lambda, \\lambda_{\\min})`."""
+    anneal_batches: int | None = Field(None, gt=0)
+    """If set, count training batches instead of epochs: :math:`\\lambda_t` reaches its floor
+    after this many batches whatever the data size (this plugin's earlier schedule used 2000),
+    so the schedule measured in epochs shrinks as the data grows; ``anneal_epochs`` is then
+    ignored. None (default): the reference's per-epoch schedule."""
     kl_cap: float = Field(0.3, ge=0.0)
     """Maximum KL weight :math:`a_t`."""
     kl_anneal_batches: int = Field(200, gt=0)
@@ -285,20 +308,46 @@ class LDiffRec(DiffRec):
     runs on the concatenated latent :math:`\mathbf{z}`, and a linear decoder maps the denoised
     latent back to item scores.
 
+    Cluster :math:`c`'s encoder is one linear layer followed by tanh, as in the reference, so
+    the posterior's mean and log-variance both lie in :math:`(-1, 1)`:
+
+    .. math::
+        [\boldsymbol\mu_c \Vert \log\boldsymbol\sigma_c^2] = \tanh(\mathbf{W}_c\,
+        \mathrm{drop}(\mathbf{x})_{\mathcal{I}_c} + \mathbf{b}_c), \qquad
+        \mathbf{z} = \boldsymbol\mu + \boldsymbol\sigma \odot \boldsymbol\epsilon
+
     .. math::
         \mathcal{L} = \lambda_t\,\mathcal{L}_{\text{diff}}(\mathbf{z})
         - \frac{1}{B}\sum_u \mathbf{x}_u^\top \log\operatorname{softmax}
         \big(\mathrm{dec}(\hat{\mathbf{z}}_0)\big)
         + a_t\,\mathrm{KL}\big(q(\mathbf{z}\mid\mathbf{x}) \,\Vert\, \mathcal{N}(0, I)\big)
 
-    with :math:`\lambda_t = \max((1 - n/N_\lambda)\lambda, \lambda_{\min})` and
-    :math:`a_t = \min(a_{\max}, n / N_a)` after :math:`n` training batches (the reference
-    decays :math:`\lambda` per epoch; batches keep the schedule independent of data size).
+    with :math:`\lambda_e = \max((1 - e/N_\lambda)\lambda, \lambda_{\min})` at 0-based training
+    epoch :math:`e` (``anneal_epochs``; the reference's schedule, its counter incremented once
+    per epoch) and :math:`a_n = \min(a_{\max}, n / N_a)` after :math:`n` training batches
+    (``kl_anneal_batches``; per batch in the reference too). The epoch count is a buffer,
+    advanced in :meth:`on_epoch_end`, so checkpoints and resumed runs carry it. Setting
+    ``anneal_batches`` counts :math:`\lambda`'s decay in batches instead (an option, not the
+    reference: with a fixed batch count the decay is faster, in epochs, the larger the data).
 
-    Deviation from the reference: items are clustered by k-means on a truncated SVD of the
-    training matrix's item columns, not on pre-trained LightGCN item embeddings, so the model
-    needs nothing but its training data. Scoring encodes to the mean (no sampling), runs the
-    :math:`T` reverse steps in latent space and decodes.
+    Departures from the reference (github.com/YiyanXu/DiffRec, ``L-DiffRec``):
+
+    - Items are clustered by k-means on a truncated SVD of the training matrix's item
+      columns, not on pre-trained LightGCN item embeddings, so the model needs nothing but
+      its training data.
+    - One optimiser and one learning rate (``train.learning_rate``) for the autoencoder and
+      the latent denoiser; the reference steps two AdamW optimisers, ``lr1`` for the
+      autoencoder and ``lr2`` for the denoiser (Amazon-book and Yelp 5e-4 / 1e-4, ML-1M
+      1e-3 / 5e-4). The trainer builds a single optimiser with no per-module rates.
+    - The reconstruction target is the clean row :math:`\mathbf{x}`; the reference scores the
+      decoder against its encoder's input after dropout (about 10% of positives removed, the
+      rest scaled by 1/0.9), which looks accidental.
+    - Biases start from :math:`\mathcal{N}(0, 10^{-6})` (the reference: 0), and latent widths
+      are shared out by largest remainder (the reference: floors, remainder to the last
+      cluster).
+
+    Scoring encodes to the mean (no sampling), runs the :math:`T` reverse steps in latent
+    space and decodes.
 
     Shapes:
         - loss: batch ``rows`` :math:`[B, |\mathcal{I}|]`
@@ -332,6 +381,7 @@ class LDiffRec(DiffRec):
         )
         self.decoder = nn.Linear(c.latent_size, self.n_items)
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+        self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))
         super().build(train, dataset)
 
     def _cluster_items(self, train: sp.csr_array) -> Tensor:
@@ -357,33 +407,59 @@ class LDiffRec(DiffRec):
             nn.init.normal_(layer.weight, std=math.sqrt(2.0 / (fan_in + fan_out)))
             nn.init.normal_(layer.bias, std=0.001)
         self.batches_seen.zero_()
+        self.epochs_seen.zero_()
 
-    def _encode(self, rows: Tensor, drop: bool = False) -> tuple[Tensor, Tensor]:
+    def posterior(self, rows: Tensor, drop: bool = False) -> tuple[Tensor, Tensor]:
+        r"""Mean and log-variance ``[B, latent_size]`` of :math:`q(\mathbf{z} \mid \mathbf{x})`
+        for rows ``[B, |I|]``, both in :math:`(-1, 1)` (tanh); ``drop`` applies the encoder's
+        input dropout."""
         if drop and self.config.encoder_dropout > 0:
             rows = nn.functional.dropout(rows, self.config.encoder_dropout)
         mus, logvars = [], []
         for c, encoder in enumerate(self.encoders):
             idx = torch.nonzero(self.item_cluster == c).squeeze(1)
-            mu, logvar = encoder(rows.index_select(1, idx)).chunk(2, dim=1)
+            mu, logvar = torch.tanh(encoder(rows.index_select(1, idx))).chunk(2, dim=1)
             mus.append(mu)
             logvars.append(logvar)
         return torch.cat(mus, dim=1), torch.cat(logvars, dim=1)
 
     def encode(self, rows: Tensor) -> Tensor:
-        return self._encode(rows)[0]
+        return self.posterior(rows)[0]
 
     def decode(self, z: Tensor) -> Tensor:
         return self.decoder(z)
 
-    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    @property
+    def diffusion_weight_now(self) -> float:
+        r""":math:`\lambda_t`, the weight of the diffusion loss in the next training batch."""
         c = self.config
+        if c.anneal_batches is not None:
+            progress = int(self.batches_seen) / c.anneal_batches
+        else:
+            progress = int(self.epochs_seen) / c.anneal_epochs
+        return max((1.0 - progress) * c.diffusion_weight, c.diffusion_weight_floor)
+
+    @property
+    def kl_weight_now(self) -> float:
+        """:math:`a_t`, the weight of the KL term in the next training batch."""
+        c = self.config
+        return min(c.kl_cap, int(self.batches_seen) / c.kl_anneal_batches)
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        """Advance the epoch count of :math:`\\lambda`'s schedule (called by the trainer after
+        every training epoch). Reports ``diffusion_weight`` and ``kl_weight`` as they stand at the
+        epoch's end, before the count advances (with the per-epoch schedule, the
+        :math:`\\lambda` every batch of the epoch trained with)."""
+        out = {"diffusion_weight": self.diffusion_weight_now, "kl_weight": self.kl_weight_now}
+        self.epochs_seen += 1
+        return out
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         rows = batch["rows"].to(self.dtype)
-        mu, logvar = self._encode(rows, drop=self.training)
+        mu, logvar = self.posterior(rows, drop=self.training)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         per_example, z0_hat = self.diffusion_loss(z)
-        n = float(self.batches_seen)
-        lam = max((1.0 - n / c.anneal_batches) * c.diffusion_weight, c.diffusion_weight_floor)
-        anneal = min(c.kl_cap, n / c.kl_anneal_batches)
+        lam, anneal = self.diffusion_weight_now, self.kl_weight_now
         if self.training:
             self.batches_seen += 1
         log_p = nn.functional.log_softmax(self.decode(z0_hat), dim=1)

@@ -58,7 +58,9 @@ class DiffRecStudentConfig(ModelConfig):
     ema_decay: float = Field(0.95, ge=0.0, lt=1.0)
     """``consistency``: decay :math:`\\mu` of the EMA target network."""
     distance: Literal["l2", "huber"] = "l2"
-    """``consistency``: the distance :math:`d` between student and target outputs."""
+    """``consistency``: the distance :math:`d` between student and target outputs (the notes'
+    proposal, c.4, specifies Huber with :math:`\\delta = 10^{-3}`; the default is the squared
+    error)."""
     huber_delta: float = Field(1e-3, gt=0.0)
     """``consistency`` with ``distance=huber``: the Huber threshold."""
 
@@ -179,7 +181,8 @@ class DiffRecStudent(Recommender):
           k-1)]\big), \qquad \psi^- \leftarrow \mu\psi^- + (1-\mu)\psi
 
       with the EMA target :math:`\psi^-` updated before every training batch (its weights and
-      update count are buffers, so a resumed run continues exactly).
+      update count are buffers, so a resumed run continues exactly). The teacher always takes
+      one step (:math:`k \to k-1`; the notes ask for a skip of 5 at :math:`T = 40`).
     - ``direct``: no teacher; :math:`F_\psi(\mathrm{drop}(\mathbf{x}_0), T)` regresses
       :math:`\mathbf{x}_0` (a one-step DiffRec, to show what distillation adds).
 
