@@ -10,6 +10,9 @@ Python work.
   as a dense float block (for autoencoders).
 - :class:`PairSampler` (``"pairs"``): shuffled ``(user, item)`` positives for in-batch-softmax
   models.
+- :class:`PointwiseSampler` (``"pointwise"``): labelled ``(user, item, label)`` examples, every
+  training positive (label 1) and its uniform negatives (label 0) shuffled together, for
+  pointwise losses such as BCE.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 
 from recsys.errors import DataError
 
-BatchKind = Literal["pairwise", "user_rows", "pairs", "none"]
+BatchKind = Literal["pairwise", "user_rows", "pairs", "pointwise", "none"]
 Batch = dict[str, torch.Tensor]
 
 
@@ -244,6 +247,48 @@ class HeldOutPairwiseSampler(PairwiseSampler):
         self.users, self.items = _coo(_canonical(heldout))
 
 
+class PointwiseSampler(PairwiseSampler):
+    r"""Labelled examples for pointwise losses: every training interaction with label 1 and,
+    for each of them, ``n_negatives`` items with label 0, drawn as :class:`PairwiseSampler`
+    draws them (uniform over the user's non-positives, fresh every epoch).
+
+    The positives and the negatives are shuffled together and cut into batches of
+    ``batch_size`` *examples*, so an epoch has :math:`\lceil (1 + n) |\mathcal{D}| / B\rceil`
+    batches and a batch holds about :math:`B / (1 + n)` positives (the pointwise data of
+    NCF-style training, e.g. the ADT paper's one negative per positive).
+
+    Args:
+        train (csr_array): binary ``n_users x n_items`` training matrix.
+        batch_size (int): examples (positives plus negatives) per batch.
+        n_negatives (int): negatives per positive. (default: ``1``)
+        bitmap_limit (int): bytes the membership bitmap (or hashed filter) may take.
+            (default: 256 MiB)
+
+    Raises:
+        DataError: a user has interacted with every item, so no negative exists for them.
+    """
+
+    kind: BatchKind = "pointwise"
+
+    def _n_examples(self) -> int:
+        return len(self.users) * (1 + self.n_negatives)
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
+        # negatives for the interactions in CSR (user) order, then shuffled with the positives
+        # (see PairwiseSampler.epoch: sorted membership queries)
+        neg_users = np.repeat(self.users, self.n_negatives)
+        neg = self.negatives(neg_users, rng)
+        users = np.concatenate([self.users, neg_users])
+        items = np.concatenate([self.items, neg])
+        labels = np.zeros(len(users), dtype=np.float32)
+        labels[: len(self.users)] = 1.0
+        order = rng.permutation(len(users))
+        u_t, i_t, y_t = (torch.from_numpy(a[order]) for a in (users, items, labels))
+        for start in range(0, len(order), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            yield {"user": u_t[sl], "item": i_t[sl], "label": y_t[sl]}
+
+
 class PairSampler(Sampler):
     """Shuffled ``(user, item)`` training positives, for in-batch negatives."""
 
@@ -289,6 +334,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "pairwise": PairwiseSampler,
     "pairs": PairSampler,
     "user_rows": UserRowSampler,
+    "pointwise": PointwiseSampler,
 }
 
 

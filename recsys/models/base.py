@@ -8,7 +8,8 @@ A model is a ``torch.nn.Module`` with
   whose every field has a valid default, so that ``create_model(name)`` works and the CLI and
   the tuner can list and set its hyper-parameters;
 - ``batch_kind``: which sampler feeds :meth:`loss` (``"pairwise"``, ``"pairs"``,
-  ``"user_rows"``, or ``"none"`` for closed-form models that only :meth:`fit`); see *Batches*;
+  ``"user_rows"``, ``"pointwise"``, or ``"none"`` for closed-form models that only
+  :meth:`fit`); see *Batches*;
 - :meth:`setup`: builds parameters for the data's shape, then :meth:`reset_parameters`, which
   re-initialises every learned parameter (a reset after training gives what a fresh set-up
   under the same torch seed gives);
@@ -39,6 +40,12 @@ training mode. ``B`` is at most ``train.batch_size`` (the last batch of an epoch
   (for in-batch negatives).
 - ``"user_rows"``: ``{"user": int64 [B], "rows": float32 [B, n_items]}``, users with at least
   one training item and their training rows as a dense 0/1 block.
+- ``"pointwise"``: ``{"user": int64 [B], "item": int64 [B], "label": float32 [B]}``, labelled
+  examples for a pointwise loss (BCE): every training interaction (label 1) and one negative
+  per positive (label 0, uniform over the user's non-training items, redrawn each epoch),
+  shuffled together; ``B`` counts positives and negatives. The trainer passes
+  ``train.n_negatives`` only to pairwise samplers, so a pointwise model that cannot honour it
+  refuses ``n > 1`` in :meth:`check_train_config`.
 - ``"none"``: no batches; the trainer calls :meth:`fit` once with the training matrix.
 
 Construction only stores the config (scikit-learn's rule), so ``type(m)(m.config)`` gives a

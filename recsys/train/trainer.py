@@ -59,7 +59,7 @@ class TrainConfig(BaseModel):
     rows in the batch instead of the whole table: use it for large catalogues, with models that
     support it (BPR)."""
     n_negatives: int = Field(1, gt=0)
-    """Negatives per positive for pairwise models."""
+    """Negatives per positive for pairwise and pointwise models."""
     eval_every: int = Field(1, gt=0)
     """Validate every this many epochs."""
     patience: int = Field(10, ge=1)
@@ -469,7 +469,7 @@ class Trainer:
 
     def _sampler(self) -> Sampler:
         options = {}
-        if self.model.batch_kind == "pairwise":
+        if self.model.batch_kind in ("pairwise", "pointwise"):
             options["n_negatives"] = self.config.n_negatives
         return make_sampler(
             self.model.batch_kind, self.split.train, self.config.batch_size, **options

@@ -6,6 +6,7 @@ from recsys.data.samplers import (
     HeldOutPairwiseSampler,
     PairSampler,
     PairwiseSampler,
+    PointwiseSampler,
     UserRowSampler,
     _test_bits,
     make_sampler,
@@ -60,6 +61,56 @@ def test_pairwise_several_negatives_shape(planted_split):
 def test_pairwise_rejects_user_with_every_item():
     with pytest.raises(DataError, match="every item"):
         PairwiseSampler(csr([[0, 1, 2]], 3), batch_size=4)
+
+
+@pytest.mark.parametrize("n_negatives", [1, 3])
+def test_pointwise_examples_are_labelled_positives_and_fresh_negatives(planted_split, n_negatives):
+    train = planted_split.train
+    sampler = make_sampler("pointwise", train, 512, n_negatives=n_negatives)
+    assert isinstance(sampler, PointwiseSampler) and sampler.kind == "pointwise"
+    dense = train.toarray() > 0
+    total = train.nnz * (1 + n_negatives)
+    assert len(sampler) == int(np.ceil(total / 512))
+
+    def epoch(seed):
+        batches = list(sampler.epoch(np.random.default_rng(seed)))
+        assert all(len(b["user"]) == 512 for b in batches[:-1])
+        return {k: np.concatenate([b[k].numpy() for b in batches]) for k in batches[0]}
+
+    first = epoch(0)
+    u, i, y = first["user"], first["item"], first["label"]
+    assert first["label"].dtype == np.float32 and first["user"].dtype == np.int64
+    assert len(u) == total and set(np.unique(y).tolist()) == {0.0, 1.0}
+    # label 1: each training interaction exactly once; label 0: never a training item
+    pos = y == 1
+    assert dense[u[pos], i[pos]].all()
+    assert len(set(zip(u[pos].tolist(), i[pos].tolist(), strict=True))) == train.nnz
+    assert not dense[u[~pos], i[~pos]].any()
+    # n negatives per positive, for the same users
+    assert np.array_equal(
+        np.bincount(u[~pos], minlength=train.shape[0]),
+        n_negatives * np.bincount(u[pos], minlength=train.shape[0]),
+    )
+    # positives and negatives are shuffled together: a batch mixes them in proportion
+    first_batch = next(sampler.epoch(np.random.default_rng(0)))["label"]
+    share = float(first_batch.mean())
+    assert abs(share - 1 / (1 + n_negatives)) < 0.1
+    # a new epoch draws new negatives
+    again = epoch(1)
+    neg_a = sorted(zip(u[~pos].tolist(), i[~pos].tolist(), strict=True))
+    neg_b = sorted(
+        zip(
+            again["user"][again["label"] == 0].tolist(),
+            again["item"][again["label"] == 0].tolist(),
+            strict=True,
+        )
+    )
+    assert neg_a != neg_b
+
+
+def test_pointwise_rejects_user_with_every_item():
+    with pytest.raises(DataError, match="every item"):
+        PointwiseSampler(csr([[0, 1, 2]], 3), batch_size=4)
 
 
 def test_pair_and_row_samplers(planted_split):

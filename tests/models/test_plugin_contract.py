@@ -72,7 +72,7 @@ PLUGIN = textwrap.dedent('''
         """An unknown batch kind."""
 
         name = "cbadkind"
-        batch_kind = "pointwise"
+        batch_kind = "listwise"
 
 
     class NotRec:
@@ -108,7 +108,7 @@ REASONS = {
         "not in the user's settings",
     ],
     "cnodefault": ["is refused", "embedding_size has no default"],
-    "cbadkind": ["is refused", "batch_kind 'pointwise' is not one of", "'pairwise'"],
+    "cbadkind": ["is refused", "batch_kind 'listwise' is not one of", "'pairwise'"],
     "calias": ["is refused", "entry-point name 'calias' is not the class's name 'cgood'"],
     "cnotrec": ["is refused", "not a Recommender subclass"],
     "cmissing": ["could not", "AttributeError", "DoesNotExist"],
@@ -256,11 +256,11 @@ def test_builtin_registration_checks_the_static_contract():
 
     class Kind(Recommender):
         name = "zzkind"
-        batch_kind = "pointwise"  # type: ignore[assignment]
+        batch_kind = "listwise"  # type: ignore[assignment]
 
     with pytest.raises(TypeError, match="not a subclass of recsys.models.base.ModelConfig"):
         register(Plain)
-    with pytest.raises(TypeError, match="batch_kind 'pointwise'"):
+    with pytest.raises(TypeError, match="batch_kind 'listwise'"):
         register(Kind)
 
 

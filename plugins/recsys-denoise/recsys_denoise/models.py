@@ -14,6 +14,11 @@ What an "example" is depends on the base model's batch kind:
   dropping the positives the model finds least plausible against a random negative. Keeping
   the triplet's negative would leave a push-down-only term; we drop the whole triplet.
 - positive pairs (BM3): one :math:`(u, i)` pair, its alignment loss.
+- pointwise (GMF, the paper's setting): one labelled :math:`(u, i, y)` example, positive
+  (:math:`y = 1`) or sampled negative (:math:`y = 0`), its binary cross-entropy. As in the
+  authors' code, T-CE drops only positives (the largest :math:`\ell \cdot y`) and R-CE
+  weights positives by :math:`\sigma(\hat{y})^\beta` and negatives by
+  :math:`(1-\sigma(\hat{y}))^\beta`.
 
 The drop-rate schedule's step is a buffer (``step``), so it is in every checkpoint and a
 resumed run continues the schedule where it stopped. Per epoch the wrappers report (through
@@ -38,19 +43,26 @@ from recsys.errors import ConfigError
 from recsys.models.base import ModelConfig, Recommender, ScoreFn, build_config
 from recsys.models.registry import get_model_class
 from recsys_denoise import prototypes as proto
-from recsys_denoise.schedule import DropBase, drop_rate, n_to_drop, rce_weights, truncation_keep
+from recsys_denoise.schedule import (
+    DropBase,
+    drop_rate,
+    n_to_drop,
+    positive_truncation_keep,
+    rce_weights,
+    truncation_keep,
+)
 
 log = logging.getLogger(__name__)
 
-_SUPPORTED_KINDS = ("pairwise", "pairs")
+_SUPPORTED_KINDS = ("pairwise", "pairs", "pointwise")
 
 
 class DenoiseConfig(ModelConfig):
     """What every denoising wrapper shares: the base model and how to read noise flags."""
 
     base: str = Field("bpr", validate_default=True)
-    """The wrapped model, by registry name (``bpr``, ``lightgcn``, ``bm3``, ...); it must
-    provide per-example losses."""
+    """The wrapped model, by registry name (``bpr``, ``lightgcn``, ``bm3``, ``gmf``, ...); it
+    must provide per-example losses. ``gmf`` (pointwise BCE) is the paper's setting."""
     base_params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     """The base model's hyper-parameters, validated by its config class (errors name
     ``model.base_params.<key>``); stored with every default filled in."""
@@ -66,7 +78,7 @@ class DenoiseConfig(ModelConfig):
         if base_cls.batch_kind not in _SUPPORTED_KINDS:
             raise ValueError(
                 f"model.base={value!r} trains on {base_cls.batch_kind!r} batches; denoising "
-                f"wraps models with batch kind {' or '.join(_SUPPORTED_KINDS)}"
+                f"wraps models with batch kind {', '.join(_SUPPORTED_KINDS)}"
             )
         if base_cls.example_losses is Recommender.example_losses:
             raise ValueError(
@@ -88,14 +100,16 @@ class TCEConfig(DenoiseConfig):
     """Hyper-parameters of :class:`TCE`."""
 
     max_drop_rate: float = Field(0.2, ge=0.0, lt=1.0)
-    r""":math:`\varepsilon_{max}`, the largest share of a batch's positives dropped."""
+    r""":math:`\varepsilon_{max}`, the largest drop rate (a share of the batch's positives, or
+    of the whole batch: see ``drop_base``)."""
     num_gradual: int = Field(1000, ge=0)
     """:math:`N`, training steps (mini-batches) over which the drop rate rises linearly from
     0 to the maximum."""
     drop_base: DropBase = "positives"
     """``positives``: the rate is a share of the batch's positives. ``batch``: as in the
     authors' code, a share of positives plus sampled negatives, all of it taken from the
-    positives (one negative each: twice the rate)."""
+    positives (one negative each: twice the rate). With a pointwise base the negatives are
+    the batch's own examples (label 0); otherwise those of the pairwise triplets."""
 
 
 class RCEConfig(DenoiseConfig):
@@ -119,7 +133,8 @@ class ProtoDenoiseConfig(TCEConfig):
     min_anchors: int = Field(3, ge=0)
     """Every user has at least this many anchors (all of its items if fewer)."""
     n_contrast: int = Field(20, gt=0)
-    """Contrast prototypes: this many other users' prototypes."""
+    """Contrast prototypes: this many other users' prototypes (never the user's own; all
+    the other users when there are fewer)."""
     temperature: float = Field(0.1, gt=0.0)
     r""":math:`\tau` of the prototype posterior."""
     alpha: float = Field(0.5, ge=0.0, le=1.0)
@@ -152,6 +167,12 @@ class DenoiseRecommender(Recommender):
         self.batch_kind = get_model_class(self.config.base).batch_kind
 
     # -- life cycle -------------------------------------------------------------------------
+    def check_train_config(self, train: Any) -> None:
+        """The base model's own check of the training settings."""
+        cfg = self.config
+        base_cls = get_model_class(cfg.base)
+        base_cls(base_cls.config_class(**cfg.base_params)).check_train_config(train)
+
     def setup(self, train: sp.csr_array, dataset: Dataset | None = None) -> Recommender:
         """Set up the base model on ``train`` (it initialises itself once) and the buffers."""
         self.n_users, self.n_items = (int(x) for x in train.shape)
@@ -219,6 +240,13 @@ class DenoiseRecommender(Recommender):
         return index, self.train_keys[index] == keys
 
     @staticmethod
+    def positives(batch: dict[str, Tensor]) -> Tensor | None:
+        """Which examples of a pointwise batch are positives ``[B]`` (bool); None for the
+        other batch kinds, whose examples are all positives."""
+        label = batch.get("label")
+        return None if label is None else label > 0.5
+
+    @staticmethod
     def n_negatives(batch: dict[str, Tensor]) -> int:
         neg = batch.get("neg")
         if neg is None:
@@ -234,8 +262,14 @@ class DenoiseRecommender(Recommender):
         self._counts[name] = self._counts[name] + value if name in self._counts else value
 
     def record_drops(self, batch: dict[str, Tensor], dropped: Tensor) -> None:
-        """Count examples, drops and (with flags) noisy ones among them, without a sync."""
-        self._count("seen", torch.tensor(float(len(dropped))))
+        """Count examples, drops and (with flags) noisy ones among them, without a sync.
+        In a pointwise batch only the positives count as examples (negatives are never
+        dropped, nor flagged)."""
+        positive = self.positives(batch)
+        if positive is None:
+            self._count("seen", torch.tensor(float(len(dropped))))
+        else:
+            self._count("seen", positive.sum())
         self._count("dropped", dropped.sum())
         if self.noisy is not None:
             index, found = self.example_index(batch)
@@ -250,9 +284,9 @@ class DenoiseRecommender(Recommender):
         """The epoch's drop statistics (``denoise_*``); counters restart for the next epoch.
 
         ``dropped``: interactions dropped this epoch; ``dropped_share``: their share of the
-        examples seen; with noise flags, ``noise_rate`` (share of noisy examples seen),
-        ``drop_precision`` (noisy share of the dropped) and ``drop_recall`` (share of the noisy
-        examples that were dropped).
+        examples seen (with a pointwise base: of the positives seen); with noise flags,
+        ``noise_rate`` (share of noisy examples seen), ``drop_precision`` (noisy share of the
+        dropped) and ``drop_recall`` (share of the noisy examples that were dropped).
         """
         c = {k: float(v) for k, v in self._counts.items()}
         self._reset_counters()
@@ -297,6 +331,9 @@ class TCE(DenoiseRecommender):
     per-example losses :math:`\ell_b` of the batch (see
     :func:`~recsys_denoise.schedule.n_to_drop` for ``drop_base``) and :math:`R_k` are the base
     model's regularisation terms. :math:`t` counts training batches (a checkpointed buffer).
+    With a pointwise base (``gmf``) only positives are dropped, the largest
+    :math:`\ell_b y_b` (:func:`~recsys_denoise.schedule.positive_truncation_keep`), and the
+    mean runs over the kept positives and all the negatives, as in the authors' code.
 
     Shapes:
         - loss: the base model's batch -> scalar terms ``tce`` plus the base's regularisers
@@ -314,8 +351,12 @@ class TCE(DenoiseRecommender):
     def reduce(self, batch: dict[str, Tensor], losses: Tensor) -> Tensor:
         cfg = self.config
         rate = self.current_drop_rate()
-        n_drop = n_to_drop(len(losses), rate, self.n_negatives(batch), cfg.drop_base)
-        keep = truncation_keep(losses, n_drop)
+        positive = self.positives(batch)
+        if positive is None:
+            n_drop = n_to_drop(len(losses), rate, self.n_negatives(batch), cfg.drop_base)
+            keep = truncation_keep(losses, n_drop)
+        else:
+            keep = positive_truncation_keep(losses, positive, rate, cfg.drop_base)
         if self.training:
             self.record_drops(batch, ~keep)
         return losses[keep].mean()
@@ -333,9 +374,11 @@ class RCE(DenoiseRecommender):
     :math:`\omega = p^\beta` (:math:`p = \sigma(\hat{y}_{ui})` for BCE,
     :math:`\sigma(\hat{y}_{ui} - \hat{y}_{uj})` for BPR); for BM3's alignment loss it is the
     same monotone down-weighting of hard examples. The authors' code also reweights sampled
-    negatives by :math:`(1-\sigma(\hat{y}))^\beta`; in a BPR triplet the negative shares the
-    positive's weight. Nothing is dropped; with noise flags the epoch reports the mean weight
-    of noisy and of clean examples (``denoise_weight_noisy`` / ``denoise_weight_clean``).
+    negatives by :math:`(1-\sigma(\hat{y}))^\beta`: with a pointwise base (``gmf``) that is
+    what :math:`e^{-\beta\ell}` gives a negative, whose BCE is
+    :math:`-\ln(1-\sigma(\hat{y}))`; in a BPR triplet the negative shares the positive's
+    weight. Nothing is dropped; with noise flags the epoch reports the mean weight of noisy and
+    of clean positives (``denoise_weight_noisy`` / ``denoise_weight_clean``).
 
     Shapes:
         - loss: the base model's batch -> scalar terms ``rce`` plus the base's regularisers
@@ -353,8 +396,12 @@ class RCE(DenoiseRecommender):
             if self.noisy is not None:
                 index, found = self.example_index(batch)
                 noisy = self.noisy[index] & found
+                clean = ~noisy
+                positive = self.positives(batch)
+                if positive is not None:  # the negatives are neither
+                    clean = clean & positive
                 self._count("weight_noisy", (weights * noisy).sum())
-                self._count("weight_clean", (weights * ~noisy).sum())
+                self._count("weight_clean", (weights * clean).sum())
         return (weights * losses).mean()
 
 
@@ -378,7 +425,8 @@ class ProtoDenoise(TCE):
         \alpha p_{ui} + (1-\alpha) q_{ui} < \theta \;\wedge\;
         \ell_{ui} \in \text{the } \lfloor c\,\varepsilon(t) B\rfloor \text{ largest of the batch}
 
-    (:math:`\theta` = ``clean_threshold``, :math:`c` = ``candidate_factor``). With
+    (:math:`\theta` = ``clean_threshold``, :math:`c` = ``candidate_factor``; with a pointwise
+    base the candidates are positives only, as in :class:`TCE`). With
     ``soft_target_beta`` :math:`\beta > 0`, kept positives train towards
     :math:`\tilde{y}_{ui} = (1-\beta) + \beta q_{ui}` with
     :math:`-\tilde{y}\ln p - (1-\tilde{y})\ln(1-p)`, a cheap stand-in for CAPro's collective
@@ -389,7 +437,16 @@ class ProtoDenoise(TCE):
     ``a+b`` to concatenate modalities) instead of separate text and image prototypes; the
     prototypes are computed once from all training interactions, not refreshed from the kept
     ones; the loss test is the batch's top fraction, as in T-CE, not per user; the contrast
-    prototypes are pooled into their log-mean-exp, so the keep test is a binary one.
+    prototypes are pooled into their log-mean-exp, so the keep test is a binary one. The
+    contrast set is one seeded sample of other users' prototypes, shared by all users except
+    that a user drawn into it is replaced by a spare draw, so no user contrasts with itself.
+
+    The defaults are T-CE's, not the proposal's: ``max_drop_rate`` 0.2 (a.4: 0.1),
+    ``num_gradual`` 1000 steps (a.4: 10k) and ``drop_base="positives"``. There is no warm-up
+    gate (a.4: prototypes from epoch 2, cleaning from epoch 4). The prototypes do not depend
+    on the model, so they are ready at step 0; only the T-CE ramp (:math:`\varepsilon(0) = 0`)
+    delays the drops. For a run closer to the proposal, set ``model.max_drop_rate=0.1`` and
+    ``model.num_gradual=10000``.
 
     Shapes:
         - loss: the base model's batch -> scalar terms ``proto`` plus the base's regularisers
@@ -436,8 +493,12 @@ class ProtoDenoise(TCE):
     def reduce(self, batch: dict[str, Tensor], losses: Tensor) -> Tensor:
         cfg = self.config
         rate = min(cfg.candidate_factor * self.current_drop_rate(), 1.0)
-        n_cand = n_to_drop(len(losses), rate, self.n_negatives(batch), cfg.drop_base)
-        candidate = ~truncation_keep(losses, n_cand)
+        positive = self.positives(batch)
+        if positive is None:
+            n_cand = n_to_drop(len(losses), rate, self.n_negatives(batch), cfg.drop_base)
+            candidate = ~truncation_keep(losses, n_cand)
+        else:  # candidates among the positives only
+            candidate = ~positive_truncation_keep(losses, positive, rate, cfg.drop_base)
         index, found = self.example_index(batch)
         # an example outside the training matrix has no prototype evidence: neutral, no anchor
         q = torch.where(found, self.proto_q[index], 0.5)
@@ -454,7 +515,9 @@ class ProtoDenoise(TCE):
             target = (1.0 - cfg.soft_target_beta) + cfg.soft_target_beta * q[keep]
             # -ln(1 - p) with p = exp(-l): -log(-expm1(-l)); l is clamped away from 0
             neg_log = -torch.log(-torch.expm1(-kept.clamp_min(1e-6)))
-            kept = target * kept + (1.0 - target) * neg_log
+            soft = target * kept + (1.0 - target) * neg_log
+            # a pointwise batch's negatives keep their hard target 0
+            kept = soft if positive is None else torch.where(positive[keep], soft, kept)
         return kept.mean()
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:

@@ -106,24 +106,43 @@ def contrast_posterior(
     r"""How much closer an item is to its user's prototype than to other users' ones.
 
     .. math::
-        q_{ui} = \frac{e^{s_{ui}/\tau}}{e^{s_{ui}/\tau} + \frac{1}{|C|}\sum_{c\in C}
+        q_{ui} = \frac{e^{s_{ui}/\tau}}{e^{s_{ui}/\tau} + \frac{1}{|C_u|}\sum_{c\in C_u}
         e^{\cos(\mathbf{e}_i, \mathbf{p}_c)/\tau}}
-        = \sigma\!\left(\frac{s_{ui}}{\tau} - \operatorname{LME}_{c\in C}
+        = \sigma\!\left(\frac{s_{ui}}{\tau} - \operatorname{LME}_{c\in C_u}
         \frac{\cos(\mathbf{e}_i, \mathbf{p}_c)}{\tau}\right)
 
-    with :math:`C` a seeded sample of ``n_contrast`` users' prototypes (shared by all users)
-    and LME the log-mean-exp. This is CAPro's prototype softmax with the contrast classes
+    with LME the log-mean-exp and :math:`C_u` ``n_contrast`` *other* users' prototypes: one
+    seeded sample of ``n_contrast + 1`` users with items is drawn for everyone, and each user
+    takes the first ``n_contrast`` of them that are not itself (a uniform sample of the other
+    users; with fewer users, all the others). A user with no other user to contrast with gets
+    the neutral :math:`q = 1/2`. This is CAPro's prototype softmax with the contrast classes
     pooled into one, so :math:`q = 1/2` means "as close to the user's own taste as to an
     average other user's". Returns ``q`` aligned with ``train``'s stored entries.
     """
     active = np.flatnonzero(np.diff(train.indptr) > 0)
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(active, size=min(n_contrast, len(active)), replace=False)
-    logits = (items @ prototypes[chosen].T).astype(np.float64) / temperature  # [n_items, C]
-    top = logits.max(axis=1, keepdims=True)
-    lme = (top + np.log(np.exp(logits - top).mean(axis=1, keepdims=True))).ravel()
-    z = sim.astype(np.float64) / temperature - lme[train.indices]
-    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+    # one more than needed, so that a user drawn among them can be left out of its own set
+    chosen = rng.choice(active, size=min(n_contrast + 1, len(active)), replace=False)
+    logits = (items @ prototypes[chosen].T).astype(np.float64) / temperature  # [n_items, C+1]
+    # the column each user leaves out: its own, or the spare one (-1: none, all are needed)
+    spare = len(chosen) - 1 if len(chosen) > n_contrast else -1
+    left_out = np.full(train.shape[0], spare, dtype=np.int64)
+    left_out[chosen] = np.arange(len(chosen))
+    users = np.repeat(np.arange(train.shape[0]), np.diff(train.indptr))
+    entry_left_out = left_out[users]
+    q = np.full(len(users), 0.5)
+    columns = np.arange(len(chosen))
+    # at most n_contrast + 2 distinct contrast sets: one pass per set, not per user
+    for column in np.unique(entry_left_out):
+        kept = logits[:, columns != column]
+        if kept.shape[1] == 0:  # the only user with items: nothing to contrast with
+            continue
+        top = kept.max(axis=1, keepdims=True)
+        lme = (top + np.log(np.exp(kept - top).mean(axis=1, keepdims=True))).ravel()
+        at = entry_left_out == column
+        z = sim[at].astype(np.float64) / temperature - lme[train.indices[at]]
+        q[at] = 1.0 / (1.0 + np.exp(-z))
+    return q.astype(np.float32)
 
 
 def anchor_count(n: int, share: float, min_anchors: int) -> int:

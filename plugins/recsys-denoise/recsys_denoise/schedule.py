@@ -76,3 +76,33 @@ def rce_weights(losses: Tensor, beta: float) -> Tensor:
     false positives) are down-weighted. :math:`\beta = 0` gives the plain loss.
     """
     return torch.exp(-beta * losses.detach())
+
+
+def positive_truncation_keep(
+    losses: Tensor, positive: Tensor, rate: float, drop_base: DropBase = "positives"
+) -> Tensor:
+    r"""T-CE on a pointwise batch: boolean mask ``[B]`` that is False on the largest-loss
+    positives, never on a negative.
+
+    ``positive`` ``[B]`` marks the positives (label 1) among the batch's positives and sampled
+    negatives. Like the authors' code, the examples are ranked on :math:`\ell \cdot y`, so a
+    negative never ranks among the dropped (here its key is :math:`-\infty`, so that a
+    positive whose loss underflows to 0 cannot tie with it). The number dropped is
+    :math:`\lfloor \varepsilon P \rfloor` of the batch's :math:`P` positives with
+    ``drop_base="positives"``, and :math:`\lfloor \varepsilon B \rfloor` of the whole batch
+    with ``"batch"``, the authors' count (they keep :math:`\lfloor (1-\varepsilon) B\rfloor`, which
+    can keep one fewer), all of it from the positives. Capped at :math:`P - 1`, so a batch
+    with positives keeps one, as :func:`n_to_drop`. Ties are broken by position (the earlier
+    example is dropped first). Computed on the device, without a host sync.
+    """
+    positive = positive.to(torch.bool)
+    n_pos = positive.sum()
+    total = torch.full_like(n_pos, len(losses)) if drop_base == "batch" else n_pos
+    # float64, as n_to_drop's Python arithmetic (the epsilon keeps 0.2 * 10 at 2)
+    n_drop = torch.floor(total.to(torch.float64) * rate + 1e-9)
+    n_drop = torch.minimum(n_drop, (n_pos - 1).to(torch.float64)).clamp_min(0)
+    key = torch.where(positive, losses.detach(), torch.full_like(losses, -torch.inf))
+    order = torch.sort(key, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=order.device)
+    return rank >= n_drop

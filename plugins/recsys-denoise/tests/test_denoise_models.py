@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from recsys_denoise import prototypes as proto
 
@@ -217,6 +218,47 @@ def test_prototype_anchors_are_each_users_closest_items(noisy, noisy_split):
     assert (anchor & flags).sum() / anchor.sum() < 0.5 * flags.mean()
     report = model.on_epoch_end(0)
     assert report["denoise_anchor_noise_rate"] < 0.5 * flags.mean()
+
+
+@pytest.mark.parametrize("n_users,n_contrast", [(3, 2), (4, 2), (6, 3)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_contrast_prototypes_are_other_users_never_the_user_itself(n_users, n_contrast, seed):
+    # the shared contrast sample used to include the user itself for the drawn users (with
+    # 3 users and 2 contrasts: two of the three), which biased their q_ui downwards
+    import itertools
+
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((n_users, 8)) < 0.5).astype(np.float32)
+    dense[np.arange(n_users), rng.integers(0, 8, n_users)] = 1.0  # every user has an item
+    train = sp.csr_array(dense)
+    items = proto.normalise_features(rng.normal(size=(8, 4)))
+    prototypes, sim = proto.user_prototypes(train, items)
+    tau = 0.1
+    q = proto.contrast_posterior(train, items, prototypes, sim, n_contrast, tau, seed=seed)
+    users = np.repeat(np.arange(n_users), np.diff(train.indptr))
+
+    def by_hand(u: int, contrast: tuple[int, ...]) -> np.ndarray:
+        row = slice(train.indptr[u], train.indptr[u + 1])
+        logits = items[train.indices[row]] @ prototypes[list(contrast)].T / tau
+        lme = np.log(np.exp(logits.astype(np.float64)).mean(axis=1))
+        return 1.0 / (1.0 + np.exp(-(sim[row] / tau - lme)))
+
+    for u in range(n_users):
+        others = [c for c in range(n_users) if c != u]
+        matches = [
+            c
+            for c in itertools.combinations(others, n_contrast)
+            if np.allclose(q[users == u], by_hand(u, c), atol=1e-5)
+        ]
+        assert matches, f"user {u}'s q is not that of any {n_contrast} other users"
+
+
+def test_contrast_posterior_of_the_only_user_is_neutral():
+    train = sp.csr_array(np.array([[1, 1, 0, 1]], dtype=np.float32))
+    items = proto.normalise_features(np.random.default_rng(0).normal(size=(4, 3)))
+    prototypes, sim = proto.user_prototypes(train, items)
+    q = proto.contrast_posterior(train, items, prototypes, sim, 20, 0.1)
+    assert np.array_equal(q, np.full(3, 0.5, dtype=np.float32))
 
 
 def test_anchors_are_never_dropped(noisy, noisy_split):

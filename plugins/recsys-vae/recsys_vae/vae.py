@@ -83,7 +83,10 @@ class MultVAEConfig(ModelConfig):
     r"""The final KL weight :math:`\beta`."""
     total_anneal_steps: int = Field(200_000, ge=0)
     r""":math:`\beta_t = \min(\text{anneal\_cap}, t / \text{total\_anneal\_steps})` at training
-    step :math:`t`; 0 uses ``anneal_cap`` from the first step."""
+    step :math:`t`; 0 uses ``anneal_cap`` from the first step. :math:`\beta` reaches the cap at
+    step ``anneal_cap * total_anneal_steps``, so rescale this to the run's number of steps
+    (epochs times training users / batch size): the paper's 200000 is for ML-20M at batch 500
+    (234 steps per epoch, the cap reached near epoch 171 of 200)."""
     diag_users: int = Field(2000, gt=1)
     """Training users (evenly spaced) on which the collapse diagnostics are computed."""
     active_threshold: float = Field(0.01, gt=0.0)
@@ -254,7 +257,10 @@ class MultVAE(_MultAutoencoder):
     weights. Scores are the logits at :math:`\mathbf{z} = \mu` (no sampling).
 
     After every epoch the collapse diagnostics (:func:`recsys_vae.diagnostics.collapse_stats`)
-    are computed on up to ``diag_users`` training users and join the epoch's history.
+    are computed on up to ``diag_users`` training users and join the epoch's history. The log
+    warns when fewer than 10% of the latent dimensions are active, or, once annealing is over
+    (:math:`\beta_t` at ``anneal_cap``, from step ``anneal_cap * total_anneal_steps``), when
+    the KL is under 1 nat per user.
 
     Args:
         config (MultVAEConfig): layer widths, dropout, annealing and diagnostic settings.
@@ -342,7 +348,9 @@ class MultVAE(_MultAutoencoder):
         self.last_stats = stats
         out = {"beta": self.beta, **stats.scalars()}
         k = stats.latent_dim
-        annealed = self.config.total_anneal_steps <= int(self.anneal_step)
+        # annealing is over once beta has reached the cap, at step anneal_cap * T (not T:
+        # with the paper's cap 0.2 and T = 200000, beta is flat from step 40000 on)
+        annealed = self.beta >= self.config.anneal_cap
         if stats.active_units < 0.1 * k:
             self._flag(
                 "collapse",
