@@ -147,6 +147,12 @@ def _summary(result: ProbeResult, folder: Path) -> dict:
     for name in ("untrained", "neurons"):
         if name in result.summaries:
             out[f"interpretable ({name})"] = result.summaries[name]["n_interpretable"]
+    # RecSAE's coherence beside the counts, which alone can favour the untrained SAE
+    out["coherence"] = round(s["coherence"], 4)
+    for name in ("untrained", "neurons"):
+        if name in result.summaries:
+            out[f"coherence ({name})"] = round(result.summaries[name]["coherence"], 4)
+    out["coherence (chance)"] = round(q["coherence_chance"], 4)
     if "valid_retention" in q:
         out[f"valid {q['valid_metric']} base"] = round(q["valid_base"][q["valid_metric"]], 4)
         out[f"valid {q['valid_metric']} with SAE"] = round(q["valid_sae"][q["valid_metric"]], 4)

@@ -158,6 +158,12 @@ def test_probe_bpr_checkpoint_compares_models_and_uses_a_labeller(ml100k_runs, t
     assert summary["itda jaccard (compared model)"] == pytest.approx(
         compared[0]["jaccard"], abs=1e-4
     )
+    # the terminal summary shows RecSAE's coherence of each method and its chance level
+    for key, name in (("coherence", "sae"), ("coherence (untrained)", "untrained")):
+        assert summary[key] == pytest.approx(report["summary"][name]["coherence"], abs=1e-4)
+    assert summary["coherence (chance)"] == pytest.approx(
+        report["quality"]["coherence_chance"], abs=1e-4
+    )
     cards = report["cards"]
     assert cards and all(c["description"] == f"LABEL<{c['label'].upper()}>" for c in cards)
     assert cards[0]["description"] in " ".join(page.text)
