@@ -12,7 +12,7 @@ from recsys_denoise import prototypes as proto
 
 from recsys.cli import main
 from recsys.data.samplers import make_sampler
-from recsys.data.split import SplitConfig, make_split, split_ratio
+from recsys.data.split import SplitConfig, make_split
 from recsys.data.synthetic import make_synthetic
 from recsys.errors import ConfigError, DataError
 from recsys.eval.evaluator import Evaluator
@@ -22,17 +22,6 @@ from recsys.train.trainer import TrainConfig, Trainer
 
 FAST = {"epochs": 5, "batch_size": 256, "learning_rate": 0.01, "progress": False, "num_threads": 1}
 BASE = {"embedding_size": 16}
-
-
-@pytest.fixture(scope="module")
-def noisy():
-    """300 users x 200 items, 20% of the interactions replaced by random items (rating 0)."""
-    return make_synthetic(300, 200, 9000, temperature=0.25, label_noise=0.2, seed=7)
-
-
-@pytest.fixture(scope="module")
-def noisy_split(noisy):
-    return split_ratio(noisy, (0.8, 0.1, 0.1), seed=1)
 
 
 def _batch(split, size=64, n_negatives=1, kind="pairwise"):

@@ -15,8 +15,6 @@ from recsys_denoise import positive_truncation_keep
 
 from recsys.cli import main
 from recsys.data.samplers import make_sampler
-from recsys.data.split import split_ratio
-from recsys.data.synthetic import make_synthetic
 from recsys.models.registry import create_model, get_model_class, list_models
 from recsys.testing import MODEL_CHECKS
 
@@ -25,17 +23,6 @@ from recsys.testing import MODEL_CHECKS
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
     monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path_factory.mktemp("data-cache")))
     monkeypatch.delenv("RECSYS_TRACKING_URI", raising=False)
-
-
-@pytest.fixture(scope="module")
-def noisy():
-    """300 users x 200 items, 20% of the interactions replaced by random items (rating 0)."""
-    return make_synthetic(300, 200, 9000, temperature=0.25, label_noise=0.2, seed=7)
-
-
-@pytest.fixture(scope="module")
-def noisy_split(noisy):
-    return split_ratio(noisy, (0.8, 0.1, 0.1), seed=1)
 
 
 def _pointwise_batch(split, size=100, seed=0):
