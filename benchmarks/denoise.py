@@ -29,6 +29,10 @@ R_CE/main.py), so the numbers here are not comparable with the paper's table:
   sampled negative. Here the base is BPR-MF (or LightGCN with ``--base``), and an example is a
   BPR triplet: T-CE drops whole triplets, and R-CE weights a triplet by
   sigma(y_ui - y_uj)^beta. The authors weight sigma(y_ui)^beta and also reweight the negatives.
+  ``--base gmf`` is their pointwise setting (GMF with BCE over each positive and one sampled
+  negative, batches of 1024 rows of either; T-CE drops positives only, R-CE weights both as
+  the authors do), with this benchmark's other settings; results go to
+  ``denoise_<part>_gmf``.
 - drop rate units: ``drop_base="positives"`` drops the share epsilon of each batch's
   *positives*. The authors' code takes epsilon of the whole batch (positives plus negatives),
   all of it from the positives, which with one negative is 2 * epsilon of the positives. So
@@ -49,7 +53,7 @@ rate 0.05/0.1/0.2 in ``positives`` units, R-CE beta 0.1/0.25/0.5) and the one wi
 validation Recall@20 is reported as selected; results go to ``denoise_<part>_grid``.
 
     python -m benchmarks.denoise [--parts synthetic ml100k] [--seeds 0 1 2] [--threads 1]
-        [--base bpr|lightgcn] [--grid]
+        [--base bpr|lightgcn|gmf] [--grid]
 """
 
 from __future__ import annotations
@@ -69,7 +73,10 @@ KEYS = ("recall_at_20", "ndcg_at_20", "recall_at_10", "ndcg_at_10")
 BASES = {
     "bpr": {"embedding_size": 64},
     "lightgcn": {"embedding_size": 64, "n_layers": 2, "reg_weight": 1e-4},
+    "gmf": {"embedding_size": 64},
 }
+ROWS_PER_POSITIVE = {"gmf": 2}
+"""Batch rows per training positive: a pointwise batch holds each positive and its negative."""
 TRAIN = {
     "learning_rate": 5e-3,
     "batch_size": 1024,
@@ -165,13 +172,14 @@ def run_one(model: dict, data: dict, seed: int, clean: float, workdir: Path) -> 
     }
 
 
-def steps_per_epoch(data: dict, clean: float) -> int:
+def steps_per_epoch(data: dict, clean: float, base: str = "bpr") -> int:
     from recsys.data.catalog import DataConfig, load_dataset
     from recsys.data.split import SplitConfig, make_split
 
     ds = load_dataset(DataConfig(**data))
     split = make_split(ds, SplitConfig(clean_test_min_rating=clean))
-    return int(np.ceil(split.train.nnz / TRAIN["batch_size"]))
+    rows = split.train.nnz * ROWS_PER_POSITIVE.get(base, 1)
+    return int(np.ceil(rows / TRAIN["batch_size"]))
 
 
 GRID = {
@@ -209,7 +217,7 @@ def select_on_validation(models: dict[str, dict]) -> dict[str, str]:
 
 def run_part(name: str, seeds: list[int], models: list[str], base: str, grid: bool) -> dict:
     part = PARTS[name]
-    steps = steps_per_epoch(part["data"], part["clean_min_rating"])
+    steps = steps_per_epoch(part["data"], part["clean_min_rating"], base)
     configs = {k: v for k, v in model_configs(part, steps, base).items() if k in models}
     if grid:
         configs = expand_grid(configs)
