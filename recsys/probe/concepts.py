@@ -499,6 +499,8 @@ class LatentConcept:
     description: str | None = None
     coherence: float = math.nan
     """RecSAE's coherence (:mod:`recsys.probe.coherence`); NaN until the probe sets it."""
+    activation_deciles: list[float] | None = None
+    """10th..90th percentiles of the latent's positive activations; None if it never fires."""
 
     @property
     def label(self) -> str:
@@ -522,6 +524,33 @@ class LatentConcept:
             {"attribute": n, "lift": lift, "z": z} for n, lift, z in self.top_attributes
         ]
         return out
+
+
+DECILES = np.arange(10, 100, 10)
+"""The percentiles of :func:`activation_deciles`."""
+
+
+def activation_deciles(activations: np.ndarray) -> np.ndarray:
+    """Deciles of each column's positive entries: ``[9, m]`` (NaN for a column with none).
+
+    Vectorised over the whole matrix: a column-wise sort puts each latent's positive
+    activations last, and numpy's default (linear) percentile is read off that tail.
+    """
+    acts = np.asarray(activations, dtype=np.float64)
+    n = acts.shape[0]
+    ordered = np.sort(acts, axis=0)
+    count = (acts > 0).sum(0)
+    pos = DECILES[:, None] / 100.0 * np.maximum(count - 1, 0)[None, :]
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(count - 1, 0)[None, :])
+    start = (n - count)[None, :]
+    rows_lo = np.minimum(start + lo, n - 1)
+    rows_hi = np.minimum(start + hi, n - 1)
+    a = np.take_along_axis(ordered, rows_lo, axis=0)
+    b = np.take_along_axis(ordered, rows_hi, axis=0)
+    out = np.clip(a + (b - a) * (pos - lo), a, b)  # no rounding past a neighbour
+    out[:, count == 0] = np.nan
+    return out
 
 
 def split_instances(n: int, heldout_fraction: float, seed: int) -> np.ndarray:
@@ -608,6 +637,7 @@ def build_concepts(
     held_idx = np.flatnonzero(heldout)
     active = acts > 0
     n_active = active.sum(0)
+    deciles = activation_deciles(acts) if n else np.full((len(DECILES), m), np.nan)
     out: list[LatentConcept] = []
     for j in range(m):
         a = acts[:, j]
@@ -633,6 +663,7 @@ def build_concepts(
             confidence=float("nan"),
             n_pos=0,
             n_neg=0,
+            activation_deciles=[float(v) for v in deciles[:, j]] if n_active[j] else None,
         )
         out.append(record)
         if len(top) < max(2, config.min_instances):

@@ -119,8 +119,8 @@ class ProbeConfig(BaseModel):
     itda: ITDAConfig = Field(default_factory=ITDAConfig)
     baselines: bool = True
     """Also analyse the untrained SAE and the raw neurons."""
-    topk: list[int] = Field(default_factory=lambda: [10, 20])
-    """Cutoffs of the recommendation-quality table."""
+    topk: list[int] = Field(default_factory=lambda: [5, 10, 20, 50])
+    """Cutoffs of the recommendation-quality table (RecSAE reports HR/NDCG@{5,10,20,50})."""
     valid_metric: str = "ndcg_at_10"
     """Selects the SAE epoch (the model with the reconstruction, on validation)."""
     cards: int = Field(24, ge=0)

@@ -28,6 +28,8 @@ from recsys.train.checkpoint import atomic_write_text
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from recsys.probe.concepts import LatentConcept
+
 SECTIONS = (
     ("setup", "Setup"),
     ("quality", "SAE quality"),
@@ -335,6 +337,7 @@ def _section_concepts(r: ProbeResult, limit: int = 80) -> str:
             c.recall,
             c.precision,
             c.frequency,
+            _deciles(c),
             c.coherence,
         ]
         for c in named[:limit]
@@ -362,6 +365,7 @@ def _section_concepts(r: ProbeResult, limit: int = 80) -> str:
                 "recall",
                 "precision",
                 "frequency",
+                "activation p10 / p50 / p90",
                 "coherence",
             ],
             rows,
@@ -369,6 +373,12 @@ def _section_concepts(r: ProbeResult, limit: int = 80) -> str:
         )
         + more
     )
+
+
+def _deciles(c: LatentConcept) -> str:
+    """``p10 / p50 / p90`` of a latent's positive activations (– if it never fires)."""
+    d = c.activation_deciles
+    return _fmt(None) if d is None else " / ".join(_fmt(d[i], 3) for i in (0, 4, 8))
 
 
 def _section_baselines(r: ProbeResult, conf_png: str) -> str:

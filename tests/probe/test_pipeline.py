@@ -181,3 +181,35 @@ def test_concept_evidence_can_be_the_models_recommendations(concept_data, concep
         assert c.base_rate == pytest.approx(carries[recs].mean(1).mean(), rel=1e-5)
         history = (split.train @ carries) / np.diff(split.train.indptr)
         assert c.base_rate != pytest.approx(history.mean(), rel=1e-3)
+
+
+def test_latent_deciles_match_numpy_and_reach_report_json(concept_probe, tmp_path):
+    """Each latent carries the deciles of its positive activations (RecSAE's decile stats),
+    in report.json and in the page's latent table."""
+    acts = concept_probe.latents
+    n_active = (acts > 0).sum(0)
+    j = int(np.argmax(n_active))
+    assert n_active[j] >= 10
+    expected = np.percentile(acts[acts[:, j] > 0, j].astype(np.float64), np.arange(10, 100, 10))
+    got = concept_probe.concepts[j].activation_deciles
+    assert got is not None and len(got) == 9
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    for c in concept_probe.concepts:
+        if c.n_active == 0:
+            assert c.activation_deciles is None
+        else:
+            assert np.all(np.diff(c.activation_deciles) >= 0)
+            assert c.activation_deciles[0] > 0 and c.activation_deciles[-1] <= c.max_activation
+    write_report(concept_probe, tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    np.testing.assert_allclose(report["latents"][j]["activation_deciles"], expected, rtol=1e-6)
+    assert "activation p10 / p50 / p90" in (tmp_path / "report.html").read_text()
+
+
+def test_default_quality_grid_is_recsaes_5_10_20_50(concept_probe):
+    assert ProbeConfig().topk == [5, 10, 20, 50]
+    for part in ("valid_base", "valid_sae", "test_base", "test_sae"):
+        for k in (5, 10, 20, 50):
+            assert f"hit_at_{k}" in concept_probe.quality[part]
+            assert f"ndcg_at_{k}" in concept_probe.quality[part]
+    assert concept_probe.quality["valid_metric"] == "ndcg_at_10"
