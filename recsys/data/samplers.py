@@ -90,6 +90,13 @@ class Sampler:
     def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
         raise NotImplementedError
 
+    def _batches(self, columns: dict[str, np.ndarray]) -> Iterator[Batch]:
+        """Consecutive slices of ``batch_size`` rows of the (already shuffled) ``columns``."""
+        tensors = {name: torch.from_numpy(values) for name, values in columns.items()}
+        n = len(next(iter(tensors.values())))
+        for start in range(0, n, self.batch_size):
+            yield {name: t[start : start + self.batch_size] for name, t in tensors.items()}
+
 
 class PairwiseSampler(Sampler):
     """BPR triplets with uniform negatives that exclude each user's training positives.
@@ -225,11 +232,9 @@ class PairwiseSampler(Sampler):
         neg = self.negatives(user_block, rng)
         assert neg.shape == shape
         order = rng.permutation(len(self.users))
-        users, pos, neg = self.users[order], self.items[order], neg[order]
-        u_t, p_t, n_t = (torch.from_numpy(a) for a in (users, pos, neg))
-        for start in range(0, len(users), self.batch_size):
-            sl = slice(start, start + self.batch_size)
-            yield {"user": u_t[sl], "pos": p_t[sl], "neg": n_t[sl]}
+        yield from self._batches(
+            {"user": self.users[order], "pos": self.items[order], "neg": neg[order]}
+        )
 
 
 class HeldOutPairwiseSampler(PairwiseSampler):
@@ -283,10 +288,9 @@ class PointwiseSampler(PairwiseSampler):
         labels = np.zeros(len(users), dtype=np.float32)
         labels[: len(self.users)] = 1.0
         order = rng.permutation(len(users))
-        u_t, i_t, y_t = (torch.from_numpy(a[order]) for a in (users, items, labels))
-        for start in range(0, len(order), self.batch_size):
-            sl = slice(start, start + self.batch_size)
-            yield {"user": u_t[sl], "item": i_t[sl], "label": y_t[sl]}
+        yield from self._batches(
+            {"user": users[order], "item": items[order], "label": labels[order]}
+        )
 
 
 class PairSampler(Sampler):
@@ -303,11 +307,7 @@ class PairSampler(Sampler):
 
     def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
         order = rng.permutation(len(self.users))
-        u_t = torch.from_numpy(self.users[order])
-        i_t = torch.from_numpy(self.items[order])
-        for start in range(0, len(order), self.batch_size):
-            sl = slice(start, start + self.batch_size)
-            yield {"user": u_t[sl], "item": i_t[sl]}
+        yield from self._batches({"user": self.users[order], "item": self.items[order]})
 
 
 class UserRowSampler(Sampler):

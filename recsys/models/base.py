@@ -41,11 +41,9 @@ training mode. ``B`` is at most ``train.batch_size`` (the last batch of an epoch
 - ``"user_rows"``: ``{"user": int64 [B], "rows": float32 [B, n_items]}``, users with at least
   one training item and their training rows as a dense 0/1 block.
 - ``"pointwise"``: ``{"user": int64 [B], "item": int64 [B], "label": float32 [B]}``, labelled
-  examples for a pointwise loss (BCE): every training interaction (label 1) and one negative
-  per positive (label 0, uniform over the user's non-training items, redrawn each epoch),
-  shuffled together; ``B`` counts positives and negatives. The trainer passes
-  ``train.n_negatives`` only to pairwise samplers, so a pointwise model that cannot honour it
-  refuses ``n > 1`` in :meth:`check_train_config`.
+  examples for a pointwise loss (BCE): every training interaction (label 1) and
+  ``train.n_negatives`` negatives per positive (label 0, uniform over the user's non-training
+  items, redrawn each epoch), shuffled together; ``B`` counts positives and negatives.
 - ``"none"``: no batches; the trainer calls :meth:`fit` once with the training matrix.
 
 Construction only stores the config (scikit-learn's rule), so ``type(m)(m.config)`` gives a

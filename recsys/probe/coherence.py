@@ -142,9 +142,7 @@ def latent_coherence(
     Returns:
         ``float64 [m]``; NaN for latents with fewer than two distinct positive instances.
     """
-    xs = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    xs = xs.astype(np.float64)
-    unit = xs / np.maximum(np.linalg.norm(xs, axis=1, keepdims=True), 1e-12)
+    unit, _ = _unit_rows(x)
     idx = top_distinct_instances(activations, top, keys)  # [t, m]
     valid = idx >= 0
     emb = unit[np.where(valid, idx, 0)]  # [t, m, d]
@@ -156,15 +154,21 @@ def latent_coherence(
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def chance_coherence(x: np.ndarray | torch.Tensor) -> float:
-    """Mean cosine similarity over all pairs of distinct rows of ``x`` ``[n, d]`` (exact)."""
+def _unit_rows(x: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``x`` scaled to unit length in float64 (a zero row stays zero), and the row
+    norms ``[n, 1]``."""
     xs = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     xs = xs.astype(np.float64)
-    n = len(xs)
+    norms = np.linalg.norm(xs, axis=1, keepdims=True)
+    return xs / np.maximum(norms, 1e-12), norms
+
+
+def chance_coherence(x: np.ndarray | torch.Tensor) -> float:
+    """Mean cosine similarity over all pairs of distinct rows of ``x`` ``[n, d]`` (exact)."""
+    unit, norms = _unit_rows(x)
+    n = len(unit)
     if n < 2:
         return math.nan
-    norms = np.linalg.norm(xs, axis=1, keepdims=True)
-    unit = xs / np.maximum(norms, 1e-12)
     # a zero row has cosine 0 with everything, and its own "self-cosine" is 0, not 1
     self_sum = float((norms.ravel() > 1e-12).sum())
     total = float(np.square(unit.sum(0)).sum())

@@ -3,10 +3,11 @@ r"""GMF, the pointwise base model of the ADT paper's experiments.
 Generalised matrix factorisation from `"Neural Collaborative Filtering"
 <https://arxiv.org/abs/1708.05031>`_ (He et al., WWW 2017), trained as Wang et al. (WSDM 2021,
 `arXiv:2006.04153 <https://arxiv.org/abs/2006.04153>`_) train it for T-CE and R-CE: binary
-cross-entropy on every training interaction (label 1) and one uniformly sampled
-non-interacted item per interaction (label 0), redrawn each epoch (the ``pointwise`` batch
-kind). Wrapped by :class:`~recsys_denoise.TCE` or :class:`~recsys_denoise.RCE`
-(``model.base=gmf``), it gives the paper's setting.
+cross-entropy on every training interaction (label 1) and uniformly sampled
+non-interacted items (label 0; ``train.n_negatives`` per interaction, one by default as in the
+paper), redrawn each epoch (the ``pointwise`` batch kind). Wrapped by
+:class:`~recsys_denoise.TCE` or :class:`~recsys_denoise.RCE` (``model.base=gmf``), it gives the
+paper's setting.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class GMF(Recommender):
             + (1-y)\ln(1-\sigma(\hat{y}_{ui}))\big]
 
     over a batch of training interactions (:math:`y = 1`) and sampled non-interacted items
-    (:math:`y = 0`, one per interaction). :math:`\hat{y}_{ui}` is a logit and is also the
-    score. Initialisation as in the NCF code the authors build on: embeddings
+    (:math:`y = 0`, ``train.n_negatives`` per interaction). :math:`\hat{y}_{ui}` is a logit and
+    is also the score. Initialisation as in the NCF code the authors build on: embeddings
     :math:`\mathcal{N}(0, 0.01^2)`, :math:`\mathbf{h}` Kaiming-uniform for a sigmoid output,
     :math:`b = 0`. No weight penalty (the authors use none).
 

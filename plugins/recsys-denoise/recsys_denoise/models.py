@@ -348,15 +348,17 @@ class TCE(DenoiseRecommender):
         cfg = self.config
         return drop_rate(int(self.step), cfg.max_drop_rate, cfg.num_gradual)
 
-    def reduce(self, batch: dict[str, Tensor], losses: Tensor) -> Tensor:
-        cfg = self.config
-        rate = self.current_drop_rate()
+    def keep_mask(self, batch: dict[str, Tensor], losses: Tensor, rate: float) -> Tensor:
+        """T-CE's mask ``[B]``: False on the largest-loss examples at drop rate ``rate``
+        (``drop_base`` units), among the positives only in a pointwise batch."""
         positive = self.positives(batch)
-        if positive is None:
-            n_drop = n_to_drop(len(losses), rate, self.n_negatives(batch), cfg.drop_base)
-            keep = truncation_keep(losses, n_drop)
-        else:
-            keep = positive_truncation_keep(losses, positive, rate, cfg.drop_base)
+        if positive is not None:
+            return positive_truncation_keep(losses, positive, rate, self.config.drop_base)
+        n_drop = n_to_drop(len(losses), rate, self.n_negatives(batch), self.config.drop_base)
+        return truncation_keep(losses, n_drop)
+
+    def reduce(self, batch: dict[str, Tensor], losses: Tensor) -> Tensor:
+        keep = self.keep_mask(batch, losses, self.current_drop_rate())
         if self.training:
             self.record_drops(batch, ~keep)
         return losses[keep].mean()
@@ -493,12 +495,9 @@ class ProtoDenoise(TCE):
     def reduce(self, batch: dict[str, Tensor], losses: Tensor) -> Tensor:
         cfg = self.config
         rate = min(cfg.candidate_factor * self.current_drop_rate(), 1.0)
+        # in a pointwise batch the candidates are positives only
+        candidate = ~self.keep_mask(batch, losses, rate)
         positive = self.positives(batch)
-        if positive is None:
-            n_cand = n_to_drop(len(losses), rate, self.n_negatives(batch), cfg.drop_base)
-            candidate = ~truncation_keep(losses, n_cand)
-        else:  # candidates among the positives only
-            candidate = ~positive_truncation_keep(losses, positive, rate, cfg.drop_base)
         index, found = self.example_index(batch)
         # an example outside the training matrix has no prototype evidence: neutral, no anchor
         q = torch.where(found, self.proto_q[index], 0.5)
