@@ -385,11 +385,14 @@ class Recommender(nn.Module):
         eval mode, like :meth:`score`)."""
         raise NotImplementedError
 
-    def representations(self) -> dict[str, Tensor]:
+    def representations(self, history: sp.csr_array | None = None) -> dict[str, Tensor]:
         """Named internal states (e.g. ``user``, ``item`` embeddings) for probes.
 
         Each tensor has one row per user or per item (the name says which); the ones that the
-        scores are computed from are the sites :meth:`scorer_from` accepts.
+        scores are computed from are the sites :meth:`scorer_from` accepts. ``history`` is for
+        models that fold in (:attr:`fold_in`): the rows to compute user states from, as in
+        :meth:`scorer` (default the training matrix); a held-out user's training row is empty.
+        Other models are never passed one.
         """
         return {}
 

@@ -92,5 +92,5 @@ class ItemKNN(Recommender):
 
         return score
 
-    def representations(self) -> dict[str, Tensor]:
+    def representations(self, history: sp.csr_array | None = None) -> dict[str, Tensor]:
         return {"item_neighbors": self.neighbor_weight}

@@ -48,5 +48,5 @@ class Pop(Recommender):
 
         return score
 
-    def representations(self) -> dict[str, Tensor]:
+    def representations(self, history: sp.csr_array | None = None) -> dict[str, Tensor]:
         return {"item_popularity": self.item_count.unsqueeze(1)}

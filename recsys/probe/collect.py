@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
@@ -55,10 +56,13 @@ def freeze(model: Recommender) -> Recommender:
 
 
 @torch.no_grad()
-def collect_representations(model: Recommender) -> dict[str, Tensor]:
-    """``model.representations()`` detached, float32, on the CPU."""
+def collect_representations(
+    model: Recommender, history: sp.csr_array | None = None
+) -> dict[str, Tensor]:
+    """``model.representations()`` detached, float32, on the CPU; ``history`` (a fold-in
+    model's user rows, for splits with held-out users) is passed on when given."""
     freeze(model)
-    reps = model.representations()
+    reps = model.representations() if history is None else model.representations(history)
     return {k: v.detach().float().cpu().contiguous() for k, v in reps.items()}
 
 

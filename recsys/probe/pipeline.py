@@ -236,11 +236,15 @@ def _metrics(
     split: Split,
     part: str,
 ) -> dict[str, float]:
+    """Metrics of scoring from ``reps`` on ``part``, masked as the trainer masks them: the
+    users' histories (training rows, plus fold-in rows of held-out users), and at test the
+    validation items unless ``evaluator.mask_valid_at_test`` is off."""
     score_fn = model.scorer_from(reps)
     if part == "valid":
-        result = evaluator.evaluate(score_fn, split.valid, exclude=[split.train])
+        result = evaluator.evaluate(score_fn, split.valid, exclude=[split.history])
     else:
-        result = evaluator.evaluate(score_fn, split.test, exclude=[split.train, split.valid])
+        exclude = [split.history, split.valid] if evaluator.mask_valid_at_test else [split.history]
+        result = evaluator.evaluate(score_fn, split.test, exclude=exclude)
     return {k: float(v) for k, v in result.items() if k != "n_users"}
 
 
@@ -338,12 +342,15 @@ def _run_probe(
     compare: Recommender | None = None,
     labeller: Labeller | None = None,
     model_name: str | None = None,
+    mask_valid_at_test: bool = True,
 ) -> ProbeResult:
     """The body of :func:`run_probe`."""
     tic = time.perf_counter()
     config = config or ProbeConfig()
     notes: list[str] = []
-    reps = collect_representations(model)
+    # what a user has: training rows, and for held-out users (fold-in models) fold-in rows
+    history = split.history
+    reps = collect_representations(model, history if split.foldin is not None else None)
     site = resolve_site(model, reps, config.site)
     sae_config = SAEConfig(d_in=site.d, **config.sae.model_dump())
     if sae_config.k > sae_config.n_latents:
@@ -368,6 +375,7 @@ def _run_probe(
     evaluator = Evaluator(
         topk=tuple(sorted({*config.topk, int(cutoff)})),
         metrics=tuple(dict.fromkeys(("ndcg", "recall", "hit", metric))),
+        mask_valid_at_test=mask_valid_at_test,
     )
 
     # -- 1-2: the SAE ----------------------------------------------------------------------
@@ -422,12 +430,12 @@ def _run_probe(
     # -- 3: concepts -----------------------------------------------------------------------
     attributes = build_attributes(dataset, split.train, config.concepts)
     ccfg = config.concepts
-    # a user's evidence: the items of its training history, or the model's recommendations
-    evidence = split.train
+    # a user's evidence: the items of its history, or the model's recommendations
+    evidence = history
     keys = None  # the coherence metric's de-duplication key of every instance
     if site.kind == "user":
         k_rec = ccfg.evidence_k if ccfg.evidence == "recommended" else 1
-        recommended = recommended_items(model, reps, split.train, k_rec)
+        recommended = recommended_items(model, reps, history, k_rec)
         if ccfg.evidence == "recommended":
             evidence = recommended_matrix(recommended, split.shape[1])
         # RecSAE de-duplicates top instances by their top-1 recommended item; a user with no
@@ -489,7 +497,7 @@ def _run_probe(
     ablator = None
     if site.scoring:
         ablator = Ablator(
-            model, reps, site.name, site.kind, sae, z, split.train, split.valid, config.ablation
+            model, reps, site.name, site.kind, sae, z, history, split.valid, config.ablation
         )
         effects = _ablate(ablator, concepts, attributes, names, threshold, config.ablation)
     ablation_summary = summarize_effects(effects)
@@ -499,9 +507,7 @@ def _run_probe(
 
     # -- 6: cards --------------------------------------------------------------------------
     titles = item_titles(dataset)
-    cards = _cards(
-        concepts, site, attributes, titles, split.train, ablator, config, labeller, families
-    )
+    cards = _cards(concepts, site, attributes, titles, history, ablator, config, labeller, families)
 
     setup = {
         "model": model_name or getattr(model, "name", type(model).__name__),
@@ -558,6 +564,7 @@ def run_probe(
     compare: Recommender | None = None,
     labeller: Labeller | None = None,
     model_name: str | None = None,
+    mask_valid_at_test: bool = True,
 ) -> ProbeResult:
     """Probe ``model`` (set up and trained on ``split.train``) at ``config.site``.
 
@@ -569,6 +576,8 @@ def run_probe(
         compare: a second model trained on the same users, compared by ITDA Jaccard.
         labeller: optional external labeller for latent descriptions.
         model_name: shown in the report (default: the model's registry name).
+        mask_valid_at_test: the run's ``eval.mask_valid_at_test``: whether test metrics mask
+            validation items (RecBole's protocol) or leave them rankable (MMRec's).
 
     Raises:
         ProbeSiteError: unknown or unusable site.
@@ -577,7 +586,14 @@ def run_probe(
     config = config or ProbeConfig()
     with torch_threads(config.train.num_threads):
         return _run_probe(
-            model, dataset, split, config, compare=compare, labeller=labeller, model_name=model_name
+            model,
+            dataset,
+            split,
+            config,
+            compare=compare,
+            labeller=labeller,
+            model_name=model_name,
+            mask_valid_at_test=mask_valid_at_test,
         )
 
 
@@ -676,7 +692,9 @@ def _itda(
             continue
         compare_with(f"site {name}", build(x).ids)
     if compare is not None:
-        other_reps = collect_representations(compare)
+        other_reps = collect_representations(
+            compare, split.history if split.foldin is not None else None
+        )
         if site.name not in other_reps or other_reps[site.name].shape[0] != site.n:
             notes.append(
                 f"the compared model has no site {site.name!r} with {site.n} rows; "

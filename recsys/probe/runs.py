@@ -234,6 +234,7 @@ def probe_run(
             compare=other,
             labeller=labeller,
             model_name=loaded.config.model["name"],
+            mask_valid_at_test=loaded.config.eval.mask_valid_at_test,
         )
         result.setup["run_dir"] = str(loaded.run_dir)
         result.setup["checkpoint"] = str(loaded.checkpoint)

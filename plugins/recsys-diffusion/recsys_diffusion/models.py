@@ -207,7 +207,7 @@ class DiffRec(Recommender):
 
         return score
 
-    def representations(self) -> dict[str, Tensor]:
+    def representations(self, history: sp.csr_array | None = None) -> dict[str, Tensor]:
         # the output layer has one row per item: the item side of the final linear map
         return {"item_output": self.denoiser.layers[-1].weight.detach()}
 
@@ -467,5 +467,5 @@ class LDiffRec(DiffRec):
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1).mean()
         return {"diffusion": lam * per_example.mean(), "recon": recon, "kl": anneal * kl}
 
-    def representations(self) -> dict[str, Tensor]:
+    def representations(self, history: sp.csr_array | None = None) -> dict[str, Tensor]:
         return {"item_decoder": self.decoder.weight.detach()}

@@ -431,5 +431,5 @@ class DiffRecStudent(Recommender):
 
         return score
 
-    def representations(self) -> dict[str, Tensor]:
+    def representations(self, history: sp.csr_array | None = None) -> dict[str, Tensor]:
         return {"item_output": self.net.layers[-1].weight.detach()}

@@ -93,7 +93,7 @@ class EASE(Recommender):
 
         return score
 
-    def representations(self) -> dict[str, Tensor]:
+    def representations(self, history: sp.csr_array | None = None) -> dict[str, Tensor]:
         """``item_weights``: row :math:`j` holds :math:`\\hat{B}_{j\\cdot}`, how item ``j`` in a
         history votes for every item."""
         return {"item_weights": self.weights}

@@ -192,10 +192,14 @@ class _MultAutoencoder(Recommender):
         logvar = torch.cat(logvars) if self.variational and logvars else None
         return code, logvar
 
-    def representations(self) -> dict[str, Tensor]:
-        """``user``: the code of each user's training row (the posterior mean for a VAE)."""
+    def representations(self, history: sp.csr_array | None = None) -> dict[str, Tensor]:
+        """``user``: the code of each user's row of ``history`` (default the training matrix;
+        the posterior mean for a VAE)."""
         self.check_fitted()
-        code, _ = self._codes(np.arange(self.n_users))
+        rows = self.train_matrix if history is None else sp.csr_array(history)
+        if rows.shape[1] != self.n_items:
+            raise DataError(f"history has {rows.shape[1]} items; the model has {self.n_items}")
+        code, _ = self._codes(np.arange(rows.shape[0]), rows)
         return {"user": code}
 
     def scorer_from(self, representations: dict[str, Tensor]) -> ScoreFn:
