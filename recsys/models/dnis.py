@@ -30,7 +30,7 @@ LightGCN, the two-tower model, ...) declares its ID-embedding tables through
 - the final dimensions come from pruning the smallest :math:`|\alpha \odot E|` at the
   granularity of :math:`\alpha`'s cells: a cell :math:`(s, k)` scores
   :math:`\frac{1}{n_s}\sum_{b(f)=s} |\alpha_{s,k} e_{f,k}|` (divided by the table's mean
-  :math:`|\tilde{e}|`, so tables of different scale compare), and cells are kept best first
+  :math:`|e|`, so tables of different scale compare), and cells are kept best first
   until the kept parameters :math:`\sum_s n_s d_s` reach ``keep_ratio`` (or ``param_budget``)
   of the tables' :math:`\sum_f K`;
 - optionally the pruned model is fine-tuned with its mask fixed, from the searched weights or
@@ -1042,10 +1042,23 @@ class DNIS(Recommender):
                 w.alpha_grad = False
 
     def auxiliary_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        r"""Validation loss of the base plus :math:`\lambda_1 \lVert\alpha\rVert_1`."""
+        r"""The base's task loss on a validation batch, ``task``, plus ``l1``
+        :math:`\lambda_1 \lVert\alpha\rVert_1`.
+
+        Only the task loss, as in the authors' search: the base's regularisers and auxiliary
+        tasks (an L2 penalty on the looked-up embeddings, which scales with
+        :math:`\alpha^2` and would push every :math:`\alpha` down beside the L1 term; the
+        two-tower's SSL loss on items drawn from the catalogue, not from the validation
+        batch) are left out. A base without :meth:`~Recommender.example_losses` gives its
+        ``loss`` terms less any named ``reg``.
+        """
         self._clear_view()
         with self._alpha_in_graph():
-            terms = dict(self.base.loss(batch))
+            if type(self.base).example_losses is not Recommender.example_losses:
+                losses, _regularisers = self.base.example_losses(batch)
+                terms = {"task": losses.mean()}
+            else:
+                terms = {k: v for k, v in self.base.loss(batch).items() if k != "reg"}
             if self.config.l1_weight > 0:
                 alphas = [w.alpha for w in self._wrappers().values()]
                 terms["l1"] = self.config.l1_weight * sum(a.abs().sum() for a in alphas)

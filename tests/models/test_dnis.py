@@ -549,3 +549,32 @@ def test_every_frequency_block_needs_a_row(planted_split):
         _setup(planted_split, block_fractions=[0.001, 0.999])
     model = _setup(planted_split, n_blocks=200, keep_ratio=0.5)  # one item per block is fine
     assert model.base.item_embedding.block_sizes().min() == 1
+
+
+@pytest.mark.parametrize("base", ["bpr", "lightgcn"])
+def test_the_alpha_step_sees_the_task_loss_not_the_base_regulariser(planted_split, base):
+    # the base's L2 penalty on looked-up embeddings scales with alpha^2: in the validation
+    # loss it would push every alpha down beside the L1 term (the authors' search has no such
+    # term); the same model with and without it must give alpha the same gradient
+    grads = []
+    for reg_weight in (0.0, 10.0):
+        model = _setup(planted_split, base, base_params={**BASES[base], "reg_weight": reg_weight})
+        terms = model.auxiliary_loss(_batch(model, planted_split.valid, seed=1))
+        assert set(terms) == {"task", "l1"}
+        grads.append(torch.autograd.grad(sum(terms.values()), model.auxiliary_parameters()))
+    for without, with_reg in zip(*grads, strict=True):
+        assert torch.equal(without, with_reg)
+
+
+def test_the_alpha_step_of_a_two_tower_leaves_its_ssl_task_out(planted, planted_split):
+    # the SSL loss is computed on items drawn from the catalogue, not on the validation batch
+    torch.manual_seed(0)
+    params = {**BASES["twotower"], "ssl": "rfm", "ssl_weight": 1.0}
+    model = _dnis("twotower", base_params=params).setup(planted_split.train, planted)
+    assert "ssl" in model.loss(_batch(model, planted_split.train))
+    batch = _batch(model, planted_split.valid, seed=1)
+    terms = model.auxiliary_loss(batch)
+    assert set(terms) == {"task", "l1"}
+    with torch.no_grad():
+        main = model.loss(batch)["main"]
+    assert terms["task"].item() == pytest.approx(main.item(), rel=1e-6)
