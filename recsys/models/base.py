@@ -343,6 +343,17 @@ class Recommender(nn.Module):
         ``train`` is the :class:`~recsys.train.trainer.TrainConfig`. Default: no check.
         """
 
+    def parameter_groups(self) -> list[dict[str, Any]] | None:
+        """Parameter groups of the main optimiser with options of their own, for models whose
+        parts train at different rates (L-DiffRec's autoencoder and latent denoiser).
+
+        Each group is ``{"params": [...], "lr": ..., "weight_decay": ...}`` with the options
+        optional (absent ones are the trainer's ``train.learning_rate`` and
+        ``train.weight_decay``); the groups must hold every trainable parameter once, apart from
+        :meth:`auxiliary_parameters`. Default: None, one group.
+        """
+        return None
+
     def auxiliary_parameters(self) -> list[nn.Parameter]:
         """Parameters of the outer level of bi-level training (e.g. DNIS's alpha).
 

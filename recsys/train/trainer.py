@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from recsys.data.samplers import HeldOutPairwiseSampler, Sampler, make_sampler
@@ -214,7 +214,10 @@ def make_optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimize
     :func:`auxiliary_step` moves them.
     """
     outer = {id(p) for p in model.auxiliary_parameters()}
-    params = [p for p in model.parameters() if p.requires_grad and id(p) not in outer]
+    params: list[Any] = [p for p in model.parameters() if p.requires_grad and id(p) not in outer]
+    groups = model.parameter_groups()
+    if groups is not None:
+        params = _checked_groups(model, groups, params)
     if cfg.optimizer == "sparse_adam":
         if not model.supports_sparse_grad:
             raise ConfigError(
@@ -240,6 +243,41 @@ def make_optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimize
         return kind(params, fused=True, **options)
     except (RuntimeError, TypeError, ValueError):
         return kind(params, **options)
+
+
+_GROUP_OPTIONS = frozenset({"params", "lr", "weight_decay"})
+
+
+def _checked_groups(
+    model: Recommender, groups: list[dict[str, Any]], trainable: list[nn.Parameter]
+) -> list[dict[str, Any]]:
+    """``model.parameter_groups()`` as optimiser groups: every trainable parameter in exactly
+    one group, only the options the contract names, with valid values."""
+    where = f"{type(model).__name__}.parameter_groups()"
+    wanted = {id(p) for p in trainable}
+    seen: set[int] = set()
+    out = []
+    for k, group in enumerate(groups):
+        unknown = sorted(set(group) - _GROUP_OPTIONS)
+        if unknown:
+            raise ConfigError(
+                f"{where}: group {k} has options {unknown}; allowed: lr, weight_decay"
+            )
+        for key in ("lr", "weight_decay"):
+            value = group.get(key)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{where}: group {k} has {key}={value}")
+        kept = [p for p in group["params"] if id(p) in wanted]
+        twice = [id(p) for p in kept if id(p) in seen]
+        if twice:
+            raise ConfigError(f"{where}: a parameter is in group {k} and an earlier group")
+        seen.update(id(p) for p in kept)
+        options = {key: v for key, v in group.items() if key != "params" and v is not None}
+        out.append({"params": kept, **options})
+    missing = [n for n, p in model.named_parameters() if id(p) in wanted and id(p) not in seen]
+    if missing:
+        raise ConfigError(f"{where}: parameters in no group: {', '.join(missing[:5])}")
+    return [g for g in out if g["params"]]
 
 
 def auxiliary_step(
