@@ -133,7 +133,8 @@ def main() -> None:
     if not args.skip_scaling:
         _run("scaling", "--sizes", *args.sizes)
     if not args.skip_gowalla:
-        _run("gowalla_lightgcn")
+        # one thread, as the recorded plateau run (a long run on a shared machine)
+        _run("gowalla_lightgcn", "--threads", "1")
     scaling, gowalla = _load("scaling"), _load("gowalla_lightgcn")
     # a separate short run on a quiet machine, when there is one, times the epoch and the
     # evaluator (the plateau run can be long, and its clock shared with other jobs)
