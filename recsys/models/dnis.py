@@ -519,7 +519,8 @@ class DNISConfig(ModelConfig):
     param_budget: int | None = Field(None, gt=0)
     """ID-embedding parameters kept by pruning (overrides ``keep_ratio``)."""
     min_dim: int = Field(0, ge=0)
-    """Dimensions every non-empty block keeps."""
+    """Dimensions every non-empty block keeps (0: a block may be pruned away entirely, as the
+    method allows; its rows then have no embedding, and pruning logs a warning)."""
     block_dims: dict[str, list[int]] | None = None
     """Fixed widths per block and role (``{"user": [...], "item": [...]}``, most frequent
     block first) instead of a search: the mixed model trains from its initialisation, every
@@ -1125,6 +1126,18 @@ class DNIS(Recommender):
             {role: [r["dim"] for r in rows] for role, rows in report["blocks"].items()},
             self._saved_note(),
         )
+        for role, rows in report["blocks"].items():
+            empty = [r for r in rows if r["dim"] == 0 and r["rows"] > 0]
+            if empty:
+                log.warning(
+                    "DNIS pruned %s block(s) %s (%d rows) to width 0: those %ss keep no "
+                    "embedding (a dot-product base scores every pair with them 0); "
+                    "model.min_dim=1 keeps a column in every block",
+                    role,
+                    [r["block"] for r in empty],
+                    sum(r["rows"] for r in empty),
+                    role,
+                )
 
     def _saved_note(self) -> str:
         """Which state the run saves, for the pruning log line."""

@@ -578,3 +578,17 @@ def test_the_alpha_step_of_a_two_tower_leaves_its_ssl_task_out(planted, planted_
     with torch.no_grad():
         main = model.loss(batch)["main"]
     assert terms["task"].item() == pytest.approx(main.item(), rel=1e-6)
+
+
+def test_a_block_pruned_to_width_zero_is_warned_about(planted_split, caplog):
+    # its rows keep no embedding: every score with them is 0 under a dot product
+    widths = {"user": [16, 8, 4, 0], "item": [16, 8, 4, 2]}
+    model = _setup(planted_split, block_dims=widths)
+    with caplog.at_level("WARNING", logger="recsys.models.dnis"):
+        model.prune()
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "user block(s) [3]" in warned[0] and "min_dim=1" in warned[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recsys.models.dnis"):
+        _setup(planted_split, block_dims={"user": [16, 8, 4, 1], "item": [16, 8, 4, 2]}).prune()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
