@@ -53,7 +53,13 @@ from recsys.tracking import (
     redact_uri,
 )
 from recsys.train.checkpoint import atomic_write_text, load_checkpoint, load_weights
-from recsys.train.trainer import EpochReport, Trainer, default_num_threads, resolve_device
+from recsys.train.trainer import (
+    EpochReport,
+    Trainer,
+    cannot_fold_in,
+    default_num_threads,
+    resolve_device,
+)
 
 log = logging.getLogger("recsys")
 
@@ -174,14 +180,18 @@ def _reopen_run(tracker: Tracker, run_dir: Path) -> bool:
 
 def check_train_settings(cfg: RunConfig) -> None:
     """The model's own check of ``cfg.train`` (:meth:`Recommender.check_train_config`; DNIS:
-    enough epochs for its schedule). The trainer makes it too; ``recsys train``, ``recsys
-    dnis`` and ``recsys tune`` make it first, before data is read, a run folder exists or Ray
+    enough epochs for its schedule), and that a ``heldout_users`` split has a model that can
+    fold its users in. The trainer makes both checks too; ``recsys train``, ``recsys dnis``
+    and ``recsys tune`` make them first, before data is read, a run folder exists or Ray
     starts.
 
     Raises:
-        ConfigError: the model's message.
+        ConfigError: the model's message, or the fold-in refusal.
     """
-    create_model(cfg.model["name"], **cfg.model_params()).check_train_config(cfg.train)
+    model = create_model(cfg.model["name"], **cfg.model_params())
+    if cfg.split.strategy == "heldout_users" and not model.fold_in:
+        raise cannot_fold_in(cfg.model["name"])
+    model.check_train_config(cfg.train)
 
 
 def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
@@ -202,6 +212,7 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
     # bad data and splits that cannot work fail here, before a run folder exists
     dataset = load_dataset(cfg.data)
     cfg = cfg.model_copy(update={"split": resolve_split_config(dataset, cfg.split)})
+    check_train_settings(cfg)  # again: the dataset card may have set the split strategy
     split = None
     if resume_dir is None or not (Path(resume_dir) / "split.npz").is_file():
         split = make_split(dataset, cfg.split)

@@ -64,7 +64,7 @@ def train(
     metrics table at the end.
     """
     from recsys.config import build_run_config
-    from recsys.experiment import train_run
+    from recsys.experiment import check_train_settings, train_run
 
     extra = run_overrides(
         overrides, tracking_uri=tracking_uri, no_tracking=no_tracking, quiet=quiet, device=device
@@ -85,6 +85,8 @@ def train(
         )
         for name in models or (None,)
     ]
+    for cfg in configs:
+        check_train_settings(cfg)
     results = []
     for cfg in configs:
         # each run logs its folder as it starts; the table below lists them all again

@@ -174,10 +174,11 @@ class Evaluator:
     Example::
 
         ev = Evaluator(topk=(10, 20), metrics=("recall", "ndcg"))
-        result = ev.evaluate(model.score, split.test, exclude=(split.train, split.valid))
+        score = model.scorer()  # model.scorer(split.history) for held-out users (fold-in)
+        result = ev.evaluate(score, split.test, exclude=(split.history, split.valid))
         result["ndcg_at_20"], result["n_users"]
         result, table = ev.evaluate(..., per_user=True)  # table["user"], table["ndcg_at_20"]
-        items, scores = ev.topk(model.score, users, k=10, exclude=(split.train,))
+        items, scores = ev.topk(score, users, k=10, exclude=(split.history,))
 
     The cutoffs live in :attr:`cutoffs` (the attribute name ``topk`` is the method).
     """

@@ -343,6 +343,7 @@ def _run_probe(
     labeller: Labeller | None = None,
     model_name: str | None = None,
     mask_valid_at_test: bool = True,
+    compare_history: sp.csr_array | None = None,
 ) -> ProbeResult:
     """The body of :func:`run_probe`."""
     tic = time.perf_counter()
@@ -503,7 +504,7 @@ def _run_probe(
     ablation_summary = summarize_effects(effects)
 
     # -- 5: ITDA ---------------------------------------------------------------------------
-    itda = _itda(model, reps, site, split, evaluator, config, compare, notes)
+    itda = _itda(model, reps, site, split, evaluator, config, compare, compare_history, notes)
 
     # -- 6: cards --------------------------------------------------------------------------
     titles = item_titles(dataset)
@@ -565,6 +566,7 @@ def run_probe(
     labeller: Labeller | None = None,
     model_name: str | None = None,
     mask_valid_at_test: bool = True,
+    compare_history: sp.csr_array | None = None,
 ) -> ProbeResult:
     """Probe ``model`` (set up and trained on ``split.train``) at ``config.site``.
 
@@ -578,6 +580,9 @@ def run_probe(
         model_name: shown in the report (default: the model's registry name).
         mask_valid_at_test: the run's ``eval.mask_valid_at_test``: whether test metrics mask
             validation items (RecBole's protocol) or leave them rankable (MMRec's).
+        compare_history: the user rows a fold-in ``compare`` model encodes users from (its
+            own run's training plus fold-in rows); default ``split``'s history when ``split``
+            has held-out users, else the compared model's training rows.
 
     Raises:
         ProbeSiteError: unknown or unusable site.
@@ -594,6 +599,7 @@ def run_probe(
             labeller=labeller,
             model_name=model_name,
             mask_valid_at_test=mask_valid_at_test,
+            compare_history=compare_history,
         )
 
 
@@ -632,6 +638,7 @@ def _itda(
     evaluator: Evaluator,
     config: ProbeConfig,
     compare: Recommender | None,
+    compare_history: sp.csr_array | None,
     notes: list[str],
 ) -> dict[str, Any]:
     """ITDA dictionary of the site, its quality, and Jaccard similarities."""
@@ -692,9 +699,10 @@ def _itda(
             continue
         compare_with(f"site {name}", build(x).ids)
     if compare is not None:
-        other_reps = collect_representations(
-            compare, split.history if split.foldin is not None else None
-        )
+        if compare_history is None and compare.fold_in and split.foldin is not None:
+            compare_history = split.history
+        # a fold-in model encodes users from history rows: its own run's, held-out users' too
+        other_reps = collect_representations(compare, compare_history if compare.fold_in else None)
         if site.name not in other_reps or other_reps[site.name].shape[0] != site.n:
             notes.append(
                 f"the compared model has no site {site.name!r} with {site.n} rows; "

@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from recsys.config import RunConfig
@@ -126,6 +127,12 @@ def load_trained(path: Path) -> LoadedRun:
     return LoadedRun(run_dir, checkpoint, cfg, dataset, split, model)
 
 
+def _fold_in_history(run: LoadedRun) -> sp.csr_array | None:
+    """The user rows a fold-in model of ``run`` scores from, when its split holds users out
+    (their training rows are empty); None otherwise."""
+    return run.split.history if run.model.fold_in and run.split.foldin is not None else None
+
+
 def make_probe_tracker(
     loaded: LoadedRun, enabled: bool, uri: str | None, experiment: str | None
 ) -> Tracker:
@@ -208,11 +215,12 @@ def probe_run(
     labeller = load_labeller(config.labeller)
     loaded = load_trained(path)
     tracker = make_probe_tracker(loaded, tracking, tracking_uri, experiment)
-    other = None
+    other, other_history = None, None
     if compare is not None:
         second = load_trained(compare)
         check_comparable(loaded, second, config.site)
         other = second.model
+        other_history = _fold_in_history(second)
     tracker.start(
         f"probe-{config.site}",
         flatten_params(config.model_dump(mode="json"), prefix="probe."),
@@ -235,6 +243,7 @@ def probe_run(
             labeller=labeller,
             model_name=loaded.config.model["name"],
             mask_valid_at_test=loaded.config.eval.mask_valid_at_test,
+            compare_history=other_history,
         )
         result.setup["run_dir"] = str(loaded.run_dir)
         result.setup["checkpoint"] = str(loaded.checkpoint)

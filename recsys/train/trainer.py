@@ -137,8 +137,8 @@ def cannot_fold_in(model_name: str) -> ConfigError:
     """The error for ``split.strategy=heldout_users`` with a model that cannot score users it
     was not trained on (the trainer's check, and ``recsys tune``'s before Ray starts)."""
     return ConfigError(
-        f"model {model_name!r} scores users by learned per-user parameters and cannot score the "
-        "held-out users of split.strategy=heldout_users; use a fold-in model (e.g. itemknn, "
+        f"model {model_name!r} does not fold in users it did not train on, so it cannot score "
+        "the held-out users of split.strategy=heldout_users; use a fold-in model (e.g. itemknn, "
         "multvae, ease) or another split strategy"
     )
 

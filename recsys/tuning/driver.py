@@ -364,17 +364,6 @@ def _check_device(cfg: RunConfig, options: TuneOptions) -> None:
         )
 
 
-def _check_fold_in(cfg: RunConfig) -> None:
-    """Refuse ``split.strategy=heldout_users`` for a model that cannot fold in held-out users
-    (the trainer's own check, made before Ray starts)."""
-    from recsys.models.registry import get_model_class
-    from recsys.train.trainer import cannot_fold_in
-
-    name = cfg.model["name"]
-    if cfg.split.strategy == "heldout_users" and not get_model_class(name).fold_in:
-        raise cannot_fold_in(name)
-
-
 def _check_output(output_dir: Path, name: str | None) -> None:
     """Fail before the data are read when the experiment folder cannot go where asked."""
     if output_dir.exists() and not output_dir.is_dir():
@@ -623,7 +612,7 @@ def run_tune(
     dataset = load_dataset(base_cfg.data)
     # trials and best_config.yaml name the split that was used
     base_cfg = base_cfg.model_copy(update={"split": resolve_split_config(dataset, base_cfg.split)})
-    _check_fold_in(base_cfg)  # else every trial fails in Ray, each after its retries
+    check_train_settings(base_cfg)  # again: the dataset card may have set the split strategy
     split = make_split(dataset, base_cfg.split)  # before an experiment folder exists
     base = base_cfg.model_dump(mode="json")
     experiment_dir = new_experiment_dir(output_dir, name, base_cfg.model["name"], dataset.name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from recsys.cli import main
@@ -51,3 +52,34 @@ def test_probe_test_metrics_follow_the_runs_mask_valid_at_test(tmp_path, mask_va
     metrics, quality = _train_and_probe(tmp_path, "bpr", "bpr", setting)
     _assert_same(metrics["valid"], quality["valid_base"])
     _assert_same(metrics["test"], quality["test_base"])
+
+
+def test_probe_compare_encodes_a_held_out_runs_users_from_its_own_fold_in_rows(
+    tmp_path, monkeypatch
+):
+    # the probed run has an ordinary split; the compared Mult-VAE held users out, so its
+    # held-out users' training rows are empty and only its own split's history encodes them
+    import recsys.probe.pipeline as pipeline
+    from recsys.data.split import Split
+
+    args = ["train", "--model", "multvae", "--dataset", DATA, "-o", str(tmp_path), *TRAIN]
+    assert main([*args, "--set", "run_name=plain"]) == 0
+    held = ["--set", "split.strategy=heldout_users", "--set", "split.heldout_users=[0.2, 0.2]"]
+    assert main([*args, *held, "--set", "run_name=held"]) == 0
+    calls = []
+    original = pipeline.collect_representations
+
+    def spy(model, history=None):
+        calls.append(history)
+        return original(model, history)
+
+    monkeypatch.setattr(pipeline, "collect_representations", spy)
+    probe = ["--epochs", "1", "--no-tracking", "--quiet", "--no-baselines", "-k", "4"]
+    runs = [str(tmp_path / "plain"), "--compare", str(tmp_path / "held")]
+    assert main(["probe", *runs, *probe, "--output-dir", str(tmp_path / "probe")]) == 0
+    probed, compared = calls
+    assert probed is None  # the probed run has no held-out users
+    held_split = Split.load(tmp_path / "held" / "split.npz")
+    held_out = (np.diff(held_split.train.indptr) == 0) & (np.diff(held_split.foldin.indptr) > 0)
+    assert held_out.sum() > 0
+    assert compared is not None and (compared != held_split.history).nnz == 0

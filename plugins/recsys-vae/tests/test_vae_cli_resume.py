@@ -130,11 +130,16 @@ def test_cli_ease_under_the_heldout_users_split(tmp_path, capsys):
 
 
 def test_cli_bpr_under_heldout_users_is_a_clear_error(tmp_path, capsys):
+    # refused before the data are split or any run folder exists, and before an earlier model
+    # of the same command trains (multvae first would otherwise train, then bpr fail)
     code = _train(
-        tmp_path, "--model", "bpr", "--no-tracking", "--set", "split.strategy=heldout_users"
+        tmp_path,
+        *("--model", "multvae", "--model", "bpr", "--no-tracking"),
+        *("--set", "split.strategy=heldout_users"),
     )
     assert code == 2
-    assert "cannot score the held-out users" in capsys.readouterr().err
+    assert "'bpr' does not fold in" in capsys.readouterr().err
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
 def _vae_trainer(split, path, callbacks=()):
