@@ -121,14 +121,18 @@ def throughput(ds: Dataset, split: Split, name: str, params: dict, batch: int) -
     return float(rates[-1])
 
 
-def fit_job(job: tuple[str, str, float, int, dict, dict]) -> dict:
-    """One (dataset, variant, SSL weight, seed, main-task settings) run, in a worker process
-    when ``--jobs`` > 1."""
-    data, variant, weight, seed, train, main = job
+def fit_job(job: tuple[str, str, float, int, dict, dict, dict]) -> dict:
+    """One (dataset, variant, SSL weight, seed, main-task settings, further SSL settings) run,
+    in a worker process when ``--jobs`` > 1."""
+    data, variant, weight, seed, train, main, ssl_options = job
     torch.set_num_threads(train["num_threads"])
     ds, features = load(data, seed)
     split = split_ratio(ds, (0.8, 0.1, 0.1), seed=seed)
-    ssl = VARIANTS[variant] if variant == "none" else {**VARIANTS[variant], "ssl_weight": weight}
+    ssl = (
+        VARIANTS[variant]
+        if variant == "none"
+        else {**VARIANTS[variant], **ssl_options, "ssl_weight": weight}
+    )
     params = {**COMMON, **main, **features, **ssl}
     r = fit(ds, split, params, seed, train)
     t = r["test"]
@@ -153,15 +157,19 @@ def run(
     weights: list[float],
     jobs: int = 1,
     main_grid: list[dict] | None = None,
+    ssl_options: dict | None = None,
 ) -> dict:
     """Every (variant, SSL weight, seed) run; per SSL variant, the weight with the best mean
     validation Recall@20 is the one reported (the ``none`` variant has no weight). With
     ``main_grid``, the main-task settings of the ``none`` variant are chosen first, the same
-    way, and every variant uses them."""
+    way, and every variant uses them. ``ssl_options`` are further settings of the SSL
+    variants (e.g. ``ssl_mask_size``)."""
+    ssl_options = ssl_options or {}
     out: dict = {
         "protocol": __doc__.split("\n\n")[:5],
         "train": train,
         "ssl_weights": weights,
+        "ssl_options": ssl_options,
         "datasets": {},
     }
     for data in datasets:
@@ -170,7 +178,11 @@ def run(
         results: list[dict] = []
         grid: list[tuple] = []
         if main_grid:
-            first = [(data, "none", 0.0, seed, train, m) for m in main_grid for seed in seeds]
+            first = [
+                (data, "none", 0.0, seed, train, m, ssl_options)
+                for m in main_grid
+                for seed in seeds
+            ]
             runs = parallel_map(fit_job, first, jobs)
             by_main = [
                 [r for job, r in zip(first, runs, strict=True) if job[5] == m] for m in main_grid
@@ -189,7 +201,7 @@ def run(
             results += by_main[best]
         entry["main"] = main
         rest = [
-            (data, v, w, seed, train, main)
+            (data, v, w, seed, train, main, ssl_options)
             for v in VARIANTS
             for w in ([0.0] if v == "none" else weights)
             for seed in seeds
@@ -280,6 +292,8 @@ def markdown(result: dict) -> str:
     lines = ["# Two-tower: no SSL vs SSL-RFM vs SSL-CFM (mean ± std over seeds, test)", ""]
     lines += [*result["protocol"][1:], ""]
     lines.append(f"Training: {result['train']}")
+    if result.get("ssl_options"):
+        lines.append(f"\nSSL options of the rfm and cfm variants: {result['ssl_options']}")
     for data, entry in result["datasets"].items():
         lines += [
             "",
@@ -367,11 +381,18 @@ def main() -> None:
         action="store_true",
         help="choose logQ correction and temperature of the no-SSL model on validation first",
     )
+    parser.add_argument(
+        "--ssl-mask-size",
+        choices=["seed_plus_half", "half"],
+        default="seed_plus_half",
+        help="model.ssl_mask_size of the SSL variants",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train = {**TRAIN, "epochs": args.epochs, "num_threads": args.threads}
     grid = MAIN_GRID if args.main_grid else None
-    result = run(args.datasets, args.seeds, train, args.ssl_weights, args.jobs, grid)
+    options = {"ssl_mask_size": args.ssl_mask_size}
+    result = run(args.datasets, args.seeds, train, args.ssl_weights, args.jobs, grid, options)
     path = write_result(args.name, result, markdown(result))
     print(path.read_text())
 

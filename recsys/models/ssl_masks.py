@@ -17,6 +17,12 @@ embeddings, view two those in :math:`F \setminus F_m`.
   into the other view. :math:`n` is capped at :math:`k - 2` so that each view keeps at least
   one feature.
 
+  The paper gives :math:`n = \lfloor k/2 \rfloor` "so that the masked and retained set of
+  features have roughly the same size"; with few features the formula and the aim part ways
+  (:math:`k = 4`: three masked, one retained). ``rule="half"`` follows the aim:
+  :math:`|F_m| = \lfloor k/2 \rfloor`, the seed and its :math:`\lfloor k/2 \rfloor - 1`
+  nearest neighbours (two and two for :math:`k = 4`). RFM masks a random set of the same size.
+
 Mutual information is computed once over the item feature *columns* (one row per item, as the
 SSL task samples items uniformly from the corpus), from one discrete code per item and feature:
 the code itself for categorical features (the item id is a feature with one value per item), the
@@ -34,6 +40,8 @@ so, crowding out the features that are in fact correlated. Adjusted, both score 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -47,10 +55,19 @@ __all__ = [
 ]
 
 
-def masked_set_size(k: int) -> int:
-    r""":math:`|F_m| = 1 + \min(\lfloor k/2 \rfloor, k - 2)` for :math:`k \geq 2` features."""
+MaskRule = Literal["seed_plus_half", "half"]
+
+
+def masked_set_size(k: int, rule: MaskRule = "seed_plus_half") -> int:
+    r""":math:`|F_m|` for :math:`k \geq 2` features: :math:`1 + \min(\lfloor k/2 \rfloor,
+    k - 2)` (``"seed_plus_half"``, the paper's formula) or :math:`\lfloor k/2 \rfloor`
+    (``"half"``, its stated aim of views of about equal size)."""
     if k < 2:
         raise ValueError(f"feature masking needs at least two features, got {k}")
+    if rule == "half":
+        return k // 2
+    if rule != "seed_plus_half":
+        raise ValueError(f"unknown mask rule {rule!r}; use 'seed_plus_half' or 'half'")
     return 1 + min(k // 2, k - 2)
 
 
@@ -194,15 +211,16 @@ def dense_codes(values: np.ndarray, n_clusters: int = 16, seed: int = 0) -> np.n
     return labels
 
 
-def cfm_groups(mi: np.ndarray) -> np.ndarray:
+def cfm_groups(mi: np.ndarray, rule: MaskRule = "seed_plus_half") -> np.ndarray:
     r"""The CFM masked set for every seed feature: ``bool [k, k]``, row :math:`s` is
-    :math:`F_m` when :math:`f_s` is the seed (see the module docstring).
+    :math:`F_m` when :math:`f_s` is the seed, of :func:`masked_set_size` under ``rule`` (see
+    the module docstring).
 
     Ties in mutual information go to the feature listed first.
     """
     mi = np.asarray(mi, dtype=np.float64)
     k = mi.shape[0]
-    size = masked_set_size(k)
+    size = masked_set_size(k, rule)
     groups = np.zeros((k, k), dtype=bool)
     scores = mi.copy()
     np.fill_diagonal(scores, np.inf)  # the seed first, then its neighbours

@@ -85,6 +85,12 @@ class TwoTowerConfig(ModelConfig):
     """Items per SSL batch, sampled uniformly from the corpus; None: the main batch's size."""
     ssl_value_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     """Probability of dropping each value of a multi-valued feature in an SSL view."""
+    ssl_mask_size: Literal["seed_plus_half", "half"] = "seed_plus_half"
+    """Size of the masked set :math:`F_m` of :math:`k` item features: the paper's formula,
+    the seed and its :math:`\\lfloor k/2 \rfloor` neighbours, or ``half``,
+    :math:`\\lfloor k/2 \rfloor` in all, the paper's stated aim of two views of about equal
+    size (they differ for few features: 3 and 1 of 4 against 2 and 2); RFM masks as many.
+    See :mod:`recsys.models.ssl_masks`."""
     cfm_clusters: int = Field(16, ge=2)
     """Clusters (k-means) that discretise a dense feature for the mutual information."""
 
@@ -444,7 +450,7 @@ class TwoTower(DotProductScorer, Recommender):
                 axis=1,
             )
             mi = adjusted_mutual_information(codes)
-            groups = cfm_groups(mi)
+            groups = cfm_groups(mi, cfg.ssl_mask_size)
         self.register_buffer("cfm_table", torch.from_numpy(groups), persistent=False)
         self.register_buffer(
             "feature_mi", torch.from_numpy(mi.astype(np.float32)), persistent=False
@@ -554,7 +560,7 @@ class TwoTower(DotProductScorer, Recommender):
         if self.config.ssl == "cfm":
             seed = int(torch.randint(0, k, (1,)).item())
             return self.cfm_table[seed].clone()
-        chosen = torch.randperm(k)[: masked_set_size(k)]
+        chosen = torch.randperm(k)[: masked_set_size(k, self.config.ssl_mask_size)]
         mask = torch.zeros(k, dtype=torch.bool)
         mask[chosen] = True
         return mask.to(self.device)

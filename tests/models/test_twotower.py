@@ -88,8 +88,35 @@ def test_default_embedding_replaces_masked_features(planted, planted_split):
 
 def test_masked_set_size():
     assert [masked_set_size(k) for k in (2, 3, 4, 5, 6, 9)] == [1, 2, 3, 3, 4, 5]
+    # the paper's aim, views of about equal size
+    assert [masked_set_size(k, "half") for k in (2, 3, 4, 5, 6, 9)] == [1, 1, 2, 2, 3, 4]
     with pytest.raises(ValueError):
         masked_set_size(1)
+    with pytest.raises(ValueError, match="unknown mask rule"):
+        masked_set_size(4, "third")
+
+
+@pytest.mark.parametrize("ssl", ["rfm", "cfm"])
+def test_half_masks_give_two_views_of_equal_size_with_cfm_keeping_planted_pairs(ssl):
+    ds = _correlated_dataset()
+    split = split_ratio(ds, (0.8, 0.1, 0.1), seed=0)
+    model = TwoTower(ssl=ssl, ssl_mask_size="half").setup(split.train, ds)
+    k = len(model.item_feature_names)  # 6: three masked in each view
+    for _ in range(20):
+        assert int(model.ssl_mask().sum()) == 3 == k - 3
+    if ssl == "cfm":
+        groups = model.cfm_table.numpy()
+        idx = {n: i for i, n in enumerate(model.item_feature_names)}
+        for x, y in (("a", "a_copy"), ("b", "b_copy"), ("a_copy", "a"), ("b_copy", "b")):
+            assert groups[idx[x], idx[x]] and groups[idx[x], idx[y]], (x, y)
+
+
+def test_a_bad_mask_size_setting_names_the_key(tmp_path):
+    from recsys.testing import check_bad_setting_refused
+
+    check_bad_setting_refused(
+        "twotower", "model.ssl_mask_size=third", "model.ssl_mask_size", tmp_path
+    )
 
 
 def _correlated_dataset(n_items: int = 2000, seed: int = 0) -> Dataset:
