@@ -33,6 +33,8 @@ from recsys.fileio import atomic_write_files
 from recsys.jsonio import dumps_json
 
 if TYPE_CHECKING:
+    import scipy.sparse as sp
+
     from recsys.models.base import Recommender
 
 
@@ -64,15 +66,18 @@ def _finite(array: np.ndarray, what: str, run_dir: Path) -> None:
         )
 
 
-def _check_dot_product(model: Recommender, users: np.ndarray, items: np.ndarray) -> None:
+def _check_dot_product(
+    model: Recommender, users: np.ndarray, items: np.ndarray, history: sp.csr_array | None
+) -> None:
     r"""The export promises :math:`\hat{y}_{ui} = \mathbf{u}_u^\top\mathbf{v}_i`: check it
-    on the first users' scores, so a model that scores otherwise (an MLP over the pair, a
-    fold-in from history) is refused rather than exported into a wrong index."""
+    on the first users' scores (from ``history``, as the vectors were), so a model that scores
+    otherwise (an MLP over the pair, a fold-in from history) is refused rather than exported
+    into a wrong index."""
     import torch
 
     n = min(_CHECK_USERS, users.shape[0])
     with torch.no_grad():
-        scores = model.score(torch.arange(n)).detach().float().cpu().numpy()
+        scores = model.score(torch.arange(n), history).detach().float().cpu().numpy()
     product = users[:n] @ items.T
     scale = 1.0 + float(np.abs(scores).max(initial=0.0))
     if scores.shape != product.shape or not np.allclose(product, scores, rtol=0, atol=1e-4 * scale):
@@ -106,9 +111,12 @@ def export_embeddings(
             f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them, "
             "or export into another folder"
         )
-    cfg, dataset, _split, model = load_run(run_dir, device)
+    cfg, dataset, split, model = load_run(run_dir, device)
+    # held-out users (a fold-in model's heldout_users split) are encoded from their fold-in
+    # rows, as the run scored them; their training rows are empty
+    history = split.history if split.foldin is not None and model.fold_in else None
     with torch.no_grad():
-        reps = model.representations()
+        reps = model.representations() if history is None else model.representations(history)
     missing = [k for k in ("user", "item") if k not in reps]
     if missing:
         raise ConfigError(
@@ -124,7 +132,7 @@ def export_embeddings(
         )
     _finite(users, "user", run_dir)
     _finite(items, "item", run_dir)
-    _check_dot_product(model, users, items)
+    _check_dot_product(model, users, items, history)
     summary: dict[str, object] = {
         "run_dir": str(Path(run_dir).resolve()),
         "model": cfg.model["name"],

@@ -663,14 +663,22 @@ class TwoTower(DotProductScorer, Recommender):
 
         return score
 
-    def representations(self) -> dict[str, Tensor]:
-        """``user``/``item``: the towers' normalised outputs that scores are computed from;
-        ``item_id``: the item id embeddings (the tower's first input)."""
+    @property
+    def fold_in(self) -> bool:  # type: ignore[override]
+        """Without the user id (``use_user_id=false``) the query tower reads only what any user
+        brings, features and history rows, so users it never trained on can be scored
+        (``split.strategy=heldout_users``)."""
+        return not self.config.use_user_id
+
+    def representations(self, history: sp.csr_array | None = None) -> dict[str, Tensor]:
+        """``user``/``item``: the towers' normalised outputs that scores are computed from
+        (users from ``history`` rows when given, as :meth:`scorer`); ``item_id``: the item id
+        embeddings (the tower's first input)."""
         self.check_fitted()
         with torch.no_grad():
             ids = torch.arange(self.n_items, device=self.device)
             return {
-                "user": self.user_representations(),
+                "user": self.user_representations(history),
                 "item": self.item_representations(),
                 "item_id": self.item_embedding(ids),
             }
