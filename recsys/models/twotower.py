@@ -87,8 +87,8 @@ class TwoTowerConfig(ModelConfig):
     """Probability of dropping each value of a multi-valued feature in an SSL view."""
     ssl_mask_size: Literal["seed_plus_half", "half"] = "seed_plus_half"
     """Size of the masked set :math:`F_m` of :math:`k` item features: the paper's formula,
-    the seed and its :math:`\\lfloor k/2 \rfloor` neighbours, or ``half``,
-    :math:`\\lfloor k/2 \rfloor` in all, the paper's stated aim of two views of about equal
+    the seed and its :math:`\\lfloor k/2 \\rfloor` neighbours, or ``half``,
+    :math:`\\lfloor k/2 \\rfloor` in all, the paper's stated aim of two views of about equal
     size (they differ for few features: 3 and 1 of 4 against 2 and 2); RFM masks as many.
     See :mod:`recsys.models.ssl_masks`."""
     cfm_clusters: int = Field(16, ge=2)

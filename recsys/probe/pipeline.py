@@ -351,7 +351,8 @@ def _run_probe(
     notes: list[str] = []
     # what a user has: training rows, and for held-out users (fold-in models) fold-in rows
     history = split.history
-    reps = collect_representations(model, history if split.foldin is not None else None)
+    folds_in = split.foldin is not None and model.fold_in
+    reps = collect_representations(model, history if folds_in else None)
     site = resolve_site(model, reps, config.site)
     sae_config = SAEConfig(d_in=site.d, **config.sae.model_dump())
     if sae_config.k > sae_config.n_latents:

@@ -128,9 +128,9 @@ def load_trained(path: Path) -> LoadedRun:
 
 
 def _fold_in_history(run: LoadedRun) -> sp.csr_array | None:
-    """The user rows a fold-in model of ``run`` scores from, when its split holds users out
-    (their training rows are empty); None otherwise."""
-    return run.split.history if run.model.fold_in and run.split.foldin is not None else None
+    """The user rows a fold-in model of ``run`` scores from: its split's training rows, plus
+    the fold-in rows of held-out users when it has them; None for other models."""
+    return run.split.history if run.model.fold_in else None
 
 
 def make_probe_tracker(

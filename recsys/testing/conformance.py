@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
@@ -272,6 +273,21 @@ def check_scorer_from_representations(cls: type[Recommender], split: Split) -> N
         f"{cls.__name__}.scorer_from(representations()) must reproduce score() (atol 1e-5): "
         "unedited representations give the model's own scores"
     )
+    if model.fold_in:
+        # users known by other rows (held-out users' fold-in rows): probes and exports pass
+        # those rows to representations(history), as the trainer passes them to scorer()
+        other = sp.csr_array(split.train + split.valid)
+        try:
+            fn = model.scorer_from(model.representations(other))
+        except TypeError as exc:
+            raise AssertionError(
+                f"{cls.__name__} folds in (fold_in), so representations() must take the "
+                f"optional history rows that scorer() takes: {exc}"
+            ) from None
+        assert torch.allclose(fn(users), model.score(users, other), atol=1e-5), (
+            f"{cls.__name__}.scorer_from(representations(history)) must reproduce "
+            "score(users, history) (atol 1e-5)"
+        )
 
 
 def check_scores_in_float64(cls: type[Recommender], split: Split) -> None:

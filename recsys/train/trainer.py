@@ -139,7 +139,7 @@ def cannot_fold_in(model_name: str) -> ConfigError:
     return ConfigError(
         f"model {model_name!r} does not fold in users it did not train on, so it cannot score "
         "the held-out users of split.strategy=heldout_users; use a fold-in model (e.g. itemknn, "
-        "multvae, ease) or another split strategy"
+        "multvae, ease, or twotower with model.use_user_id=false) or another split strategy"
     )
 
 
@@ -219,6 +219,11 @@ def make_optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimize
     if groups is not None:
         params = _checked_groups(model, groups, params)
     if cfg.optimizer == "sparse_adam":
+        if any(isinstance(g, dict) and g.get("weight_decay") for g in params):
+            raise ConfigError(
+                "train.optimizer=sparse_adam does not support weight decay, which "
+                f"{type(model).__name__}.parameter_groups() sets"
+            )
         if not model.supports_sparse_grad:
             raise ConfigError(
                 f"train.optimizer=sparse_adam: model {model.name!r} has no row-sparse gradients; "
@@ -263,15 +268,24 @@ def _checked_groups(
             raise ConfigError(
                 f"{where}: group {k} has options {unknown}; allowed: lr, weight_decay"
             )
+        members = group.get("params")
+        if not isinstance(members, (list, tuple)) or not all(
+            isinstance(p, nn.Parameter) for p in members
+        ):
+            raise ConfigError(f"{where}: group {k} needs 'params', a list of parameters")
         for key in ("lr", "weight_decay"):
             value = group.get(key)
-            if value is not None and not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{where}: group {k} has {key}={value}")
-        kept = [p for p in group["params"] if id(p) in wanted]
-        twice = [id(p) for p in kept if id(p) in seen]
-        if twice:
-            raise ConfigError(f"{where}: a parameter is in group {k} and an earlier group")
-        seen.update(id(p) for p in kept)
+            if value is not None and not (
+                isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+            ):
+                raise ConfigError(f"{where}: group {k} has {key}={value!r}")
+        ids = [id(p) for p in members if id(p) in wanted]
+        if len(set(ids)) < len(ids) or seen.intersection(ids):
+            raise ConfigError(
+                f"{where}: a parameter is twice in group {k} or also in an earlier one"
+            )
+        seen.update(ids)
+        kept = [p for p in members if id(p) in wanted]
         options = {key: v for key, v in group.items() if key != "params" and v is not None}
         out.append({"params": kept, **options})
     missing = [n for n, p in model.named_parameters() if id(p) in wanted and id(p) not in seen]

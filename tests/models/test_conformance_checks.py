@@ -23,6 +23,7 @@ from recsys.testing.conformance import (
     check_loss_terms,
     check_reset_parameters_restores_init,
     check_score_shape_and_finite,
+    check_scorer_from_representations,
     check_scores_in_float64,
     check_state_dict_round_trip,
 )
@@ -207,3 +208,47 @@ def test_every_assert_in_the_checks_has_a_message():
 def test_every_check_is_listed_once():
     assert len({c.__name__ for c in MODEL_CHECKS}) == len(MODEL_CHECKS)
     assert MODEL_CHECKS[0] is check_config_class
+
+
+class HistorySum(Recommender):
+    """Folds users in: a user's vector is the sum of its history rows' item vectors, scored by
+    the dot product."""
+
+    name = "historysum"
+    config_class = BiasConfig
+    batch_kind = "none"
+    fold_in = True
+
+    def build(self, train: sp.csr_array, dataset: object) -> None:
+        self.register_buffer("item", torch.randn(self.n_items, 4))
+
+    def fit(self, train: sp.csr_array) -> None:
+        pass
+
+    def _users(self, history: sp.csr_array | None) -> Tensor:
+        rows = self.train_matrix if history is None else history
+        return torch.from_numpy(sp.csr_array(rows, dtype="float32").toarray()) @ self.item
+
+    def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
+        users_r = self._users(history)
+        return lambda users: users_r[users] @ self.item.T
+
+    def representations(self, history: sp.csr_array | None = None) -> dict[str, Tensor]:
+        return {"user": self._users(history), "item": self.item}
+
+    def scorer_from(self, representations: dict[str, Tensor]) -> ScoreFn:
+        users_r, items_r = representations["user"], representations["item"]
+        return lambda users: users_r[users] @ items_r.T
+
+
+class OldSignatureHistorySum(HistorySum):
+    """The same model with ``representations()`` that takes no history."""
+
+    def representations(self) -> dict[str, Tensor]:  # type: ignore[override]
+        return super().representations()
+
+
+def test_a_fold_in_model_must_take_history_in_representations(split):
+    check_scorer_from_representations(HistorySum, split)
+    with pytest.raises(AssertionError, match="must take the optional history rows"):
+        check_scorer_from_representations(OldSignatureHistorySum, split)

@@ -83,3 +83,13 @@ def test_probe_compare_encodes_a_held_out_runs_users_from_its_own_fold_in_rows(
     held_out = (np.diff(held_split.train.indptr) == 0) & (np.diff(held_split.foldin.indptr) > 0)
     assert held_out.sum() > 0
     assert compared is not None and (compared != held_split.history).nnz == 0
+
+    # and the other way round: the compared run has no held-out users, so its own training
+    # rows (not the probed run's history) encode its users
+    calls.clear()
+    runs = [str(tmp_path / "held"), "--compare", str(tmp_path / "plain")]
+    assert main(["probe", *runs, *probe, "--output-dir", str(tmp_path / "probe-2")]) == 0
+    probed, compared = calls
+    assert (probed != held_split.history).nnz == 0
+    plain_train = Split.load(tmp_path / "plain" / "split.npz").train
+    assert compared is not None and (compared != plain_train).nnz == 0

@@ -64,13 +64,27 @@ def test_each_group_steps_at_its_own_learning_rate():
         (lambda m: [{"params": [m.user_embedding.weight]}], "in no group: item_embedding.weight"),
         (
             lambda m: [{"params": list(m.parameters())}, {"params": [m.item_embedding.weight]}],
-            "in group 1 and an earlier group",
+            "twice in group 1 or also in an earlier one",
         ),
         (lambda m: [{"params": list(m.parameters()), "momentum": 0.9}], "options ['momentum']"),
         (lambda m: [{"params": list(m.parameters()), "lr": float("nan")}], "lr=nan"),
+        (lambda m: [{"params": list(m.parameters()), "lr": "fast"}], "lr='fast'"),
+        (lambda m: [{"lr": 1e-3}], "group 0 needs 'params'"),
+        (lambda m: [{"params": m.user_embedding.weight}], "group 0 needs 'params'"),
+        (
+            lambda m: [{"params": [m.user_embedding.weight, *m.parameters()]}],
+            "twice in group 0",
+        ),
     ],
 )
 def test_groups_that_break_the_contract_are_refused(groups, message):
     with pytest.raises(ConfigError, match=r"TwoRateBPR\.parameter_groups\(\)") as error:
         make_optimizer(_model(groups), TrainConfig())
     assert message in str(error.value)
+
+
+def test_sparse_adam_refuses_a_groups_weight_decay():
+    # lazy Adam has no weight decay: a group's would be ignored silently
+    model = _model(lambda m: [{"params": list(m.parameters()), "weight_decay": 0.5}])
+    with pytest.raises(ConfigError, match=r"sparse_adam does not support weight decay"):
+        make_optimizer(model, TrainConfig(optimizer="sparse_adam"))

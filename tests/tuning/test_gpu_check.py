@@ -33,6 +33,7 @@ def test_the_check_records_each_trials_device_and_fails_without_a_gpu():
     # when trials this small finish within a second, so count the raw spans
     spans = [t["span_s"] for t in result["trials"]]
     assert all(span is not None and span[1] > span[0] for span in spans)
-    assert most_at_once(spans) >= 1 and result["most_trials_at_once"] >= 0
+    assert most_at_once(spans) >= 1
+    assert result["most_trials_at_once"] == most_at_once(spans, resolution_s=1.0)
     text = markdown(result)
     assert "| cpu |" in text and "Check passed: **False**" in text

@@ -61,4 +61,7 @@ def test_the_cli_takes_the_denoiser_rate_and_keeps_it_in_the_run_config(tmp_path
     code = main([*args, "--quiet", *(x for s in settings for x in ("--set", s))])
     assert code == 0
     assert "denoiser_learning_rate: 0.0001" in (out / "lr2" / "config.yaml").read_text()
-    assert json.loads((out / "lr2" / "metrics.json").read_text())["test"]["recall_at_20"] >= 0
+    assert json.loads((out / "lr2" / "metrics.json").read_text())["test"]["n_users"] > 0
+    # the run's optimiser had the two groups (its state is in last.pt)
+    state = torch.load(out / "lr2" / "checkpoints" / "last.pt", weights_only=False)
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [1e-3, 1e-4]
