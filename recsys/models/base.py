@@ -343,6 +343,12 @@ class Recommender(nn.Module):
         ``train`` is the :class:`~recsys.train.trainer.TrainConfig`. Default: no check.
         """
 
+    def schedule_epochs(self) -> int:
+        """The fewest training epochs before this model's saved form exists (DNIS: warm start,
+        search and one fine-tuning epoch); a tuning scheduler must not judge or stop a trial
+        earlier. Default: 1."""
+        return 1
+
     def parameter_groups(self) -> list[dict[str, Any]] | None:
         """Parameter groups of the main optimiser with options of their own, for models whose
         parts train at different rates (L-DiffRec's autoencoder and latent denoiser).

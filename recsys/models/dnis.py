@@ -619,7 +619,7 @@ def _resolve_base(values: dict[str, Any]) -> dict[str, Any]:
     name = str(values.get("base", "bpr"))
     if name == DNIS.name:
         raise ConfigError("model.base: DNIS cannot wrap itself")
-    base_cls = get_model_class(name)
+    base_cls = get_model_class(name, key="model.base")
     if base_cls.batch_kind == "none" or not base_cls().id_embeddings():
         raise ConfigError(
             f"model.base={name!r} has no trainable ID embeddings (id_embeddings()); DNIS "

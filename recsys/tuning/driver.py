@@ -65,6 +65,7 @@ from recsys.train.checkpoint import atomic_write_bytes, atomic_write_text, load_
 from recsys.tuning.space import SearchSpace, check_against, set_dotted
 from recsys.tuning.trainable import (
     InjectedFault,
+    best_metric_key,
     metric_key,
     plain_value,
     trial_run_config,
@@ -451,6 +452,23 @@ def check_scheduler_options(
         )
 
 
+def _check_schedule(cfg: RunConfig, options: TuneOptions) -> None:
+    """Refuse a scheduler that may stop trials before their models have a saved form
+    (:meth:`~recsys.models.base.Recommender.schedule_epochs`: DNIS prunes after its warm start
+    and search), since it would rank and stop them by epochs that are then discarded."""
+    from recsys.models.registry import create_model
+
+    if options.scheduler == "none":
+        return
+    need = create_model(cfg.model["name"], **cfg.model_params()).schedule_epochs()
+    if options.grace_period < need:
+        raise ConfigError(
+            f"--scheduler {options.scheduler} with --grace-period {options.grace_period} could "
+            f"stop trials before model {cfg.model['name']!r} reaches its saved form after "
+            f"{need} epochs; use --scheduler none, or --grace-period {need} or more"
+        )
+
+
 def _scheduler(options: TuneOptions, max_epochs: int) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
@@ -604,6 +622,7 @@ def run_tune(
     _check_brackets(options, _max_epochs(base_cfg))
     _check_device(base_cfg, options)
     check_train_settings(base_cfg)  # else every trial fails in Ray, each after its retries
+    _check_schedule(base_cfg, options)
     _check_local_gpus(options, address)
     _check_local_cpus(options, address)
     output_dir = base_cfg.output_dir.resolve()
@@ -1109,6 +1128,15 @@ def _trial_row(
             best_value = float(column[at])
             # reports count epochs trained; users see 0-based indices, as recsys train logs
             best_epoch = int(history.loc[at, "epoch"]) - 1 if "epoch" in history else int(at)
+        # the trainer's own pick, as its last measured report states it: a model whose
+        # schedule saves only some epochs (DNIS saves a fine-tuning epoch, after pruning) is
+        # ranked by the epoch it saves, not by a better score of an epoch it discards
+        picked = best_metric_key(metric)
+        if picked in history and "best_epoch" in history and column.notna().any():
+            last_row = history.loc[column.last_valid_index()]
+            value = pd.to_numeric(last_row[picked], errors="coerce")
+            if pd.notna(value) and math.isfinite(float(value)):
+                best_value, best_epoch = float(value), int(last_row["best_epoch"])
     entry = ledger.get(trial_id, {})
     status = str(entry.get("status", "ERROR" if result.error else "TERMINATED"))
     epochs = int(last.get("epoch", 0) or 0)

@@ -592,3 +592,9 @@ def test_a_block_pruned_to_width_zero_is_warned_about(planted_split, caplog):
     with caplog.at_level("WARNING", logger="recsys.models.dnis"):
         _setup(planted_split, block_dims={"user": [16, 8, 4, 1], "item": [16, 8, 4, 2]}).prune()
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_an_unknown_base_names_the_model_base_key(tmp_path):
+    from recsys.testing import check_bad_setting_refused
+
+    check_bad_setting_refused("dnis", "model.base=nosuch", "model.base", tmp_path)

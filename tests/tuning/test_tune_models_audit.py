@@ -14,6 +14,7 @@ from recsys.tuning.space import parse_space
 from tests.tuning.conftest import run_tune_cli
 
 SMALL = "synthetic-120x80x2400"
+DNIS_SPACE = Path(__file__).resolve().parents[2] / "tune" / "spaces" / "dnis.yaml"
 """One training batch per epoch at the default batch size: a huge learning rate validates
 once, then diverges in the second epoch."""
 
@@ -57,6 +58,28 @@ def test_heldout_users_with_a_model_that_cannot_fold_in_fails_before_ray(
     )  # fmt: skip
     assert code == 2
     assert "cannot score the held-out users" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("scheduler", [["--scheduler", "asha"], ["--scheduler", "median"]])
+def test_a_scheduler_that_could_stop_dnis_before_it_prunes_is_refused_before_ray(
+    tmp_path, monkeypatch, capsys, scheduler
+):
+    # warm start 2 + search 2 + one fine-tuning epoch: a grace period of 3 would judge and
+    # stop trials by warm-start or search epochs, which the saved model never is
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(driver, "ray_session", no_ray)
+    code, _ = run_tune_cli(
+        "--model", "dnis", "--dataset", SMALL, "--space", str(DNIS_SPACE),
+        "--num-samples", "2", "-o", str(tmp_path / "runs"), "--no-tracking", "--quiet",
+        *scheduler, "--grace-period", "3", "--set", "train.epochs=8",
+        "--set", "model.warm_start_epochs=2", "--set", "model.search_epochs=2",
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "reaches its saved form after 5 epochs" in err and "--scheduler none" in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
