@@ -519,7 +519,7 @@ def recommend(
     if exclude_seen and split.foldin is not None:
         exclude.append(split.foldin)
     # held-out users are scored from their fold-in rows
-    history = split.history if split.foldin is not None else None
+    history = split.scoring_history(model.fold_in)
     model.eval()
     with torch.no_grad():
         items, scores = evaluator.topk(model.scorer(history), users, k, exclude=exclude)

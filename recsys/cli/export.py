@@ -100,9 +100,8 @@ def export_embeddings(
             no ``user`` and ``item`` representations, or does not score by their dot product.
         DataError: the embeddings have NaN or infinite values.
     """
-    import torch
-
     from recsys.experiment import load_run
+    from recsys.probe.collect import collect_representations
 
     out = Path(out)
     existing = [name for name in FILES if (out / name).exists()]
@@ -114,9 +113,8 @@ def export_embeddings(
     cfg, dataset, split, model = load_run(run_dir, device)
     # held-out users (a fold-in model's heldout_users split) are encoded from their fold-in
     # rows, as the run scored them; their training rows are empty
-    history = split.history if split.foldin is not None and model.fold_in else None
-    with torch.no_grad():
-        reps = model.representations() if history is None else model.representations(history)
+    history = split.scoring_history(model.fold_in)
+    reps = collect_representations(model, history)
     missing = [k for k in ("user", "item") if k not in reps]
     if missing:
         raise ConfigError(

@@ -159,6 +159,23 @@ class Split:
             self.__dict__["_history"] = cached
         return cached
 
+    def scoring_history(self, fold_in: bool) -> sp.csr_array | None:
+        """The rows a model scores users from when they are not its own training rows:
+        :attr:`history` for a fold-in model on a split with held-out users (their training
+        rows are empty); None, the model's training rows, otherwise."""
+        return self.history if self.foldin is not None and fold_in else None
+
+    def evaluation_target(
+        self, part: Literal["valid", "test"], mask_valid_at_test: bool = True
+    ) -> tuple[sp.csr_array, list[sp.csr_array]]:
+        """``(truth, exclude)`` of full-ranking evaluation on ``part``: its held-out items, and
+        what is masked from the ranking: each user's :attr:`history`, and at test also the
+        validation items unless ``mask_valid_at_test`` is off (MMRec's protocol)."""
+        if part == "valid":
+            return self.valid, [self.history]
+        exclude = [self.history, self.valid] if mask_valid_at_test else [self.history]
+        return self.test, exclude
+
     def __repr__(self) -> str:
         fold = f", foldin={self.foldin.nnz}" if self.foldin is not None else ""
         return (

@@ -31,7 +31,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -234,17 +234,12 @@ def _metrics(
     model: Recommender,
     reps: dict[str, torch.Tensor],
     split: Split,
-    part: str,
+    part: Literal["valid", "test"],
 ) -> dict[str, float]:
-    """Metrics of scoring from ``reps`` on ``part``, masked as the trainer masks them: the
-    users' histories (training rows, plus fold-in rows of held-out users), and at test the
-    validation items unless ``evaluator.mask_valid_at_test`` is off."""
-    score_fn = model.scorer_from(reps)
-    if part == "valid":
-        result = evaluator.evaluate(score_fn, split.valid, exclude=[split.history])
-    else:
-        exclude = [split.history, split.valid] if evaluator.mask_valid_at_test else [split.history]
-        result = evaluator.evaluate(score_fn, split.test, exclude=exclude)
+    """Metrics of scoring from ``reps`` on ``part``, masked as the trainer masks them
+    (:meth:`~recsys.data.split.Split.evaluation_target`)."""
+    truth, exclude = split.evaluation_target(part, evaluator.mask_valid_at_test)
+    result = evaluator.evaluate(model.scorer_from(reps), truth, exclude=exclude)
     return {k: float(v) for k, v in result.items() if k != "n_users"}
 
 
@@ -351,8 +346,7 @@ def _run_probe(
     notes: list[str] = []
     # what a user has: training rows, and for held-out users (fold-in models) fold-in rows
     history = split.history
-    folds_in = split.foldin is not None and model.fold_in
-    reps = collect_representations(model, history if folds_in else None)
+    reps = collect_representations(model, split.scoring_history(model.fold_in))
     site = resolve_site(model, reps, config.site)
     sae_config = SAEConfig(d_in=site.d, **config.sae.model_dump())
     if sae_config.k > sae_config.n_latents:
@@ -700,8 +694,8 @@ def _itda(
             continue
         compare_with(f"site {name}", build(x).ids)
     if compare is not None:
-        if compare_history is None and compare.fold_in and split.foldin is not None:
-            compare_history = split.history
+        if compare_history is None:
+            compare_history = split.scoring_history(compare.fold_in)
         # a fold-in model encodes users from history rows: its own run's, held-out users' too
         other_reps = collect_representations(compare, compare_history if compare.fold_in else None)
         if site.name not in other_reps or other_reps[site.name].shape[0] != site.n:

@@ -279,13 +279,13 @@ def _checked_groups(
                 isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
             ):
                 raise ConfigError(f"{where}: group {k} has {key}={value!r}")
-        ids = [id(p) for p in members if id(p) in wanted]
+        kept = [p for p in members if id(p) in wanted]
+        ids = [id(p) for p in kept]
         if len(set(ids)) < len(ids) or seen.intersection(ids):
             raise ConfigError(
                 f"{where}: a parameter is twice in group {k} or also in an earlier one"
             )
         seen.update(ids)
-        kept = [p for p in members if id(p) in wanted]
         options = {key: v for key, v in group.items() if key != "params" and v is not None}
         out.append({"params": kept, **options})
     missing = [n for n, p in model.named_parameters() if id(p) in wanted and id(p) not in seen]
@@ -382,13 +382,10 @@ class Trainer:
         self.model.eval()
         # with held-out users (split.foldin) a user's history is train + fold-in rows: scored
         # from, and masked
-        history = self.split.history
-        masks_valid = part == "test" and self.evaluator.mask_valid_at_test
-        exclude = [history, self.split.valid] if masks_valid else [history]
-        truth = self.split.valid if part == "valid" else self.split.test
+        truth, exclude = self.split.evaluation_target(part, self.evaluator.mask_valid_at_test)
         with torch.no_grad():
             return self.evaluator.evaluate(
-                self.model.scorer(history if self.split.foldin is not None else None),
+                self.model.scorer(self.split.scoring_history(self.model.fold_in)),
                 truth,
                 exclude=exclude,
                 item_popularity=self.item_popularity,
