@@ -397,6 +397,20 @@ class Recommender(nn.Module):
         n = history.shape[0] if history is not None and self.fold_in else self.n_users
         return self.scorer(history)(user_indices(users, n))
 
+    def history_matrix(self, history: sp.csr_array | None) -> sp.csr_array:
+        """The rows a fold-in model scores users from: ``history`` as CSR, checked to have one
+        column per item, or the training matrix when None.
+
+        Raises:
+            DataError: ``history`` has another number of items.
+        """
+        if history is None:
+            return self.train_matrix
+        rows = sp.csr_array(history)
+        if rows.shape[1] != self.n_items:
+            raise DataError(f"history has {rows.shape[1]} items; the model has {self.n_items}")
+        return rows
+
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         """A function ``users -> scores`` with shared work done once, for evaluation (in
         eval mode, like :meth:`score`)."""

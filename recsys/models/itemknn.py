@@ -9,7 +9,6 @@ from pydantic import Field
 from torch import Tensor
 
 from recsys.data.dataset import Dataset
-from recsys.errors import DataError
 from recsys.models.base import ModelConfig, Recommender, ScoreFn, history_rows
 from recsys.models.registry import register
 
@@ -79,9 +78,7 @@ class ItemKNN(Recommender):
 
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         self.check_fitted()
-        history = self.train_matrix if history is None else history
-        if history.shape[1] != self.n_items:
-            raise DataError(f"history has {history.shape[1]} items; the model has {self.n_items}")
+        history = self.history_matrix(history)
         sim_t = self.similarity().t().coalesce().to_sparse_csr()  # S^T, so rows are items i
 
         def score(users: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
-from recsys.errors import ConfigError, DataError
+from recsys.errors import ConfigError
 from recsys.models.base import ModelConfig, Recommender, ScoreFn, history_rows
 from recsys_diffusion.diffusion import Denoiser, GaussianDiffusion, ImportanceSampler
 
@@ -192,9 +192,7 @@ class DiffRec(Recommender):
         """Scores from each user's ``history`` row (default: training rows) after
         ``n_calls`` reverse steps (default :math:`T`)."""
         self.check_fitted()
-        history = self.train_matrix if history is None else sp.csr_array(history)
-        if history.shape[1] != self.n_items:
-            raise DataError(f"history has {history.shape[1]} items; the model has {self.n_items}")
+        history = self.history_matrix(history)
 
         # the history enters the first denoiser call as a sparse matrix (L-DiffRec encodes it)
         sparse = type(self).encode is DiffRec.encode

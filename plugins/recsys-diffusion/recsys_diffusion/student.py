@@ -419,9 +419,7 @@ class DiffRecStudent(Recommender):
 
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         self.check_fitted()
-        history = self.train_matrix if history is None else sp.csr_array(history)
-        if history.shape[1] != self.n_items:
-            raise DataError(f"history has {history.shape[1]} items; the model has {self.n_items}")
+        history = self.history_matrix(history)
         weight_t = self.net.input_weight_t()
 
         @torch.no_grad()

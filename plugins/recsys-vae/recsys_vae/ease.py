@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import Tensor
 
 from recsys.data.dataset import Dataset
-from recsys.errors import ConfigError, DataError
+from recsys.errors import ConfigError
 from recsys.models.base import ModelConfig, Recommender, ScoreFn, history_rows
 
 __all__ = ["EASE", "EASEConfig"]
@@ -82,9 +82,7 @@ class EASE(Recommender):
 
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         self.check_fitted()
-        history = self.train_matrix if history is None else sp.csr_array(history)
-        if history.shape[1] != self.n_items:
-            raise DataError(f"history has {history.shape[1]} items; the model has {self.n_items}")
+        history = self.history_matrix(history)
         weights = self.weights
 
         def score(users: Tensor) -> Tensor:

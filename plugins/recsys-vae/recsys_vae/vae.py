@@ -28,7 +28,6 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from recsys.data.dataset import Dataset
-from recsys.errors import DataError
 from recsys.models.base import ModelConfig, Recommender, ScoreFn, history_rows
 from recsys_vae.diagnostics import CollapseStats, collapse_stats, gaussian_kl
 
@@ -167,9 +166,7 @@ class _MultAutoencoder(Recommender):
     # -- scoring ------------------------------------------------------------------------------
     def scorer(self, history: sp.csr_array | None = None) -> ScoreFn:
         self.check_fitted()
-        history = self.train_matrix if history is None else sp.csr_array(history)
-        if history.shape[1] != self.n_items:
-            raise DataError(f"history has {history.shape[1]} items; the model has {self.n_items}")
+        history = self.history_matrix(history)
 
         def score(users: Tensor) -> Tensor:
             with torch.no_grad():
@@ -196,9 +193,7 @@ class _MultAutoencoder(Recommender):
         """``user``: the code of each user's row of ``history`` (default the training matrix;
         the posterior mean for a VAE)."""
         self.check_fitted()
-        rows = self.train_matrix if history is None else sp.csr_array(history)
-        if rows.shape[1] != self.n_items:
-            raise DataError(f"history has {rows.shape[1]} items; the model has {self.n_items}")
+        rows = self.history_matrix(history)
         code, _ = self._codes(np.arange(rows.shape[0]), rows)
         return {"user": code}
 
