@@ -37,8 +37,10 @@ configurations learn at the same speed; results go to ``results/tune_asha_ml100k
 
 With ``--replay-sweep`` nothing trains: the recorded learning curves of those runs are replayed
 under every ASHA setting of a grid (reduction factor x grace period x brackets), to show
-whether any setting meets the target reliably; results go to
-``results/tune_asha_ml100k_replay_sweep.*``:
+whether any setting meets the target reliably, and beside it under synchronous successive
+halving (`replay_sync_halving`: every surviving trial reaches a rung before any goes on, as
+Ray's ``HyperBandScheduler`` runs a bracket), which does not depend on the trial order;
+results go to ``results/tune_asha_ml100k_replay_sweep.*``:
 
     python -m benchmarks.tune_asha_ml100k --replay-sweep
 """
@@ -228,6 +230,32 @@ def replay_asha(
     return sum(ran.values()), best
 
 
+def replay_sync_halving(curves: dict, cap: int, grace: int, rf: float) -> tuple[int, float]:
+    """Synchronous successive halving replayed on recorded learning curves: every trial runs
+    to the first rung (``grace`` epochs), the best ``ceil(n / rf)`` by their value there go on
+    to the next (``grace * rf``), and so on; the survivors of the last rung below ``cap`` run
+    to ``cap``. A curve shorter than a rung ended in the trainer's own early stop, so its trial
+    stops there. No trial order enters: a bracket's decisions wait for all of its trials, as
+    in Ray's ``HyperBandScheduler`` (which keeps ``ceil(n / eta)`` at each halving).
+    Returns the total trial-epochs and the best validation value any trial reached.
+    """
+    ran = dict.fromkeys(curves, 0)
+    alive = list(curves)
+    rung = grace
+    while alive:
+        target = min(rung, cap)
+        for key in alive:
+            ran[key] = min(target, len(curves[key]))
+        alive = [key for key in alive if ran[key] == target and target < cap]
+        if not alive:
+            break
+        keep = int(np.ceil(len(alive) / rf))
+        alive = sorted(alive, key=lambda k: curves[k][target - 1], reverse=True)[:keep]
+        rung = int(rung * rf)
+    best = max(max(curves[key][:epochs]) for key, epochs in ran.items() if epochs)
+    return sum(ran.values()), best
+
+
 def _replay(
     curves: dict, cap: int, grace: int, rf: float = REDUCTION_FACTOR, brackets: int = 1
 ) -> dict:
@@ -361,7 +389,24 @@ def replay_sweep(sources: tuple[str, ...] = SWEEP_SOURCES) -> dict:
                         {"reduction_factor": rf, "grace_period": grace, "brackets": brackets}
                         | replay
                     )
+        full_epochs = sum(len(c[:cap]) for c in curves.values())
+        full_best = max(max(c[:cap]) for c in curves.values())
+        synchronous = []
+        for rf in SWEEP_REDUCTION_FACTORS:
+            for grace in SWEEP_GRACE_PERIODS:
+                epochs, best = replay_sync_halving(curves, cap, grace, rf)
+                share, ratio = epochs / full_epochs, best / full_best
+                synchronous.append(
+                    {
+                        "reduction_factor": rf,
+                        "grace_period": grace,
+                        "epoch_share": share,
+                        "best_ratio": ratio,
+                        "both_met": share <= EPOCH_SHARE and ratio >= 1 - METRIC_TOLERANCE,
+                    }
+                )
         out["runs"][name] = {
+            "synchronous": synchronous,
             "command": recorded["command"],
             "commit": recorded["git"],
             "epochs": cap,
@@ -427,6 +472,22 @@ def _sweep_markdown(result: dict) -> str:
             "",
             f"Best setting: {named}, meeting both targets in {top:.0%} of trial orders.",
         ]
+        if run.get("synchronous"):
+            lines += [
+                "",
+                "Synchronous successive halving on the same curves (one bracket; order-free, "
+                "so each setting meets the target or not):",
+                "",
+                "| reduction factor | grace period | epoch share | best ratio | both met |",
+                "|---|---|---|---|---|",
+            ]
+            for s in run["synchronous"]:
+                lines.append(
+                    f"| {s['reduction_factor']} | {s['grace_period']} | {s['epoch_share']:.2f} "
+                    f"| {s['best_ratio']:.3f} | {'yes' if s['both_met'] else 'no'} |"
+                )
+            met = sum(s["both_met"] for s in run["synchronous"])
+            lines += ["", f"Met in {met} of {len(run['synchronous'])} settings."]
     return "\n".join(lines)
 
 
