@@ -161,3 +161,23 @@ def test_the_benchmark_replays_rays_asha_rule():
         for seed in range(20)
     }  # fmt: skip
     assert min(spent) >= 11 and max(spent) > 11
+
+
+def test_the_benchmark_replays_synchronous_halving_without_an_order():
+    from benchmarks.tune_asha_ml100k import replay_sync_halving
+
+    # a slow starter that ends best, and three that start fast and plateau
+    curves = {
+        "slow": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+        "fast": [0.3] * 9,
+        "mid": [0.2] * 9,
+        "low": [0.1] * 9,
+    }
+    # rung 1: ceil(4/3) = 2 go on (fast, mid); rung 3: ceil(2/3) = 1 (fast) runs to 9
+    assert replay_sync_halving(curves, cap=9, grace=1, rf=3) == (1 + 1 + 3 + 9, 0.3)
+    # a grace period of 5 lets the slow starter show (0.4 > 0.3): it and fast run to the cap
+    assert replay_sync_halving(curves, cap=9, grace=5, rf=3) == (5 + 5 + 9 + 9, 0.8)
+    # a trainer's early stop ends a curve: that trial stops where it ends (epoch 2) and the
+    # other survivor of rung 1 (mid) goes on alone
+    short = dict(curves, fast=[0.3] * 2)
+    assert replay_sync_halving(short, cap=9, grace=1, rf=3) == (1 + 1 + 2 + 9, 0.3)
