@@ -679,7 +679,19 @@ class DNIS(Recommender):
     def __init__(self, config: DNISConfig | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         # the trainer's sampler follows the wrapped model's batch kind
-        self.batch_kind = get_model_class(self.config.base).batch_kind
+        base_cls = get_model_class(self.config.base)
+        self.batch_kind = base_cls.batch_kind
+        # read from an unbuilt base, so the fold-in check can run before setup
+        self._base_folds_in = bool(
+            base_cls(base_cls.config_class(**self.config.base_params)).fold_in
+        )
+
+    @property
+    def fold_in(self) -> bool:  # type: ignore[override]
+        """The base's: DNIS only resizes ID tables, so a base that scores users from their
+        history rows alone (a two-tower with ``use_user_id=false``: no user table to search)
+        still does, and DNIS around it trains under ``split.strategy=heldout_users``."""
+        return self._base_folds_in
 
     def __repr__(self) -> str:
         cfg = self.config
@@ -1203,9 +1215,11 @@ class DNIS(Recommender):
         self._set_view()
         return self.base.scorer(history)
 
-    def representations(self) -> dict[str, Tensor]:
+    def representations(self, history: sp.csr_array | None = None) -> dict[str, Tensor]:
         self.check_fitted()
         self._set_view()
+        if self.fold_in:
+            return self.base.representations(history)
         return self.base.representations()
 
     def scorer_from(self, representations: dict[str, Tensor]) -> ScoreFn:

@@ -139,7 +139,8 @@ def cannot_fold_in(model_name: str) -> ConfigError:
     return ConfigError(
         f"model {model_name!r} does not fold in users it did not train on, so it cannot score "
         "the held-out users of split.strategy=heldout_users; use a fold-in model (e.g. itemknn, "
-        "multvae, ease, or twotower with model.use_user_id=false) or another split strategy"
+        "multvae, ease, or twotower with model.use_user_id=false; dnis folds in when its base "
+        "does) or another split strategy"
     )
 
 
