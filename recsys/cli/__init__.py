@@ -47,7 +47,11 @@ _register_commands()
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``recsys`` console script; returns the exit status."""
     try:
-        cli.main(args=argv, prog_name="recsys", standalone_mode=False)
+        # without standalone mode click returns the code of a command's ``Exit`` (tune's 130
+        # for an interrupted search) instead of raising it
+        status = cli.main(args=argv, prog_name="recsys", standalone_mode=False)
+        if isinstance(status, int) and not isinstance(status, bool):
+            return status
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

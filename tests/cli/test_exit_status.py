@@ -1,0 +1,27 @@
+"""``main()`` returns a command's own exit status: ``recsys tune`` ends an interrupted search
+with ``click.exceptions.Exit(130)``, which click hands back as a return value (not an
+exception) outside standalone mode."""
+
+from __future__ import annotations
+
+import click
+import pytest
+
+from recsys.cli import cli, main
+
+
+@pytest.fixture
+def command():
+    @click.command("exit-with")
+    @click.argument("code", type=int)
+    def exit_with(code: int) -> None:
+        raise click.exceptions.Exit(code)
+
+    cli.add_command(exit_with)
+    yield "exit-with"
+    cli.commands.pop("exit-with")
+
+
+@pytest.mark.parametrize("code", [0, 1, 130])
+def test_a_commands_exit_code_is_mains_return_value(command, code):
+    assert main([command, str(code)]) == code
