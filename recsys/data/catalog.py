@@ -862,7 +862,8 @@ def detect_format(path: str | os.PathLike[str]) -> Format | None:
 
 
 def _inter_kind(path: Path) -> Format:
-    """``atomic`` when the header has ``name:type`` fields, else ``mmrec``."""
+    """``atomic`` when the header has ``name:type`` fields, else ``mmrec`` (whose reader
+    names a RecBole header that lacks its types rather than MMRec's missing columns)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             header = fh.readline()

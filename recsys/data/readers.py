@@ -206,13 +206,16 @@ def _read_frame(
     usecols: Sequence[str] | None = None,
     encoding: str = "utf-8",
     engine: Literal["c", "python"] = "c",
+    refuse_quoted: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Read a delimited file without a header into a frame indexed by 1-based data row.
 
     Text columns stay strings (empty string for an empty field); ``numeric`` columns become
     float64 and ``integer`` columns int64. A non-numeric, empty or non-finite value raises
     :class:`DataError` naming the file, the first bad row, the field and the value. Blank lines
-    are skipped but still counted, so row numbers match the file.
+    are skipped but still counted, so row numbers match the file. Quotes are text; a field of
+    ``refuse_quoted`` whose every value is wrapped in double quotes is a :class:`DataError`
+    (see :func:`_refuse_quoted`).
     """
     wanted = list(usecols) if usecols is not None else list(names)
     typed = {c: (np.float64 if c in numeric else np.int64 if c in integer else str) for c in wanted}
@@ -233,15 +236,44 @@ def _read_frame(
     try:
         frame = _drop_blank(_guarded_read(path, skiprows, dtype=typed, **kwargs))
         if all(np.isfinite(frame[col].to_numpy()).all() for col in numeric):
+            _refuse_quoted(frame, refuse_quoted, path)
             return frame
     except _TypedReadFailed:
         pass
     # something did not parse: read as text to name the first bad row, field and value
     frame = _drop_blank(_guarded_read(path, skiprows, dtype=str, **kwargs))
+    _refuse_quoted(frame, refuse_quoted, path)
     for col in wanted:
         if col in numeric or col in integer:
             frame[col] = _to_number(frame[col], path, col, integer=col in integer)
     return frame
+
+
+def _refuse_quoted(frame: pd.DataFrame, columns: Sequence[str], path: Path) -> None:
+    """Raise :class:`DataError` naming the file and the text fields of ``columns`` whose values
+    are *all* wrapped in double quotes (as a CSV writer quotes them): read as written, the
+    quotes would silently become part of every id. Only the first value is looked at for
+    other columns, so a file without quotes costs one comparison per column; a field that is
+    only partly quoted is read as written (a quote is an ordinary character there)."""
+    quoted: list[str] = []
+    for col in columns:
+        values = frame[col]
+        if values.dtype.kind in "fiub" or values.empty:
+            continue
+        first = values.iloc[0]
+        if not (isinstance(first, str) and len(first) >= 2 and first[0] == first[-1] == '"'):
+            continue
+        text = values.astype(str)
+        if (text.str.startswith('"') & text.str.endswith('"') & (text.str.len() >= 2)).all():
+            quoted.append(col)
+    if quoted:
+        first = frame[quoted[0]].iloc[0]
+        raise DataError(
+            f"{path}: every value of field{'' if len(quoted) == 1 else 's'} "
+            f"{', '.join(repr(c) for c in quoted)} is enclosed in double quotes (row "
+            f"{frame.index[0]}: {first}); RecBole atomic files are not quoted, so the quotes "
+            "would become part of the values: remove them from the file"
+        )
 
 
 class _TypedReadFailed(Exception):
@@ -736,7 +768,8 @@ def _read_atomic_frame(
     encoding: str,
     ids: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """The ``wanted`` fields of an atomic file; ``ids`` fields as non-empty id text.
+    """The ``wanted`` fields of an atomic file (one quoted throughout is an error, see
+    :func:`read_atomic`); ``ids`` fields as non-empty id text.
 
     An id field typed ``float`` is read as text, not as float64, so large ids keep every digit
     and whole numbers come out as ``10``, the way a ``token`` field spells them.
@@ -749,6 +782,7 @@ def _read_atomic_frame(
         skiprows=1,
         numeric=[name for name in wanted if kinds[name] == "float" and name not in ids],
         encoding=encoding,
+        refuse_quoted=wanted,
     )
     _require_rows(frame, path)
     frame = frame[list(wanted)]
@@ -826,6 +860,13 @@ def read_atomic(
     ids match no interaction id is a :class:`DataError` (with a hint when whitespace or
     integer spelling explains it), and ids without a row are logged as a warning; see
     :func:`_feature_rows` for the rule.
+
+    Atomic files are not quoted: a ``"`` is an ordinary character, part of the value (as in
+    RecBole's files). A field of any of the three files whose *every* value is wrapped in
+    double quotes (as a CSV writer quotes them) is a :class:`DataError` naming the file and
+    the field, rather than ids that silently keep their quotes (``"1"`` would not be ``1``)
+    or quotes removed here but kept by the other readers of the same file (the text
+    modality's); a field only partly quoted is read as written.
 
     Returns:
         Dataset: with ``ratings`` / ``timestamps`` when the ``.inter`` file has them.
@@ -1280,7 +1321,9 @@ def read_mmrec(
     ``rating`` and ``timestamp``, and ``x_label`` (0 train, 1 valid, 2 test) which becomes
     ``split_labels``. ``image_feat.npy`` and ``text_feat.npy``, when present, hold one row per
     item id (raw item id ``k`` is row ``k``) and become dense item features ``image`` and
-    ``text``; their row count must equal the largest item id plus one.
+    ``text``; their row count must equal the largest item id plus one. A header with
+    RecBole's untyped names (``user_id``, ``item_id``, no ``x_label``) is a :class:`DataError`
+    that shows the typed atomic header it lacks.
     """
     root = Path(folder)
     if root.is_file():
@@ -1297,6 +1340,14 @@ def read_mmrec(
                     f"{root}: no {name or root.name}.inter in this folder (.inter files: {found})"
                 )
     frame = _read_csv_table(inter, "\t")
+    typed = _typed_atomic_header(list(frame.columns))
+    if typed is not None:
+        raise DataError(
+            f"{inter}: the header ({', '.join(str(c) for c in frame.columns)}) has RecBole "
+            "atomic field names without their types, so the file was read as an MMRec .inter "
+            "(which needs userID, itemID and x_label); a RecBole atomic header gives every "
+            f"field a type, e.g. {typed} (tab-separated)"
+        )
     _require_columns(frame, inter, ["userID", "itemID", "x_label"])
     user = _to_number(frame["userID"].astype(str), inter, "userID", integer=True)
     item = _to_number(frame["itemID"].astype(str), inter, "itemID", integer=True)
@@ -1388,6 +1439,18 @@ DEFAULT_COLUMNS = {
     "timestamp": "timestamp",
 }
 """Default column mapping of :func:`read_table`."""
+
+
+def _typed_atomic_header(columns: Sequence[object]) -> str | None:
+    """The typed header (``user_id:token item_id:token ...``) of a RecBole atomic file whose
+    header lacks the ``:type`` suffixes, when ``columns`` look like one (``user_id`` and
+    ``item_id``, but neither MMRec's ``userID`` nor ``x_label``); else None."""
+    names = [str(c) for c in columns]
+    lower = {n.lower() for n in names}
+    if not {"user_id", "item_id"} <= lower or "userID" in names or "x_label" in names:
+        return None
+    floats = ("rating", "timestamp")
+    return " ".join(f"{n}:{'float' if n.lower() in floats else 'token'}" for n in names)
 
 
 def _read_csv_table(path: Path, sep: str) -> pd.DataFrame:

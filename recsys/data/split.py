@@ -111,6 +111,17 @@ class SplitConfig(BaseModel):
     min_heldout_items: int = Field(5, ge=2)
     """``heldout_users``: a held-out user with fewer items keeps them all as fold-in."""
 
+    @field_validator("ratios", mode="before")
+    @classmethod
+    def _ratios_three(cls, value: object) -> object:
+        # pydantic would name the missing position ("split.ratios.2: Field required")
+        wrong_length = isinstance(value, list | tuple) and len(value) != 3
+        if wrong_length or isinstance(value, int | float):
+            raise ValueError(
+                "needs three shares (train, valid, test) summing to 1, e.g. [0.8, 0.1, 0.1]"
+            )
+        return value
+
     @field_validator("ratios")
     @classmethod
     def _ratios_valid(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -454,7 +465,7 @@ def make_split(ds: Dataset, cfg: SplitConfig, default: SplitStrategy = "ratio") 
         raise DataError(f"unknown split strategy {strategy!r}")
     if cfg.clean_test_min_rating is not None:
         split = clean_test(ds, split, cfg.clean_test_min_rating)
-    check_split(ds, split)
+    check_split(ds, split, strategy=strategy, clean_test=cfg.clean_test_min_rating is not None)
     return split
 
 
@@ -473,14 +484,42 @@ def clean_test(ds: Dataset, split: Split, min_rating: float) -> Split:
     return replace(split, test=test)
 
 
-def check_split(ds: Dataset, split: Split) -> None:
+def _empty_test_hint(ds: Dataset, strategy: str | None, clean_test: bool) -> str:
+    """What to change when ``strategy`` (None: unknown) leaves the test part empty."""
+    labels = ds.split_labels
+    if strategy == "given" and labels is not None and not (labels == Dataset.SPLIT_TEST).any():
+        where = ds.source or ds.name
+        if where.endswith(".inter"):
+            return (
+                f"{where} has no interaction with x_label 2 (test), so its published split "
+                "has no test part; add test rows there, or set split.strategy to 'ratio'"
+            )
+        return (
+            f"{where} gives no test interactions, so its published split has no test part; "
+            "add them, or set split.strategy to 'ratio'"
+        )
+    if strategy is None:
+        return "lower split.clean_test_min_rating, or give the test part a share"
+    hints = ["lower split.clean_test_min_rating"] if clean_test else []
+    if strategy in ("ratio", "temporal"):
+        hints.append("give the test part a share (split.ratios)")
+    elif strategy == "heldout_users":
+        hints.append("hold out test users (split.heldout_users)")
+    return ", or ".join(hints) or "filter users with few interactions or choose another split"
+
+
+def check_split(
+    ds: Dataset, split: Split, *, strategy: str | None = None, clean_test: bool = False
+) -> None:
     """Raise :class:`DataError` for an empty test or validation part, or naming the first user
     left with no training interaction.
 
     With a ``foldin`` part (held-out users), fold-in items count as the user's known history.
+    ``strategy`` and ``clean_test`` (whether ``split.clean_test_min_rating`` is set), when
+    given, choose the hint for an empty test part.
     """
     for part, hint in (
-        ("test", "lower split.clean_test_min_rating, or give the test part a share"),
+        ("test", _empty_test_hint(ds, strategy, clean_test)),
         ("valid", "give validation a share (split.ratios, split.valid_ratio)"),
     ):
         if getattr(split, part).nnz == 0:

@@ -175,20 +175,42 @@ class MultiHotFeature(nn.Module):
 
 
 class DenseFeature(nn.Module):
-    """Dense values per row (standardised per column), projected linearly."""
+    """Dense values per row (standardised per column, see :func:`standardise`), projected
+    linearly."""
 
     kind = "dense"
 
     def __init__(self, values: np.ndarray, dim: int) -> None:
         super().__init__()
-        x = np.asarray(values, dtype=np.float32)
-        std = x.std(0)
-        x = (x - x.mean(0)) / np.where(std > 0, std, 1.0)
-        self.register_buffer("values", torch.from_numpy(x.astype(np.float32)), persistent=False)
+        x = standardise(values)
+        self.register_buffer("values", torch.from_numpy(x), persistent=False)
         self.projection = nn.Linear(x.shape[1], dim)
 
     def forward(self, rows: Tensor, value_dropout: float = 0.0) -> Tensor:
         return self.projection(self.values.index_select(0, rows))
+
+
+def standardise(values: np.ndarray) -> np.ndarray:
+    """``values`` (``[n_rows, width]``) standardised per column, :math:`(x - \\mu) / \\sigma`
+    (a column with :math:`\\sigma = 0` is only centred), as ``float32``.
+
+    The statistics are computed in float32; a column whose mean or standard deviation
+    overflows float32 there (values from about :math:`10^{19} / \\sqrt{n}` up, whose summed
+    squares do not fit; float32 gave NaN or a column of zeros) is standardised in float64
+    instead, as a column of exact zeros when it is constant. Other columns are untouched by
+    that fallback, so ordinary features keep the bits of the float32 standardisation.
+    """
+    x = np.asarray(values, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = x.mean(0), x.std(0)
+        out = (x - mean) / np.where(std > 0, std, 1.0)
+    overflow = ~(np.isfinite(mean) & np.isfinite(std))
+    if overflow.any():
+        wide = x[:, overflow].astype(np.float64)
+        spread = wide.max(0) > wide.min(0)
+        wide_std = np.where(spread, wide.std(0), 1.0)
+        out[:, overflow] = np.where(spread, (wide - wide.mean(0)) / wide_std, 0.0)
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def _mlp(n_in: int, hidden: list[int], n_out: int) -> nn.Sequential:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.data.catalog import detect_format, read_path
 from recsys.data.dataset import Dataset
 from recsys.data.readers import (
     ML100K_GENRES,
@@ -175,6 +176,48 @@ def test_atomic_bad_item_file(write: Write, item: str, message: str) -> None:
     write("i/i.item", item)
     with pytest.raises(DataError, match=rf"i\.item: {message}"):
         read_atomic(write("i/i.inter", INTER))
+
+
+def _quote_fields(text: str, fields: Sequence[int]) -> str:
+    """``text`` (an atomic file) with the values of the ``fields``-th columns quoted."""
+    lines = text.splitlines()
+    rows = [line.split("\t") for line in lines[1:]]
+    for row in rows:
+        for k in fields:
+            row[k] = f'"{row[k]}"'
+    return "\n".join([lines[0], *("\t".join(row) for row in rows)]) + "\n"
+
+
+def test_atomic_fields_quoted_throughout_are_refused(write: Write) -> None:
+    # RecBole atomic files are not quoted: read as written, "1" would silently be an id
+    quoted = _quote_fields(INTER, [0, 1])
+    with pytest.raises(DataError) as info:
+        read_atomic(write("q/q.inter", quoted))
+    message = str(info.value)
+    assert message.startswith(str(write("q/q.inter", quoted)))
+    assert (
+        "every value of fields 'user_id', 'item_id' is enclosed in double quotes "
+        '(row 1: "10"); RecBole atomic files are not quoted' in message
+    )
+    # a quoted float field: named as quoted, not as a non-numeric value
+    with pytest.raises(DataError, match=r"r\.inter: every value of field 'rating' is enclosed"):
+        read_atomic(write("r/r.inter", _quote_fields(INTER, [2])))
+    write("i/i.inter", INTER)
+    write("i/i.item", _quote_fields(ITEM, [1]))
+    with pytest.raises(DataError, match=r"i\.item: every value of field 'class' is enclosed"):
+        read_atomic(write("i/i.inter", INTER))
+    # a quoted field the reader ignores is no error
+    extra = INTER.replace("timestamp:float\n", "timestamp:float\tnote:token\n", 1)
+    extra = "\n".join(
+        line if k == 0 else f'{line}\t"n{k}"' for k, line in enumerate(extra.splitlines())
+    )
+    assert read_atomic(write("x/x.inter", extra + "\n")).n_interactions == 4
+
+
+def test_atomic_quotes_are_kept_when_a_field_is_partly_quoted(write: Write) -> None:
+    ds = read_atomic(write("m/m.inter", 'user_id:token\titem_id:token\n"1"\t1\n2\t"2"\n'))
+    assert sorted(ds.users.ids) == ['"1"', "2"]
+    assert sorted(ds.items.ids) == ['"2"', "1"]
 
 
 def _assert_same(a: Dataset, b: Dataset) -> None:
@@ -412,6 +455,25 @@ def test_mmrec_errors(tmp_path: Path) -> None:
         read_mmrec(folder)
     (folder / "baby.inter").write_text("userID\titem\tx_label\n0\t0\t0\n")
     with pytest.raises(DataError, match=r"baby\.inter: missing required column 'itemID'"):
+        read_mmrec(folder)
+
+
+def test_an_atomic_inter_without_types_is_not_blamed_on_mmrec_columns(tmp_path: Path) -> None:
+    folder = tmp_path / "notypes"
+    folder.mkdir()
+    inter = folder / "notypes.inter"
+    inter.write_text("user_id\titem_id\trating\ttimestamp\n1\t2\t4\t100\n2\t1\t5\t200\n")
+    fmt = detect_format(folder)  # no ':type' in the header: taken for MMRec's layout
+    with pytest.raises(DataError) as info:
+        read_path(folder, fmt)
+    message = str(info.value)
+    assert message.startswith(f"{inter}: the header (user_id, item_id, rating, timestamp) has ")
+    assert "RecBole atomic field names without their types" in message
+    assert "e.g. user_id:token item_id:token rating:float timestamp:float" in message
+    assert "missing required column" not in message
+    # MMRec's own columns still get the plain message
+    inter.write_text("userID\titem_id\tx_label\n0\t0\t0\n")
+    with pytest.raises(DataError, match=r"notypes\.inter: missing required column 'itemID'"):
         read_mmrec(folder)
 
 

@@ -96,6 +96,45 @@ def test_an_empty_test_part_fails_before_a_run_folder_exists(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_ratios_of_the_wrong_length_say_three_shares_are_needed(tmp_path, capsys):
+    with pytest.raises(ValidationError, match=r"needs three shares \(train, valid, test\)"):
+        SplitConfig(ratios=[0.5, 0.5])
+    for value in ("[0.5,0.5]", "[0.4,0.2,0.2,0.2]", "0.5"):
+        code = main(["train", "--model", "pop", "--dataset", DATA, "-o", str(tmp_path / "runs"),
+                     "--no-tracking", "--set", f"split.ratios={value}"])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2
+        assert (
+            "split.ratios: needs three shares (train, valid, test) summing to 1, "
+            "e.g. [0.8, 0.1, 0.1]" in err
+        ), err
+        assert "Field required" not in err and "Tuple should" not in err
+
+
+def test_an_mmrec_file_without_test_rows_names_x_label(tmp_path, capsys):
+    folder = tmp_path / "notest"
+    folder.mkdir()
+    inter = folder / "notest.inter"
+    rows = [f"{u}\t{i}\t{1 if i == u % 6 else 0}" for u in range(12) for i in range(6)]
+    inter.write_text("userID\titemID\tx_label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "runs"
+    code = main(["train", "--model", "pop", "--data-path", str(folder), "-o", str(out),
+                 "--no-tracking", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "the split leaves the test part empty" in err
+    assert f"{inter} has no interaction with x_label 2 (test)" in err, err
+    assert "clean_test_min_rating" not in err
+    assert not out.exists()
+    # a ratio split that gives test no share is told so, without the clean-test key
+    ds = make_synthetic(60, 40, 1200, seed=0)
+    with pytest.raises(DataError) as info:
+        make_split(ds, SplitConfig(ratios=(0.9, 0.1, 0.0)))
+    assert str(info.value).endswith("give the test part a share (split.ratios)")
+    with pytest.raises(DataError, match=r"lower split.clean_test_min_rating, or give the test"):
+        make_split(ds, SplitConfig(clean_test_min_rating=2.0))
+
+
 def test_the_published_split_wins_over_the_card_default():
     ds = make_synthetic(60, 40, 1200, seed=0)
     ds.split_labels = np.where(np.arange(ds.n_interactions) % 10 == 0, 2, 0).astype(np.int8)

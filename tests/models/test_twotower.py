@@ -487,6 +487,31 @@ def test_bad_feature_values_name_the_feature_and_row(planted, planted_split):
     TwoTower(item_features=["colour"], ssl="none").setup(planted_split.train, ok)
 
 
+def test_huge_dense_values_are_standardised_without_overflow(planted, planted_split):
+    # values that fit float32 (the readers accept them) but whose squares do not: the float32
+    # statistics overflowed, giving NaN (near float32's max) or a column of zeros (1e25)
+    n = planted.n_items
+    rng = np.random.default_rng(0)
+    ordinary = rng.normal(5.0, 2.0, n)
+    values = np.stack(
+        [np.arange(1, n + 1) * 1e36, np.arange(1, n + 1) * 1e25, np.full(n, 3e38), ordinary], 1
+    ).astype(np.float32)
+    huge = _with_item_table(planted, FeatureTable("price", "dense", values))
+    with np.errstate(all="raise"):  # no overflow warning either
+        model = _model(planted_split, huge, item_features=["price"], ssl="cfm")
+    x = model.item_encoders["price"].values.numpy()
+    assert np.isfinite(x).all()
+    np.testing.assert_allclose(x[:, :2].mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x[:, :2].std(0), 1.0, rtol=1e-5)
+    assert (x[:, 2] == 0).all()  # constant
+    # the ordinary column keeps the bits of the float32 standardisation
+    with np.errstate(all="ignore"):
+        before = (values - values.mean(0)) / values.std(0)
+    assert np.array_equal(x[:, 3], before[:, 3])
+    terms = model.loss(_batch(planted_split))
+    assert all(torch.isfinite(t).all() for t in terms.values())
+
+
 def test_an_underivable_text_feature_names_the_two_tower_keys(planted, planted_split):
     import dataclasses
 
