@@ -10,15 +10,18 @@ on first use. A plugin is skipped, with a :class:`PluginWarning` when models are
 refused with a :class:`~recsys.errors.ConfigError` saying why when it is asked for by name,
 when
 
-- it fails to import (the error's type, message and the plugin's file and line are given);
+- it fails to import (the error's type, message and the plugin's file and line are given),
+  or exits while importing (``sys.exit()`` raises :class:`SystemExit`);
 - its target is not a :class:`~recsys.models.base.Recommender` subclass;
 - it breaks the class-level contract (:func:`contract_problems`): its entry-point name is not
   the class's ``name``, its ``config_class`` is not a
   :class:`~recsys.models.base.ModelConfig` subclass or cannot be built from its defaults, or
   its ``batch_kind`` is not one the trainer has a sampler for.
 
-A plugin name that collides with a built-in is ignored with a warning (built-ins win), and
-``RECSYS_DISABLE_PLUGIN_AUTOLOAD=1`` turns plugin loading off.
+A plugin name that collides with a built-in is ignored with a warning (built-ins win). A name
+that more than one plugin entry point provides is a clash no installation order settles: it is
+skipped with a warning when models are listed, and refused, naming every provider, when asked
+for by name. ``RECSYS_DISABLE_PLUGIN_AUTOLOAD=1`` turns plugin loading off.
 """
 
 from __future__ import annotations
@@ -165,11 +168,21 @@ _CHECKED: dict[tuple[str, type], list[str]] = {}
 """Contract problems of classes already loaded, by (entry-point name, class)."""
 
 
+def _failure_message(exc: BaseException) -> str:
+    """The message of an exception raised while importing a plugin, on one line (for a
+    :class:`SystemExit`, its message or exit status)."""
+    if isinstance(exc, SystemExit) and not isinstance(exc.code, str):
+        return f"exit status {exc.code if exc.code is not None else 0}"
+    return " ".join(str(exc).split())
+
+
 def _try_entry_point(ep: EntryPoint) -> _Loaded:
     try:
         cls = ep.load()
-    except Exception as exc:  # a broken plugin must not take the CLI down
-        message = " ".join(str(exc).split())
+    # a broken plugin must not take the CLI down, nor one calling sys.exit() at import (a
+    # KeyboardInterrupt is the user's and goes through)
+    except (Exception, SystemExit) as exc:
+        message = _failure_message(exc)
         site = _failure_site(exc)
         reason = f"{type(exc).__name__}: {message}" + (f" (at {site})" if site else "")
         return _Loaded(None, reason, imported=False)
@@ -186,6 +199,28 @@ def _try_entry_point(ep: EntryPoint) -> _Loaded:
 def _origin(ep: EntryPoint) -> str:
     dist = ep.dist
     return f"{ep.value}, from {dist.name} {dist.version}" if dist else ep.value
+
+
+def _by_name(eps: list[EntryPoint]) -> dict[str, list[EntryPoint]]:
+    """Plugin entry points grouped by name, the names sorted, each group's entry points sorted
+    by distribution and target (so a clash reads the same whatever the discovery order)."""
+    groups: dict[str, list[EntryPoint]] = {}
+    for ep in eps:
+        groups.setdefault(ep.name, []).append(ep)
+    return {
+        name: sorted(group, key=lambda ep: (ep.dist.name if ep.dist else "", ep.value))
+        for name, group in sorted(groups.items())
+    }
+
+
+def _clash(eps: list[EntryPoint]) -> str:
+    """Why a plugin model name that more than one entry point ``eps`` provides is refused:
+    each provider's target, distribution and version."""
+    providers = "; ".join(_origin(ep) for ep in eps)
+    return (
+        f"{len(eps)} plugin entry points provide it ({providers}) and none takes precedence "
+        "(uninstall all but one, or rename the model in the others)"
+    )
 
 
 def _warn(message: str) -> None:
@@ -212,11 +247,19 @@ def _models(quiet: bool = False) -> list[ModelInfo]:
         ModelInfo(name, "builtin", "", f"{cls.__module__}:{cls.__name__}", _describe(cls))
         for name, cls in sorted(_BUILTINS.items())
     ]
-    for ep in _plugin_entry_points():
-        if ep.name in _BUILTINS:
+    for name, eps in _by_name(_plugin_entry_points()).items():
+        if name in _BUILTINS:
             if not quiet:
-                _warn(f"plugin model {ep.name!r} ({_origin(ep)}) collides with a built-in; ignored")
+                for ep in eps:
+                    _warn(
+                        f"plugin model {name!r} ({_origin(ep)}) collides with a built-in; ignored"
+                    )
             continue
+        if len(eps) > 1:
+            if not quiet:
+                _warn(f"plugin model {name!r} is refused: {_clash(eps)}; skipped")
+            continue
+        ep = eps[0]
         cls = _try_entry_point(ep).cls if quiet else _load_entry_point(ep)
         if cls is None:
             continue
@@ -234,8 +277,9 @@ def _models(quiet: bool = False) -> list[ModelInfo]:
 
 
 def list_models() -> list[ModelInfo]:
-    """Every available model, built-ins first, then plugins (which are imported to check; a
-    plugin that cannot be used is skipped with a :class:`PluginWarning` saying why)."""
+    """Every available model, built-ins first, then plugins, each sorted by name (plugins are
+    imported to check; a plugin that cannot be used, or whose name more than one plugin
+    provides, is skipped with a :class:`PluginWarning` saying why)."""
     return _models()
 
 
@@ -244,27 +288,27 @@ def get_model_class(name: str, key: str | None = "model.name") -> type[Recommend
 
     Raises:
         ConfigError: ``name`` is not registered (the message lists the known models, and the
-            config ``key`` that named it, when one did), or it is a plugin model that cannot
-            be used (the message says why: the import error with the plugin's file and line,
-            or the broken part of the contract).
+            config ``key`` that named it, when one did), it is a plugin model that cannot be
+            used (the message says why: the import error with the plugin's file and line, or
+            the broken part of the contract), or more than one plugin provides it (the message
+            names each one's target, distribution and version).
     """
     _load_builtins()
     if name in _BUILTINS:
         return _BUILTINS[name]
     where = f" (key {key})" if key else ""
-    refused = None
-    for ep in _plugin_entry_points():
-        if ep.name == name:
-            loaded = _try_entry_point(ep)
-            if loaded.cls is not None:
-                return loaded.cls
-            what = "is refused" if loaded.imported else "could not be loaded"
-            refused = refused or (
-                f"model {name!r}{where} is a plugin model ({_origin(ep)}) that {what}: "
-                + loaded.reason
-            )
-    if refused:
-        raise ConfigError(refused)
+    eps = _by_name([ep for ep in _plugin_entry_points() if ep.name == name]).get(name, [])
+    if len(eps) > 1:
+        raise ConfigError(f"model {name!r}{where} is refused: {_clash(eps)}")
+    if eps:
+        loaded = _try_entry_point(eps[0])
+        if loaded.cls is not None:
+            return loaded.cls
+        what = "is refused" if loaded.imported else "could not be loaded"
+        raise ConfigError(
+            f"model {name!r}{where} is a plugin model ({_origin(eps[0])}) that {what}: "
+            + loaded.reason
+        )
     known = ", ".join(info.name for info in _models(quiet=True))
     raise ConfigError(f"unknown model {name!r}{where}; available: {known}")
 

@@ -74,7 +74,7 @@ class DenoiseConfig(ModelConfig):
     @field_validator("base")
     @classmethod
     def _base_usable(cls, value: str) -> str:
-        base_cls = get_model_class(value)
+        base_cls = get_model_class(value, key="model.base")
         if base_cls.batch_kind not in _SUPPORTED_KINDS:
             raise ValueError(
                 f"model.base={value!r} trains on {base_cls.batch_kind!r} batches; denoising "
@@ -92,7 +92,9 @@ class DenoiseConfig(ModelConfig):
         base = info.data.get("base")
         if base is None:  # the base itself was invalid, and says so
             return value
-        config = build_config(get_model_class(base).config_class, value, "model.base_params")
+        config = build_config(
+            get_model_class(base, key="model.base").config_class, value, "model.base_params"
+        )
         return config.model_dump(mode="json")
 
 
@@ -164,13 +166,13 @@ class DenoiseRecommender(Recommender):
     def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         # the trainer samples what the base model trains on
-        self.batch_kind = get_model_class(self.config.base).batch_kind
+        self.batch_kind = get_model_class(self.config.base, key="model.base").batch_kind
 
     # -- life cycle -------------------------------------------------------------------------
     def check_train_config(self, train: Any) -> None:
         """The base model's own check of the training settings."""
         cfg = self.config
-        base_cls = get_model_class(cfg.base)
+        base_cls = get_model_class(cfg.base, key="model.base")
         base_cls(base_cls.config_class(**cfg.base_params)).check_train_config(train)
 
     def setup(self, train: sp.csr_array, dataset: Dataset | None = None) -> Recommender:
@@ -182,7 +184,7 @@ class DenoiseRecommender(Recommender):
 
     def build(self, train: sp.csr_array, dataset: Dataset | None) -> None:
         cfg = self.config
-        base_cls = get_model_class(cfg.base)
+        base_cls = get_model_class(cfg.base, key="model.base")
         self.base = base_cls(base_cls.config_class(**cfg.base_params))
         self.base.setup(train, dataset)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))

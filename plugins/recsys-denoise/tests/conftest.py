@@ -6,6 +6,12 @@ from recsys.data.split import split_ratio
 from recsys.data.synthetic import make_synthetic
 
 
+def pytest_configure(config):
+    """Register the ``slow`` marker: the recsys repository's pytest configuration does, but a
+    copy of the plugin run on its own (under ``--strict-markers`` too) has only this file."""
+    config.addinivalue_line("markers", "slow: long-running tests (deselect with -m 'not slow')")
+
+
 @pytest.fixture(scope="module")
 def noisy():
     """300 users x 200 items, 20% of the interactions replaced by random items (rating 0)."""

@@ -27,6 +27,9 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
         ("protodenoise", "model.seed=-1", "model.seed"),
         # the feature check named bm3's key model.modalities, not this model's
         ("protodenoise", "model.modality=text+sound", "(key model.modality)"),
+        # an unknown base named the wrapper's own key, model.name, which the user got right
+        ("tce", "model.base=nosuchmodel", "unknown model 'nosuchmodel' (key model.base)"),
+        ("rce", "model.base=nosuchmodel", "unknown model 'nosuchmodel' (key model.base)"),
     ],
 )
 def test_bad_value_is_a_one_line_error_naming_the_key(tmp_path, model, setting, key):

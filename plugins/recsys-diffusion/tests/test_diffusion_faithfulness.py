@@ -137,12 +137,20 @@ def test_diffrec_space_keeps_snr_reweighting_on():
 
 # -- the benchmark's bars: Recall@20 and NDCG@20 within 2% of the teacher (notes c.4) ----------
 REPO = Path(__file__).resolve().parents[3]
+BENCH = REPO / "benchmarks" / "diffusion_ml100k.py"
 
 
 @pytest.fixture
 def bench(monkeypatch):
     """``benchmarks.diffusion_ml100k`` of this checkout (the plugin's tests folder, not the
-    repository root, is what pytest puts on ``sys.path``)."""
+    repository root, is what pytest puts on ``sys.path``). These tests check the recsys
+    repository's benchmark script, so a copy of the plugin outside the repository skips them
+    (and only then: inside it, a script that fails to import fails them)."""
+    if not BENCH.is_file():
+        pytest.skip(
+            f"needs the recsys repository's benchmarks package, and {BENCH} does not exist "
+            "(the plugin's tests run outside the repository)"
+        )
     monkeypatch.syspath_prepend(str(REPO))
     return importlib.import_module("benchmarks.diffusion_ml100k")
 

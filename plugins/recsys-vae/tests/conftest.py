@@ -10,6 +10,12 @@ from recsys.data.split import Split, split_ratio
 from recsys.data.synthetic import make_synthetic
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``slow`` marker: the recsys repository's pytest configuration does, but a
+    copy of the plugin run on its own (under ``--strict-markers`` too) has only this file."""
+    config.addinivalue_line("markers", "slow: long-running tests (deselect with -m 'not slow')")
+
+
 @pytest.fixture(autouse=True)
 def _vae_isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
     """No test reads the user's caches or tracking server; one torch thread (shared CPUs)."""
