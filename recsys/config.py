@@ -204,8 +204,29 @@ class RunConfig(BaseModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     output_dir: Path = Path("runs")
     run_name: str | None = None
+    """The run folder's name under ``output_dir`` (a plain folder name); None:
+    ``<model>-<dataset>-<time>``."""
     recommend_k: int = Field(10, gt=0)
     """Top-k recommendations per user written at the end of a run."""
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name_plain(cls, value: str | None) -> str | None:
+        # the run folder is output_dir / run_name: a path would put it elsewhere (`..`, an
+        # absolute path) or under folders that do not exist
+        if value is None:
+            return None
+        if (
+            not value.strip()
+            or value in (".", "..")
+            or any(c in value for c in ("/", "\\", "\0"))
+            or Path(value).is_absolute()
+        ):
+            raise ValueError(
+                "must be a plain folder name, made under output_dir (no '/', '\\', '..' or "
+                "absolute path)"
+            )
+        return value
 
     @field_validator("model")
     @classmethod

@@ -15,16 +15,23 @@ the best epoch once, writes top-k recommendations, and records everything in a r
         train.log            the log
         run.json             MLflow run id and tracking URI (password hidden), which
                              --resume continues; how the run ended (status: finished,
-                             interrupted or failed, with the error)
+                             interrupted or failed, with the error); which users and
+                             items the split's indices mean (data_ids: count and sha256
+                             of each id list); where the model came from (model_source:
+                             distribution, version, entry-point target)
 
-``evaluate_run`` and ``recommend_run`` rebuild data, split and model from such a folder.
+``evaluate_run`` and ``recommend_run`` rebuild data, split and model from such a folder;
+``load_run`` refuses one whose data has other user or item ids now than when it was trained.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -119,14 +126,189 @@ def build_model(cfg: RunConfig, split: Split, dataset: Dataset | None) -> Recomm
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
+    """The validated ``config.yaml`` of a run folder.
+
+    Raises:
+        ConfigError: the file is missing or invalid (naming it); when the run's model is not
+            available here, the message also says which distribution trained it
+            (``run.json``'s ``model_source``) and how to install it.
+    """
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run folder: {path.name} is missing")
+    values = load_config_dict(path)
     try:
-        return validate(RunConfig, load_config_dict(path))
+        return validate(RunConfig, values)
     except ConfigError as exc:
         message = str(exc)
-        raise ConfigError(message if str(path) in message else f"{path}: {message}") from None
+        message = message if str(path) in message else f"{path}: {message}"
+        hint = _missing_model_hint(Path(run_dir), values)
+        raise ConfigError(f"{message}; {hint}" if hint else message) from None
+
+
+def _recsys_version() -> str:
+    from recsys import __version__
+
+    return __version__
+
+
+def _autoload_disabled() -> bool:
+    # as the registry reads it
+    return os.environ.get("RECSYS_DISABLE_PLUGIN_AUTOLOAD", "").strip() not in ("", "0")
+
+
+def model_source(name: str) -> dict[str, str]:
+    """Where model ``name`` comes from here: ``distribution`` (``recsys`` for a built-in, else
+    the plugin's distribution), its ``version`` and the entry-point ``target``
+    (``module:Class``), from :func:`~recsys.models.registry.list_models`. A run records it in
+    ``run.json``, so a folder whose plugin is gone says which one to install."""
+    from recsys.models.registry import PluginWarning, get_model_class, list_models
+
+    with warnings.catch_warnings():
+        # another plugin that cannot load is no concern of this run (`recsys models` says so)
+        warnings.simplefilter("ignore", PluginWarning)
+        info = next((info for info in list_models() if info.name == name), None)
+    if info is None or info.source == "builtin":
+        cls = get_model_class(name)
+        target = info.target if info else f"{cls.__module__}:{cls.__qualname__}"
+        return {"distribution": "recsys", "version": _recsys_version(), "target": target}
+    return {"distribution": info.source, "version": info.version, "target": info.target}
+
+
+def _installed_version(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except (PackageNotFoundError, ValueError):
+        return None
+
+
+def _missing_model_hint(run_dir: Path, values: dict[str, Any]) -> str:
+    """What to do when a run folder's model is not available here (empty when it is, or the
+    config is wrong elsewhere): install the distribution that ``run.json``'s
+    ``model_source`` says provided it, or turn plugin loading back on."""
+    from recsys.models.registry import get_model_class
+
+    model = values.get("model")
+    name = model.get("name") if isinstance(model, dict) else None
+    if not name:
+        return ""
+    try:
+        get_model_class(str(name))
+        return ""
+    except ConfigError:
+        pass
+    off = "plugin loading is off here (RECSYS_DISABLE_PLUGIN_AUTOLOAD is set)"
+    source = read_run_record(run_dir).get("model_source")
+    if not isinstance(source, dict) or not source.get("distribution"):
+        # a run from before model_source was recorded
+        if _autoload_disabled():
+            return f"the run's model {name!r} may come from a plugin, and {off}"
+        return f"the run's model {name!r} may come from a plugin distribution not installed here"
+    dist = str(source["distribution"])
+    version = str(source.get("version") or "?")
+    target = f" ({source['target']})" if source.get("target") else ""
+    if dist == "recsys":
+        return (
+            f"the run was trained with the built-in model {name!r}{target} of recsys {version}; "
+            f"this is recsys {_recsys_version()}"
+        )
+    install = f"`pip install {dist}{f'=={version}' if version != '?' else ''}`"
+    trained = (
+        f"the run was trained with the plugin model {name!r}{target} from the distribution "
+        f"{dist} {version}"
+    )
+    installed = _installed_version(dist)
+    if _autoload_disabled():
+        return f"{trained}; {off}: unset it" + ("" if installed else f", and {install}")
+    if installed is None:
+        return f"{trained}, which is not installed here: {install}"
+    return f"{trained}; {dist} {installed} is installed here but does not provide it: {install}"
+
+
+def _warn_model_version(run_dir: Path, record: dict[str, Any]) -> None:
+    """A warning when the run's plugin distribution is installed at another version now."""
+    source = record.get("model_source")
+    if not isinstance(source, dict):
+        return
+    dist, then = source.get("distribution"), source.get("version")
+    if not dist or not then or dist == "recsys" or then == "?":
+        return
+    now = _installed_version(str(dist))
+    if now is not None and now != then:
+        log.warning(
+            "%s was trained with %s %s; %s %s is installed, so its model may behave otherwise",
+            run_dir, dist, then, dist, now,
+        )  # fmt: skip
+
+
+def _ids_fingerprint(ids: np.ndarray) -> dict[str, Any]:
+    text = json.dumps([str(x) for x in ids], ensure_ascii=False)
+    return {"count": len(ids), "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+
+
+def data_fingerprint(dataset: Dataset) -> dict[str, Any]:
+    """What a run's indices mean: for the users and the items, the number of ids and the
+    sha256 of the id list in index order (``run.json``'s ``data_ids``)."""
+    return {
+        "dataset": dataset.name,
+        "users": _ids_fingerprint(dataset.users.ids),
+        "items": _ids_fingerprint(dataset.items.ids),
+    }
+
+
+def _data_source(cfg: RunConfig, dataset: Dataset) -> str:
+    if cfg.data.path is not None:
+        return f"data.path={cfg.data.path}"
+    return f"dataset {dataset.name!r}"
+
+
+def check_run_data(
+    run_dir: Path, cfg: RunConfig, dataset: Dataset, split: Split, record: dict[str, Any]
+) -> None:
+    """That ``dataset`` (loaded now from the run's config) is the data the run in ``run_dir``
+    was trained on: its size is the split's shape, and its user and item id lists are the
+    ones ``record`` (the run's ``run.json``) fingerprinted at train time. Otherwise the run's
+    indices would silently name other users and items. A run from before the fingerprint
+    has only its shape checked.
+
+    Raises:
+        DataError: the data changed since the run (naming the data and which ids differ).
+    """
+    where = _data_source(cfg, dataset)
+    if split.shape != (dataset.n_users, dataset.n_items):
+        raise DataError(
+            f"{run_dir}: the data ({where}) now has {dataset.n_users} users x "
+            f"{dataset.n_items} items but the run's split has shape {split.shape}; the data "
+            "changed since the run"
+        )
+    recorded = record.get("data_ids")
+    if not isinstance(recorded, dict):
+        log.info(
+            "%s records no fingerprint of its user and item ids (a run from an older recsys): "
+            "only the data's size is checked against it",
+            run_dir,
+        )
+        return
+    now = data_fingerprint(dataset)
+    changed = []
+    for part in ("users", "items"):
+        then = recorded.get(part)
+        if not isinstance(then, dict) or then.get("sha256") == now[part]["sha256"]:
+            continue
+        count = then.get("count")
+        if count == now[part]["count"]:
+            how = f"the same number, {count}, but other ids or in another order"
+        else:
+            how = f"{count} then, {now[part]['count']} now"
+        changed.append(f"the {part[:-1]} ids differ ({how})")
+    if changed:
+        raise DataError(
+            f"{run_dir}: the data ({where}) changed since the run: {' and '.join(changed)}, "
+            "so the run's indices would name other users and items; restore the data it was "
+            "trained on, or train a new run"
+        )
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -213,8 +395,18 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
     dataset = load_dataset(cfg.data)
     cfg = cfg.model_copy(update={"split": resolve_split_config(dataset, cfg.split)})
     check_train_settings(cfg)  # again: the dataset card may have set the split strategy
-    split = None
-    if resume_dir is None or not (Path(resume_dir) / "split.npz").is_file():
+    identity = {
+        "data_ids": data_fingerprint(dataset),
+        "model_source": model_source(cfg.model["name"]),
+    }
+    split, saved = None, None
+    if resume_dir is not None and (Path(resume_dir) / "split.npz").is_file():
+        # the data must still be what the run was trained on, checked before the folder is
+        # written to (train.log, run.json)
+        saved = Split.load(Path(resume_dir) / "split.npz")
+        check_run_data(Path(resume_dir), cfg, dataset, saved, read_run_record(resume_dir))
+        _warn_model_version(Path(resume_dir), read_run_record(resume_dir))
+    else:
         split = make_split(dataset, cfg.split)
     if resume_dir is not None:
         run_dir = Path(resume_dir)
@@ -227,10 +419,13 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
         log.info("dataset %s", dataset)
         split_path = run_dir / "split.npz"
         if split is None:
-            split = Split.load(split_path)
+            split = saved
         else:
             split.save(split_path)
         log.info("split %s", split)
+        # which ids the split's indices mean, recorded with the split (a resume keeps the
+        # record's MLflow run id until the tracker has started)
+        _write_json(run_dir / "run.json", {**read_run_record(run_dir), **identity})
         if not (resume_dir is not None and _reopen_run(tracker, run_dir)):
             tracker.start(
                 run_dir.name,
@@ -244,7 +439,11 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
         uri = getattr(tracker, "tracking_uri", None)
         _write_json(
             run_dir / "run.json",
-            {"tracking_run_id": tracker.run_id, "tracking_uri": uri and redact_uri(uri)},
+            {
+                "tracking_run_id": tracker.run_id,
+                "tracking_uri": uri and redact_uri(uri),
+                **identity,
+            },
         )
         tracker.log_dict(cfg.model_dump(mode="json"), "config.yaml")
         result = _train_and_test(cfg, dataset, split, run_dir, tracker, resume_dir is not None)
@@ -333,7 +532,9 @@ def _train_and_test(
     for path in model.write_artifacts(run_dir, fit.history):
         tracker.log_artifact(path)
     recs = recommend(model, dataset, split, make_evaluator(cfg), cfg.recommend_k)
-    recs.to_csv(run_dir / "recommendations.csv", index=False)
+    # like the other files: an interrupt or a full disk leaves the old file or none, never
+    # a truncated one next to a complete metrics.json
+    atomic_write_text(run_dir / "recommendations.csv", recs.to_csv(index=False))
     return RunResult(
         run_dir, fit.best_valid, test, fit.best_epoch, fit.epochs_run, 0.0, tracker.run_id
     )
@@ -346,6 +547,12 @@ def load_run(
 
     ``device`` (default: the run's ``train.device``) is where the model goes; it is also
     written into the returned config, so evaluators made from it score there.
+
+    Raises:
+        DataError: the data loaded now is not what the run was trained on
+            (:func:`check_run_data`), or ``split.npz`` is missing.
+        ConfigError: ``config.yaml`` is invalid, or names a model not available here
+            (:func:`load_run_config`).
     """
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
@@ -362,11 +569,9 @@ def load_run(
     if not split_path.is_file():
         raise DataError(f"{run_dir}: split.npz is missing; the run did not get past splitting")
     split = Split.load(split_path)
-    if split.shape != (dataset.n_users, dataset.n_items):
-        raise DataError(
-            f"{run_dir}: the dataset now has {dataset.n_users} users x {dataset.n_items} items "
-            f"but the run's split has shape {split.shape}; the data changed since the run"
-        )
+    record = read_run_record(run_dir)
+    check_run_data(run_dir, cfg, dataset, split, record)
+    _warn_model_version(run_dir, record)
     model = build_model(cfg, split, dataset)
     checkpoint = run_dir / "checkpoints" / "best.pt"
     load_weights(model, load_checkpoint(checkpoint), checkpoint)
@@ -376,17 +581,47 @@ def load_run(
 
 
 def check_run_finished(run_dir: Path) -> None:
-    """A run that failed before it was tested has no model to use: an error with its error.
-    One interrupted (or still training) is used at its best checkpoint so far, with a warning."""
+    """Refuse a run whose ``run.json`` says it failed, with its recorded error, even when it
+    has a ``metrics.json`` (from before the failure, or from an earlier attempt that a failed
+    resume went on from). One interrupted (or still training) is used at its best
+    checkpoint so far, with a warning. A folder without ``run.json`` (an older run) is used
+    as it is; one whose ``run.json`` cannot be read, with a warning.
+
+    Raises:
+        DataError: the run failed (quoting its error).
+    """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file() or (run_dir / "metrics.json").is_file():
-        return  # not a run folder (load_run says so), or a run that trained and tested
+    if not (run_dir / "config.yaml").is_file():
+        return  # not a run folder: load_run says so
     record = read_run_record(run_dir)
-    if record.get("status") == "failed":
+    tested = (run_dir / "metrics.json").is_file()
+    status = record.get("status")
+    if status == "failed":
+        error = record.get("error") or "no error recorded"
+        if not tested:
+            raise DataError(
+                f"{run_dir}: the run failed before it was tested ({error}); train it again"
+            )
         raise DataError(
-            f"{run_dir}: the run failed before it was tested "
-            f"({record.get('error') or 'no error recorded'}); train it again"
+            f"{run_dir}: the run failed ({error}), so its metrics.json and checkpoints may come "
+            f"from different attempts; `recsys train --resume {run_dir}` finishes it, or train "
+            "it again"
         )
+    if not record and (run_dir / "run.json").exists():
+        log.warning(
+            "%s cannot be read: how the run ended is unknown; using the run as it is",
+            run_dir / "run.json",
+        )
+    if tested:
+        if status == "interrupted":
+            log.warning(
+                "%s was interrupted after it was tested: its metrics.json may come from an "
+                "earlier attempt; using its best checkpoint so far (`recsys train --resume %s` "
+                "finishes it)",
+                run_dir,
+                run_dir,
+            )
+        return
     log.warning(
         "%s has no metrics.json: the run was interrupted or is still training; using its best "
         "checkpoint so far (`recsys train --resume %s` finishes an interrupted run)",

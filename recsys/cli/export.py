@@ -98,9 +98,10 @@ def export_embeddings(
     Raises:
         ConfigError: ``out`` already holds an export and ``overwrite`` is false; the model has
             no ``user`` and ``item`` representations, or does not score by their dot product.
-        DataError: the embeddings have NaN or infinite values.
+        DataError: the embeddings have NaN or infinite values; the run failed, or its data
+            changed since it was trained (:func:`recsys.experiment.load_run`).
     """
-    from recsys.experiment import load_run
+    from recsys.experiment import check_run_finished, load_run
     from recsys.probe.collect import collect_representations
 
     out = Path(out)
@@ -110,6 +111,7 @@ def export_embeddings(
             f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them, "
             "or export into another folder"
         )
+    check_run_finished(run_dir)  # a failed run is refused, as evaluate and recommend do
     cfg, dataset, split, model = load_run(run_dir, device)
     # held-out users (a fold-in model's heldout_users split) are encoded from their fold-in
     # rows, as the run scored them; their training rows are empty

@@ -72,6 +72,7 @@ def test_run_files_are_readable_as_the_umask_allows(trained: tuple[Path, str]) -
         "metrics.json",
         "history.json",
         "run.json",
+        "recommendations.csv",
         "checkpoints/best.pt",
         "checkpoints/last.pt",
     ):
