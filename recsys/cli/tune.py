@@ -129,7 +129,13 @@ log = logging.getLogger("recsys")
     show_default=True,
     help="Random/grid sampling, or Optuna TPE (pip install 'recsys[tune]').",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the search.",
+)
 @click.option(
     "--max-failures",
     type=click.IntRange(min=0),
@@ -215,8 +221,8 @@ def tune(
         _report(outcome)
         return
 
-    from recsys.config import build_run_config, parse_override, validate
-    from recsys.tuning.driver import TuneOptions, check_tunable, run_tune
+    from recsys.config import build_run_config, parse_override
+    from recsys.tuning.driver import check_tunable, run_tune
     from recsys.tuning.space import load_space
 
     extra = run_overrides(overrides, tracking_uri=tracking_uri, no_tracking=no_tracking)
@@ -236,6 +242,7 @@ def tune(
     space, pinned = space.without(set_keys)
     if pinned:
         log.info("not sampled, set with --set: %s", ", ".join(pinned))
+    _warn_space_overrides(config_path, cfg.model["name"], space)
     values = dict(
         num_samples=num_samples,
         scheduler=scheduler,
@@ -251,9 +258,8 @@ def tune(
     )
     # only the typed options are set, so TuneOptions knows defaults from requests (run_tune
     # refuses a requested scheduler option that would do nothing, and warns on a default)
-    options = validate(
-        TuneOptions,
-        {k: v for k, v in values.items() if k in typed} | {"verbose": 0 if quiet else 1},
+    options = _tune_options(
+        {k: v for k, v in values.items() if k in typed} | {"verbose": 0 if quiet else 1}
     )
     outcome = run_tune(cfg, space, options, address=address, name=name)
     _report(outcome)
@@ -262,7 +268,13 @@ def tune(
 def plugin_space(model: str) -> Path:
     """Where a plugin ships the default space of ``model``: ``spaces/<model>.yaml`` in the
     package holding the module of the model's class (``recsys_vae/spaces/multvae.yaml`` for
-    ``recsys_vae.vae.MultVAE``). The file need not exist."""
+    ``recsys_vae.vae.MultVAE``). The file need not exist.
+
+    Where :mod:`importlib.resources` cannot place the package, this is the folder of the
+    module's file: an implicit namespace package (no ``__init__.py``) under an editable install
+    has a path entry that is not a folder, on which ``resources.files`` raises
+    ``NotADirectoryError`` ("MultiplexedPath only supports directories").
+    """
     from importlib import import_module, resources
 
     from recsys.models.registry import get_model_class
@@ -272,7 +284,13 @@ def plugin_space(model: str) -> Path:
     package = module.__name__ if hasattr(module, "__path__") else module.__package__
     if not package:  # a top-level module: the folder it is in
         return Path(str(module.__file__)).parent / "spaces" / f"{model}.yaml"
-    return Path(str(resources.files(package) / "spaces" / f"{model}.yaml"))
+    try:
+        return Path(str(resources.files(package) / "spaces" / f"{model}.yaml"))
+    except (OSError, TypeError):
+        if not getattr(module, "__file__", None):
+            raise
+        # the module's file is in its package's folder (a package's is its __init__.py)
+        return Path(module.__file__).parent / "spaces" / f"{model}.yaml"
 
 
 def default_space(model: str) -> Path:
@@ -294,6 +312,61 @@ def default_space(model: str) -> Path:
         f"no --space given and no default space for model {model!r}: neither {builtin} "
         f"(built-in spaces) nor {shipped} (spaces shipped in the model's package) exists; "
         "give one with --space"
+    )
+
+
+def _tune_options(values: dict[str, Any]) -> Any:
+    """:class:`~recsys.tuning.driver.TuneOptions` from ``values``; a problem is a ConfigError
+    that names the flag (``--brackets``), not the option's field."""
+    from pydantic import ValidationError
+
+    from recsys.errors import ConfigError
+    from recsys.tuning.driver import TuneOptions
+
+    try:
+        return TuneOptions.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            message = err["msg"].removeprefix("Value error, ")
+            flag = _SEARCH_FLAGS.get(field)
+            problems.append(f"{flag}: {message}" if flag else message)
+        raise ConfigError("; ".join(problems)) from None
+
+
+def _warn_space_overrides(config_path: Path | None, model: str, space: Any) -> None:
+    """Warn when the space fixes or samples a key that the ``-c`` file sets: the space's
+    value is used (only ``--set`` beats the space), which is easy to miss."""
+    from recsys.config import load_config_dict
+
+    if config_path is None:
+        return
+    values = load_config_dict(config_path)
+    file_model = (values.get("model") or {}).get("name")
+
+    def in_file(key: str) -> bool:
+        if key.startswith("model.") and file_model not in (None, model):
+            return False  # another model's section: build_run_config dropped it
+        node: Any = values
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    fixed = [key for key in space.fixed if in_file(key)]
+    sampled = [key for key in space.params if in_file(key)]
+    if not fixed and not sampled:
+        return
+    what = [f"fixes {', '.join(fixed)}"] if fixed else []
+    what += [f"samples {', '.join(sampled)}"] if sampled else []
+    log.warning(
+        "%s sets values that the space %s %s: the space's are used (--set KEY=VALUE beats "
+        "the space)",
+        config_path,
+        space.source,
+        " and ".join(what),
     )
 
 
@@ -343,21 +416,36 @@ def _changed_settings(experiment_dir: Path, params: dict[str, Any], typed: set[s
 
 def _report(outcome: TuneOutcome) -> None:
     from recsys.cli.table import metrics_table
-    from recsys.errors import TrainingDivergedError
+    from recsys.errors import ConfigError, TrainingDivergedError
     from recsys.tuning.driver import format_trials_table
 
-    click.echo(format_trials_table(outcome.trials, outcome.metric))
+    best_id = outcome.best.trial_id if outcome.best is not None else None
+    click.echo(format_trials_table(outcome.trials, outcome.metric, best=best_id))
     click.echo(
         f"{len(outcome.trials)} trials, {outcome.total_epochs} trial-epochs, "
         f"{outcome.seconds:.0f} s; Ray at {outcome.ray.get('address', '?')}"
     )
     folder = outcome.experiment_dir
+    refused = [t for t in outcome.trials if t.stop_reason == "refused"]
+    if refused:
+        # a trial refuses its config before training (not retried): say why, once
+        click.echo(
+            f"{len(refused)} of {len(outcome.trials)} trials refused their configuration, "
+            f"e.g. trial {refused[0].trial_id}: {refused[0].error} (see "
+            f"{folder / 'trials.csv'})",
+            err=True,
+        )
     if outcome.interrupted:
         click.echo(f"experiment folder: {folder}")
         click.echo(f"interrupted; resume with: recsys tune --resume {folder}", err=True)
         raise click.exceptions.Exit(130)
     if outcome.best is None:
         click.echo(f"experiment folder: {folder}")
+        if outcome.trials and len(refused) == len(outcome.trials):
+            raise ConfigError(
+                f"every trial refused its configuration, so there is no result; e.g. trial "
+                f"{refused[0].trial_id}: {refused[0].error}"
+            )
         if outcome.trials and all(t.stop_reason == "diverged" for t in outcome.trials):
             raise TrainingDivergedError(
                 "every trial diverged (its loss became infinite or NaN), so no configuration "

@@ -11,6 +11,7 @@ Both run in the driver process, never in a trial, so
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -244,8 +245,8 @@ class MlflowTrialCallback(Callback):
         """Log the epoch's reported metrics at the epoch's 0-based index as the step (the
         report's ``epoch`` counts epochs trained), as ``recsys train`` logs its runs."""
         tracker = self._child(trial)
-        if tracker is None:
-            return
+        if tracker is None or result.get("refused"):
+            return  # a refused config trained nothing; its report's metric is a placeholder
         metrics = {
             key: float(value)
             for key, value in result.items()
@@ -265,9 +266,16 @@ class MlflowTrialCallback(Callback):
     def on_trial_complete(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        """End the child run FINISHED (also for trials the scheduler stopped)."""
+        """End the child run FINISHED (also for trials the scheduler stopped), or FAILED for a
+        trial whose config was refused (it ends without an error, so Ray does not retry it)."""
         tracker = self._child(trial)
         last = trial.last_result or {}
+        if last.get("refused"):
+            if tracker is not None:
+                with contextlib.suppress(TrackingError):
+                    tracker.log_params({}, {"recsys.refusal": str(last.get("refusal", ""))})
+            self._end(trial, "FAILED")
+            return
         if tracker is not None and "epoch" in last:
             try:
                 epochs = int(last["epoch"])

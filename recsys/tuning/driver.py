@@ -75,19 +75,28 @@ __all__ = [
     "TrialRow",
     "TuneOptions",
     "TuneOutcome",
+    "best_config_header",
     "check_scheduler_options",
     "check_tunable",
     "format_trials_table",
     "max_trial_epochs",
     "resume_tune",
     "run_tune",
+    "trials_frame",
 ]
 
 log = logging.getLogger("recsys")
 
 RAY_DIR = "ray"
 """Name of Ray Tune's experiment inside the experiment folder."""
+_FLAGS = {
+    "grace_period": "--grace-period",
+    "reduction_factor": "--reduction-factor",
+    "brackets": "--brackets",
+}
 _FINAL_STATUSES = ("TERMINATED", "ERROR")
+_NO_RESULT = ("diverged", "refused")
+"""Stop reasons of trials that are no result, whatever they validated."""
 
 
 class TuneOptions(BaseModel):
@@ -125,7 +134,8 @@ class TuneOptions(BaseModel):
     def _brackets_need_asha(self) -> TuneOptions:
         if self.brackets > 1 and self.scheduler != "asha":
             raise ValueError(
-                f"brackets={self.brackets} needs scheduler 'asha' (got {self.scheduler!r})"
+                f"--brackets {self.brackets} applies to --scheduler asha only (got "
+                f"{self.scheduler!r})"
             )
         return self
 
@@ -427,15 +437,25 @@ def check_scheduler_options(
     Args:
         options: the tuning options.
         max_epochs: the most epochs a trial runs (:func:`max_trial_epochs`).
-        given: the options the user gave explicitly (``grace_period``, ``reduction_factor``),
-            as opposed to defaults; only those are refused, since a default that does not
-            apply (a grace period of 5 for a 3-epoch search) asks for nothing.
+        given: the options the user gave explicitly (``grace_period``, ``reduction_factor``,
+            ``brackets``), as opposed to defaults; only those are refused, since a default
+            that does not apply (a grace period of 5 for a 3-epoch search) asks for nothing.
             :func:`run_tune` passes the options' ``model_fields_set``.
 
     Raises:
-        ConfigError: an explicit option the scheduler ignores, or a grace period that leaves
-            the scheduler nothing to stop.
+        ConfigError: an explicit option the scheduler ignores, a grace period that leaves
+            the scheduler nothing to stop, or any of the three when a trial is one step (a
+            closed-form model such as itemknn or ease, or ``train.epochs=1``).
     """
+    one_step = [
+        _FLAGS[name] for name in ("grace_period", "reduction_factor", "brackets") if name in given
+    ]
+    if max_epochs <= 1 and one_step:
+        raise ConfigError(
+            f"{', '.join(one_step)}: every trial trains in one step (a closed-form model, or "
+            "train.epochs=1), so no scheduler stops one; drop "
+            f"{'it' if len(one_step) == 1 else 'them'}"
+        )
     if "reduction_factor" in given and options.scheduler != "asha":
         raise ConfigError(
             f"--reduction-factor applies to --scheduler asha only (got {options.scheduler!r})"
@@ -452,21 +472,78 @@ def check_scheduler_options(
         )
 
 
-def _check_schedule(cfg: RunConfig, options: TuneOptions) -> None:
-    """Refuse a scheduler that may stop trials before their models have a saved form
-    (:meth:`~recsys.models.base.Recommender.schedule_epochs`: DNIS prunes after its warm start
-    and search), since it would rank and stop them by epochs that are then discarded."""
+def _check_trials(cfg: RunConfig, space: SearchSpace) -> list[tuple[dict[str, Any], int]]:
+    """The model's own check of its training settings (``check_train_settings``:
+    :meth:`~recsys.models.base.Recommender.check_train_config`, and the fold-in check of a
+    ``heldout_users`` split), run on what the trials train with rather than on ``cfg`` alone:
+    ``cfg`` (the base config with the space's ``fixed`` values) with each of
+    :meth:`~recsys.tuning.space.SearchSpace.check_configurations` set on top. A sampled key's
+    base value is no trial's, so it is never judged.
+
+    Returns:
+        Each checked configuration with its model's
+        :meth:`~recsys.models.base.Recommender.schedule_epochs` (the fewest epochs before
+        its model has a saved form).
+
+    Raises:
+        ConfigError: some configuration is refused. When every one is, the model's message
+            as it is (the sampled values are not the cause, or not the only one); else it
+            is prefixed with the space file and the sampled values of a refused
+            configuration that no accepted one has.
+    """
+    from recsys.experiment import check_train_settings
     from recsys.models.registry import create_model
 
-    if options.scheduler == "none":
-        return
-    need = create_model(cfg.model["name"], **cfg.model_params()).schedule_epochs()
-    if options.grace_period < need:
+    base = cfg.model_dump(mode="json")
+    accepted: list[tuple[dict[str, Any], int]] = []
+    refused: list[tuple[dict[str, Any], ConfigError]] = []
+    for combo in space.check_configurations():
+        try:
+            trial = trial_run_config(base, combo)
+            check_train_settings(trial)
+        except ConfigError as exc:
+            refused.append((combo, exc))
+            continue
+        model = create_model(trial.model["name"], **trial.model_params())
+        accepted.append((combo, model.schedule_epochs()))
+    if refused and not accepted:
+        raise refused[0][1]
+    if refused:
+        combo, exc = refused[0]
         raise ConfigError(
-            f"--scheduler {options.scheduler} with --grace-period {options.grace_period} could "
-            f"stop trials before model {cfg.model['name']!r} reaches its saved form after "
-            f"{need} epochs; use --scheduler none, or --grace-period {need} or more"
+            f"{space.source}: trials that sample {_sampled(combo, [c for c, _ in accepted])} "
+            f"would fail before training: {exc}; leave such values out of the space"
         )
+    return accepted
+
+
+def _sampled(combo: dict[str, Any], others: list[dict[str, Any]]) -> str:
+    """``key=value, ...`` for the values of ``combo`` that no configuration in ``others``
+    has (what sets it apart from them); all of them when each value is shared with some."""
+    own = [key for key, value in combo.items() if all(o.get(key) != value for o in others)]
+    return ", ".join(f"{key}={combo[key]!r}" for key in own or combo)
+
+
+def _check_schedule(
+    cfg: RunConfig, options: TuneOptions, needs: list[tuple[dict[str, Any], int]]
+) -> None:
+    """Refuse a scheduler that may stop trials before their models have a saved form
+    (:meth:`~recsys.models.base.Recommender.schedule_epochs`: DNIS prunes after its warm start
+    and search), since it would rank and stop them by epochs that are then discarded.
+    ``needs`` is :func:`_check_trials`'s: the longest schedule among the sampled
+    configurations counts, not the base config's."""
+    if options.scheduler == "none" or not needs:
+        return
+    combo, need = max(needs, key=lambda item: item[1])
+    if options.grace_period >= need:
+        return
+    fine = [c for c, n in needs if n <= options.grace_period]
+    which = f" (trials that sample {_sampled(combo, fine)})" if fine else ""
+    raise ConfigError(
+        f"--scheduler {options.scheduler} with --grace-period {options.grace_period} could "
+        f"stop trials before model {cfg.model['name']!r} reaches its saved form after "
+        f"{need} epochs{which}; use --scheduler none, or --grace-period {need} or more"
+    )
 
 
 def _scheduler(options: TuneOptions, max_epochs: int) -> Any:
@@ -596,6 +673,13 @@ def run_tune(
 ) -> TuneOutcome:
     """Run a Ray Tune experiment over ``space`` starting from the base config ``cfg``.
 
+    Everything that can be checked is checked before the data are read: the options, the
+    space's values, and the model's own check of its training settings on the trial configs
+    the space stands for (:func:`_check_trials`). Ray is started or joined before the
+    experiment folder is made, so a cluster that cannot be joined leaves no folder and no
+    MLflow parent run. A trial whose own config is refused anyway ends ``refused``, without
+    retries (:mod:`.trainable`).
+
     Args:
         cfg: the base run config (``space.fixed`` is applied on top of it).
         space: the search space (:func:`~recsys.tuning.space.load_space`).
@@ -606,8 +690,6 @@ def run_tune(
             :class:`~recsys.tuning.trainable.InjectedFault`).
         extra_callbacks: more Ray Tune callbacks (run in the driver).
     """
-    from recsys.experiment import check_train_settings
-
     options = options or TuneOptions()
     tic = time.perf_counter()
     check_tunable(cfg)
@@ -621,19 +703,65 @@ def run_tune(
     check_scheduler_options(options, _max_epochs(base_cfg), given=options.model_fields_set)
     _check_brackets(options, _max_epochs(base_cfg))
     _check_device(base_cfg, options)
-    check_train_settings(base_cfg)  # else every trial fails in Ray, each after its retries
-    _check_schedule(base_cfg, options)
+    # the model's own checks, on what the trials sample: else a refused trial fails in Ray
+    needs = _check_trials(base_cfg, space)
+    _check_schedule(base_cfg, options, needs)
     _check_local_gpus(options, address)
     _check_local_cpus(options, address)
+    if address:
+        _check_reachable(address)  # before the data are read
     output_dir = base_cfg.output_dir.resolve()
     _check_output(output_dir, name)
     tracker = _parent_tracker(base_cfg)  # checked before any data is read
     dataset = load_dataset(base_cfg.data)
     # trials and best_config.yaml name the split that was used
-    base_cfg = base_cfg.model_copy(update={"split": resolve_split_config(dataset, base_cfg.split)})
-    check_train_settings(base_cfg)  # again: the dataset card may have set the split strategy
+    resolved = resolve_split_config(dataset, base_cfg.split)
+    if resolved != base_cfg.split:
+        base_cfg = base_cfg.model_copy(update={"split": resolved})
+        _check_trials(base_cfg, space)  # again: the dataset card may have set the strategy
     split = make_split(dataset, base_cfg.split)  # before an experiment folder exists
     base = base_cfg.model_dump(mode="json")
+    # Ray starts (or is joined) before the experiment folder exists: a cluster that cannot be
+    # joined, or a trial that fits no node of a local Ray, leaves no folder and no MLflow run
+    with ray_session(address, quiet=options.verbose == 0) as info:
+        _check_resources(info, options, remote=bool(address))
+        return _start(
+            base_cfg=base_cfg,
+            base=base,
+            space=space,
+            options=options,
+            dataset=dataset,
+            split=split,
+            tracker=tracker,
+            output_dir=output_dir,
+            name=name,
+            address=address,
+            fault=fault,
+            extra_callbacks=extra_callbacks,
+            ray_info=info,
+            tic=tic,
+        )
+
+
+def _start(
+    *,
+    base_cfg: RunConfig,
+    base: dict[str, Any],
+    space: SearchSpace,
+    options: TuneOptions,
+    dataset: Dataset,
+    split: Split,
+    tracker: Tracker,
+    output_dir: Path,
+    name: str | None,
+    address: str | None,
+    fault: InjectedFault | None,
+    extra_callbacks: list[Any] | None,
+    ray_info: dict[str, Any],
+    tic: float,
+) -> TuneOutcome:
+    """:func:`run_tune` once every check passed and Ray runs: write the experiment folder
+    (and start the MLflow parent run), then run the experiment."""
     experiment_dir = new_experiment_dir(output_dir, name, base_cfg.model["name"], dataset.name)
     log.info("experiment folder %s", experiment_dir)
     atomic_write_text(experiment_dir / "base_config.yaml", base_cfg.to_yaml())
@@ -673,6 +801,7 @@ def run_tune(
         space=space,
         fault=fault,
         extra_callbacks=extra_callbacks,
+        ray_info=ray_info,
         tic=tic,
     )
 
@@ -716,23 +845,32 @@ def resume_tune(
             f"{experiment_dir}: the dataset now has {dataset.n_users} users x "
             f"{dataset.n_items} items but the experiment's split has shape {split.shape}"
         )
-    tracker = _reopen_parent(state.get("tracking"))
-    state["resumed"] = [*state.get("resumed", []), datetime.now().isoformat(timespec="seconds")]
-    _write_json(state_path, state)
-    return _execute_tracked(
-        experiment_dir,
-        base,
-        split,
-        dataset,
-        options,
-        state,
-        tracker,
-        address=address if address is not None else state.get("address"),
-        space=None,
-        fault=None,
-        extra_callbacks=None,
-        tic=tic,
-    )
+    address = address if address is not None else state.get("address")
+    # Ray first: a cluster that cannot be joined leaves the folder and the MLflow parent run
+    # as they were (resumable), not marked as resumed or failed
+    with ray_session(address, quiet=options.verbose == 0) as info:
+        _check_resources(info, options, remote=bool(address))
+        tracker = _reopen_parent(state.get("tracking"))
+        state["resumed"] = [
+            *state.get("resumed", []),
+            datetime.now().isoformat(timespec="seconds"),
+        ]
+        _write_json(state_path, state)
+        return _execute_tracked(
+            experiment_dir,
+            base,
+            split,
+            dataset,
+            options,
+            state,
+            tracker,
+            address=address,
+            space=None,
+            fault=None,
+            extra_callbacks=None,
+            ray_info=info,
+            tic=tic,
+        )
 
 
 def finished_experiment(experiment_dir: Path) -> str | None:
@@ -895,17 +1033,26 @@ def _execute(
     space: SearchSpace | None,
     fault: InjectedFault | None,
     extra_callbacks: list[Any] | None,
+    ray_info: dict[str, Any] | None = None,
     tic: float,
 ) -> TuneOutcome:
-    """Run (``space`` given) or restore (``space`` None) the Ray experiment, then finish it."""
+    """Run (``space`` given) or restore (``space`` None) the Ray experiment, then finish it.
+    ``ray_info`` is the :func:`ray_session` the caller opened (and checked the resources of);
+    without it this function opens one."""
     from ray import tune
 
     metric = state["metric"]
     max_epochs = int(state["max_epochs"])
     trainable = _trainable(base, split, dataset, options, fault)
-    with ray_session(address, quiet=options.verbose == 0) as info:
+    session = (
+        contextlib.nullcontext(ray_info)
+        if ray_info is not None
+        else ray_session(address, quiet=options.verbose == 0)
+    )
+    with session as info:
         log.info("Ray at %s: %s", info["address"], info["resources"])
-        _check_resources(info, options, remote=bool(address))
+        if ray_info is None:
+            _check_resources(info, options, remote=bool(address))
         state["ray"] = info
         _write_json(experiment_dir / "tune.json", state)
         if space is None:
@@ -1039,16 +1186,14 @@ def _finish(
         for row, result in zip(rows, results, strict=True)
         if (curve := _validation_curve(result, metric)) is not None
     }
-    rows.sort(key=lambda r: -r.best_value if math.isfinite(r.best_value) else math.inf)
+    # best first; a diverged trial after every scored one, even if it validated well before
+    # it diverged (it is no result: `recsys train -c best_config.yaml` would diverge again)
+    rows.sort(key=_rank)
     interrupted = any(row.status not in _FINAL_STATUSES for row in rows)
-    frame = pd.DataFrame([row.as_record(metric) for row in rows])
-    frame.to_csv(experiment_dir / "trials.csv", index=False)
+    trials_frame(rows, metric).to_csv(experiment_dir / "trials.csv", index=False)
     total_epochs = sum(row.epochs for row in rows)
-    # a trial that diverged is no result even if it validated well before: `recsys train -c
-    # best_config.yaml` would diverge again; when every trial diverged there is no best
-    scored = [
-        row for row in rows if math.isfinite(row.best_value) and row.stop_reason != "diverged"
-    ]
+    # when every trial diverged (or was refused) there is no best
+    scored = [row for row in rows if _scored(row)]
     best = scored[0] if scored and not interrupted else None
     _plot_trials(experiment_dir, curves, rows, best, metric, options, total_epochs)
     best_cfg, valid, test = None, {}, {}
@@ -1101,6 +1246,31 @@ def _finish(
     )
 
 
+def _scored(row: TrialRow) -> bool:
+    """Whether a trial is a result: it validated, and neither diverged nor was refused."""
+    return math.isfinite(row.best_value) and row.stop_reason not in _NO_RESULT
+
+
+def _rank(row: TrialRow) -> tuple[int, float]:
+    """Sort key, best first: scored trials by value, then diverged ones (by the value they
+    had before), then the rest (refused, errored, never started)."""
+    if _scored(row):
+        return 0, -row.best_value
+    return (1, -row.best_value) if math.isfinite(row.best_value) else (2, 0.0)
+
+
+def trials_frame(rows: list[TrialRow], metric: str) -> pd.DataFrame:
+    """The rows of ``trials.csv``, in the order given. A sampled column whose values are all
+    integers stays integer even where a trial has none (one that never started): pandas
+    would make it float (``256.0``)."""
+    frame = pd.DataFrame([row.as_record(metric) for row in rows])
+    for column in frame.columns:
+        values = [v for row in rows for k, v in row.params.items() if k == column]
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
 def _trial_row(
     result: Any,
     metric: str,
@@ -1117,12 +1287,9 @@ def _trial_row(
     key = metric_key(metric)
     best_value, best_epoch = -math.inf, 0
     if history is not None and key in history and len(history):
-        column = pd.to_numeric(history[key], errors="coerce")
-        if "diverged" in history:
-            # the report of a diverged epoch carries a placeholder value, not a measurement:
-            # it must not make a trial that diverged at once the best of an experiment
-            diverged = pd.to_numeric(history["diverged"], errors="coerce").fillna(0) != 0
-            column = column.mask(diverged)
+        # the report of a diverged epoch, or of a refused config, carries a placeholder value,
+        # not a measurement: it must not make such a trial the best of an experiment
+        column = pd.to_numeric(history[key], errors="coerce").mask(_placeholders(history))
         if column.notna().any():
             at = column.idxmax()
             best_value = float(column[at])
@@ -1146,6 +1313,9 @@ def _trial_row(
         status = "ERROR"
     if status == "ERROR":
         reason = "error"
+    elif last.get("refused"):
+        reason = "refused"
+        error = str(last.get("refusal", ""))
     elif status not in _FINAL_STATUSES:
         reason = "interrupted"
     elif last.get("diverged"):
@@ -1190,11 +1360,7 @@ def _test_best(
     from recsys.train.trainer import Trainer
 
     best_cfg = trial_run_config(base, best.params)
-    header = (
-        f"# best configuration of tune experiment {experiment_dir.name}: trial {best.trial_id}, "
-        f"valid {best_cfg.train.valid_metric} = {best.best_value:.6f} at epoch {best.best_epoch}\n"
-        f"# train it: recsys train -c {experiment_dir / 'best_config.yaml'}\n"
-    )
+    header = best_config_header(experiment_dir, best, best_cfg)
     atomic_write_text(experiment_dir / "best_config.yaml", header + best_cfg.to_yaml())
     if best.checkpoint is None:
         log.warning("trial %s left no checkpoint; its test metrics are not computed", best.trial_id)
@@ -1213,15 +1379,51 @@ def _test_best(
     return best_cfg, valid, test
 
 
+def best_config_header(experiment_dir: Path, best: TrialRow, best_cfg: RunConfig) -> str:
+    """The comment lines ``best_config.yaml`` starts with: which trial it is, how to train it
+    and, when the trial trained on a GPU, that the file keeps the base config's
+    ``train.device`` (trials train on the device Ray assigns them, whatever that setting says;
+    a file that said ``cuda`` would fail on a machine without one)."""
+    path = Path(experiment_dir) / "best_config.yaml"
+    lines = [
+        f"# best configuration of tune experiment {Path(experiment_dir).name}: trial "
+        f"{best.trial_id}, valid {best_cfg.train.valid_metric} = {best.best_value:.6f} at "
+        f"epoch {best.best_epoch}",
+        f"# train it: recsys train -c {path}",
+    ]
+    kind = best.device.split(":", 1)[0]
+    if kind and kind != best_cfg.train.device.split(":", 1)[0]:
+        lines.append(
+            f"# the trial trained on {best.device}; train.device below is "
+            f"{best_cfg.train.device!r}, so this trains there: add --set train.device={kind} "
+            "to train it as the trial did"
+        )
+    return "".join(f"{line}\n" for line in lines)
+
+
 def _validation_curve(result: Any, metric: str) -> tuple[list[int], list[float]] | None:
     """(epochs, validation values of ``metric``) that a trial reported, or None."""
     history = result.metrics_dataframe
     key = metric_key(metric)
     if history is None or key not in history or "epoch" not in history:
         return None
+    # a diverged trial's curve keeps its drop to the placeholder (where it diverged shows)
     values = pd.to_numeric(history[key], errors="coerce")
+    values = values.mask(_placeholders(history, ("refused",)))
     keep = values.notna()
     return history.loc[keep, "epoch"].astype(int).tolist(), values[keep].astype(float).tolist()
+
+
+def _placeholders(
+    history: pd.DataFrame, flags: tuple[str, ...] = ("diverged", "refused")
+) -> pd.Series:
+    """Which reports of a trial carry a placeholder metric: a diverged epoch's, or that of a
+    refused config (the report flags, ``diverged`` and ``refused``, to look at)."""
+    out = pd.Series(False, index=history.index)
+    for flag in flags:
+        if flag in history:
+            out |= pd.to_numeric(history[flag], errors="coerce").fillna(0) != 0
+    return out
 
 
 def _plot_trials(
@@ -1291,16 +1493,20 @@ def best_config_dict(experiment_dir: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- terminal table
 
 
-def format_trials_table(rows: list[TrialRow], metric: str, limit: int = 25) -> str:
-    """The trials as an aligned table, best first (``*`` marks the best); at most ``limit``."""
+def format_trials_table(
+    rows: list[TrialRow], metric: str, limit: int = 25, best: str | None = None
+) -> str:
+    """The trials as an aligned table, in the order given (the driver's: best first); at
+    most ``limit``. ``*`` marks the trial whose id is ``best`` (the experiment's best trial,
+    :attr:`TuneOutcome.best`): none when it has none (interrupted, or every trial diverged)."""
     keys = sorted({key for row in rows for key in row.params})
     short = {key: key.split(".", 1)[-1] for key in keys}
     header = ["", "trial", "status", "stop", "epochs", *[short[k] for k in keys],
               f"best {metric}", "@epoch"]  # fmt: skip
     body = []
-    for index, row in enumerate(rows[:limit]):
+    for row in rows[:limit]:
         cells = [
-            "*" if index == 0 and math.isfinite(row.best_value) else "",
+            "*" if best is not None and row.trial_id == best else "",
             row.trial_id,
             row.status.lower(),
             row.stop_reason,

@@ -19,7 +19,8 @@ type          fields                                       samples
 ============  ===========================================  ==================================
 choice        ``values``                                   one of the values, uniformly
 grid          ``values``                                   every value (a grid axis)
-uniform       ``low``, ``high``, optional ``q``            a float in [low, high]
+uniform       ``low``, ``high``, optional ``q`` (``low``   a float in [low, high] (a
+              and ``high`` multiples of it)                multiple of ``q``)
 loguniform    ``low`` > 0, ``high``                        a float, uniform in log space
 int           ``low``, ``high`` (inclusive), ``step``,     an integer in [low, high]
               ``log``
@@ -40,7 +41,10 @@ tuner controls: ``train.epochs``, ``train.device``, ``train.num_threads``, ``tra
 and ``train.valid_metric``, which belong in ``fixed`` or ``--set``). Every problem is a
 :class:`~recsys.errors.ConfigError` naming the file and the key, and every candidate value
 (each choice, each end of a range) is checked against the model's config before any trial
-starts, so ``model.embedding_size: {type: choice, values: [0]}`` fails at once.
+starts, so ``model.embedding_size: {type: choice, values: [0]}`` fails at once; so is what
+Ray Tune refuses in a sampler (a ``q`` that does not divide ``low`` and ``high``: Ray's
+``quniform`` rule). Checks of a trial's config as a whole (a model's own check of its
+training settings) run on :meth:`SearchSpace.check_configurations` in ``recsys tune``.
 
 PyYAML reads ``1e-4`` (no dot) as a string; numeric strings like that are read as numbers.
 """
@@ -48,7 +52,9 @@ PyYAML reads ``1e-4`` (no dot) as a string; numeric strings like that are read a
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -83,6 +89,11 @@ TUNER_CONTROLLED = frozenset(
     }
 )
 """Keys a space may not sample: the tuner sets them (they may still be ``fixed``)."""
+
+CHECK_LIMIT = 128
+"""At most this many combinations of candidate values are checked as whole trial configs
+(:meth:`SearchSpace.check_configurations`): each builds the model (a few milliseconds for
+the largest), before any data are read."""
 
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
@@ -157,6 +168,20 @@ class Uniform(_Dist):
     def _ordered(self) -> Uniform:
         if not self.low < self.high:
             raise ValueError(f"low must be < high (got low={self.low}, high={self.high})")
+        # Ray's rule for tune.quniform (ray.tune.search.sample.Float.quantized): each bound
+        # divided by q must be (close to) a whole number, or Ray refuses the sampler
+        if self.q is not None:
+            off = [
+                name
+                for name, bound in (("low", self.low), ("high", self.high))
+                if not math.isclose(bound / self.q, round(bound / self.q))
+            ]
+            if off:
+                raise ValueError(
+                    f"low and high must be multiples of q (got low={self.low}, "
+                    f"high={self.high}, q={self.q}; {' and '.join(off)} "
+                    f"{'is' if len(off) == 1 else 'are'} not)"
+                )
         return self
 
     def to_tune(self) -> Any:
@@ -299,6 +324,33 @@ class SearchSpace:
         for key in self.grid_keys:
             size *= len(self.params[key].candidates())
         return size
+
+    def check_configurations(self, limit: int = CHECK_LIMIT, seed: int = 0) -> list[dict[str, Any]]:
+        """Configurations (dotted key -> value, every ``params`` key) that stand for the
+        trials, for checks that judge a trial's config as a whole (a model's own check of its
+        training settings: DNIS needs ``train.epochs`` to cover ``model.warm_start_epochs`` +
+        ``model.search_epochs``).
+
+        They are every combination of the keys' candidate values (:meth:`candidates` of each
+        distribution: every choice, grid and ``pow2`` value, both ends of a ``uniform``,
+        ``loguniform`` or ``int`` range) or, when there are more than ``limit`` combinations,
+        ``limit`` of them drawn at random with ``seed``; then every point. A range is judged
+        by its ends only, so a check that refuses a value inside a range, and the unchecked
+        combinations of a large space, are left to the trial (which ends ``refused``).
+        """
+        keys = list(self.params)
+        values = [_unique(self.params[key].candidates()) for key in keys]
+        size = math.prod(len(v) for v in values)
+        if size <= limit:
+            combos = list(itertools.product(*values))
+        else:
+            rng = random.Random(seed)
+            drawn: dict[tuple[int, ...], None] = {}
+            while len(drawn) < limit:
+                drawn[tuple(rng.randrange(len(v)) for v in values)] = None
+            combos = [tuple(v[i] for v, i in zip(values, index, strict=True)) for index in drawn]
+        configurations = [dict(zip(keys, combo, strict=True)) for combo in combos]
+        return configurations + [dict(point) for point in self.points]
 
     def without(self, keys: Iterable[str]) -> tuple[SearchSpace, list[str]]:
         """The space with ``keys`` (and every key under them) neither fixed nor sampled.
@@ -496,7 +548,7 @@ def _parse_distribution(key: str, spec: Any, source: str) -> Any:
     if "type" not in spec:
         raise ConfigError(f"{source}: key {key}: missing 'type' (one of {', '.join(_TYPES)})")
     try:
-        return _DISTRIBUTION.validate_python(_plain(spec))
+        dist = _DISTRIBUTION.validate_python(_plain(spec))
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -510,6 +562,12 @@ def _parse_distribution(key: str, spec: Any, source: str) -> Any:
                 msg = f"unknown field for type {spec.get('type')!r}"
             problems.append(f"{where}: {msg}" if where else msg)
         raise ConfigError(f"{source}: key {key}: {'; '.join(problems)}") from None
+    try:
+        # Ray's own checks of the sampler, now rather than once the experiment folder exists
+        dist.to_tune()
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{source}: key {key}: Ray Tune refuses it: {exc}") from None
+    return dist
 
 
 def check_against(space: SearchSpace, base: dict[str, Any]) -> None:
@@ -537,8 +595,8 @@ def check_against(space: SearchSpace, base: dict[str, Any]) -> None:
             )
         for value in _unique(dist.candidates()):
             trial = copy.deepcopy(with_fixed)
-            set_dotted(trial, key, value)
             try:
+                set_dotted(trial, key, value)
                 if section == "model":
                     _validate_model(trial["model"])
                 validate(RunConfig, trial)

@@ -22,6 +22,14 @@ A restarted trial (after a crash, or when an interrupted experiment is resumed) 
 last reported checkpoint into a fresh local folder and continues with ``fit(resume=True)``,
 which repeats exactly what an uninterrupted run would have done.
 
+Two outcomes end a trial without an exception, so Ray does not retry it (a retry would fail
+the same way): a loss that becomes NaN (the report has ``diverged: 1``) and a
+:class:`~recsys.errors.ConfigError` from the trial's own config, such as a model's refusal of
+its training settings (``refused: 1``, with the message in ``refusal``). ``recsys tune``
+checks the configurations the space stands for before Ray starts
+(:meth:`~recsys.tuning.space.SearchSpace.check_configurations`), so a trial is refused only
+for a value that check did not draw.
+
 The data arrive through Ray's object store (``tune.with_parameters``), loaded once by the
 driver. The device comes from what Ray assigned to the trial (:func:`select_device`).
 """
@@ -202,6 +210,29 @@ def _restore(checkpoint: Any, folder: Path) -> dict[str, Any]:
         return json.loads(state_path.read_text()) if state_path.is_file() else {}
 
 
+def _refuse(
+    trial_id: str, metric: str, exc: ConfigError, *, epoch: int, restores: int, device: str
+) -> None:
+    """End a trial whose config is refused: one report, ``refused: 1`` and the message.
+    (Ray needs the selection metric in every report; its 0.0 is a placeholder that the
+    driver ignores, as it does a diverged trial's.)"""
+    from ray import tune
+
+    log.warning("trial %s refused its configuration: %s", trial_id, exc)
+    tune.report(
+        {
+            "epoch": epoch,
+            metric_key(metric): 0.0,
+            "early_stop": 0,
+            "restores": restores,
+            "diverged": 0,
+            "refused": 1,
+            "refusal": str(exc)[:1000],
+            "device": device,
+        }
+    )
+
+
 def train_trial(
     config: dict[str, Any],
     *,
@@ -230,10 +261,15 @@ def train_trial(
     from recsys.train.trainer import Trainer
 
     threads = base.get("train", {}).get("num_threads") or max(1, int(cpus_per_trial))
-    cfg = trial_run_config(base, config, device=_ray_device(), num_threads=threads, progress=False)
-    torch.set_num_threads(threads)
+    device = _ray_device()
     trial_id = tune.get_context().get_trial_id() or "trial"
-    metric = cfg.train.valid_metric
+    metric = str(base.get("train", {}).get("valid_metric"))
+    try:
+        cfg = trial_run_config(base, config, device=device, num_threads=threads, progress=False)
+    except ConfigError as exc:
+        _refuse(trial_id, metric, exc, epoch=0, restores=0, device=device)
+        return
+    torch.set_num_threads(threads)
     patience, every = cfg.train.patience, cfg.train.eval_every
 
     work = Path(tempfile.mkdtemp(prefix="recsys-trial-"))
@@ -283,18 +319,22 @@ def train_trial(
             )
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    model = create_model(cfg.model["name"], **cfg.model_params())
-    trainer = Trainer(
-        model,
-        split,
-        cfg.train,
-        make_evaluator(cfg),
-        checkpoint_dir=folder,
-        callbacks=[report],
-        dataset=dataset,
-    )
     try:
+        model = create_model(cfg.model["name"], **cfg.model_params())
+        trainer = Trainer(
+            model,
+            split,
+            cfg.train,
+            make_evaluator(cfg),
+            checkpoint_dir=folder,
+            callbacks=[report],
+            dataset=dataset,
+        )
         trainer.fit(resume=checkpoint is not None)
+    except ConfigError as exc:
+        # the trial's config is refused (a model's check of its training settings): the same
+        # on every retry, so the trial ends here, with the message for the driver to show
+        _refuse(trial_id, metric, exc, epoch=last_epoch, restores=restores, device=device)
     except FloatingPointError as exc:
         # a diverging configuration: retrying from the checkpoint would diverge again, so the
         # trial ends here with the worst possible value for the epoch it diverged in

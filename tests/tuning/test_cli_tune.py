@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 
 from recsys.cli import main
 from tests.tuning.conftest import DATA
+
+SPACES = Path(__file__).resolve().parents[2] / "tune" / "spaces"
 
 
 @pytest.fixture
@@ -71,7 +76,36 @@ def test_bad_scheduler_is_a_usage_error(run):
 
 def test_brackets_need_asha(run):
     code, out = run("--model", "bpr", "--scheduler", "median", "--brackets", "2")
-    assert code == 2 and "brackets=2 needs scheduler 'asha' (got 'median')" in out
+    # the message names the flags (it said "(config): brackets=2 needs scheduler 'asha'")
+    assert (
+        code == 2 and "error: --brackets 2 applies to --scheduler asha only (got 'median')" in out
+    )
+
+
+def test_a_negative_seed_names_the_flag(run, tmp_path):
+    code, out = run("--model", "bpr", "--seed", "-1")
+    assert code == 2 and "Invalid value for '--seed': -1 is not in the range x>=0" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_q_that_ray_would_refuse_fails_before_any_work(run, tmp_path):
+    # Ray's quniform needs low and high to be multiples of q; it used to fail inside Ray
+    # with a traceback (exit 3), after the experiment folder was written
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  model.reg_weight: {type: uniform, low: 0.1, high: 0.5, q: 0.2}\n")
+    code, out = run("--model", "bpr", "--space", str(space), "--no-tracking")
+    assert code == 2
+    assert f"{space}: key model.reg_weight: low and high must be multiples of q" in out
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("model", ["itemknn", "ease"])
+def test_scheduler_options_for_a_model_that_trains_in_one_step(run, tmp_path, model):
+    code, out = run("--model", model, "--grace-period", "3", "--reduction-factor", "4",
+                    "--brackets", "3", "--no-tracking")  # fmt: skip
+    assert code == 2
+    assert "--grace-period, --reduction-factor, --brackets: every trial trains in one step" in out
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_bracket_without_a_rung_fails_before_any_work(run, tmp_path):
@@ -113,6 +147,55 @@ def test_an_address_where_no_ray_listens_fails_fast(run):
     assert code == 2
     # checked before ray.init, whose own retries take minutes
     assert f"cannot reach a Ray head at 127.0.0.1:{port} (--address)" in out
+
+
+def test_an_unreachable_address_leaves_no_folder_and_no_mlflow_run(run, tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{store.as_posix()}"
+    code, out = run("--model", "bpr", "--address", f"127.0.0.1:{port}", "--set",
+                    "train.epochs=2", "--tracking-uri", uri)  # fmt: skip
+    assert code == 2 and "cannot reach a Ray head" in out
+    # it used to leave base_config.yaml, space.yaml, split.npz and tune.json (which --resume
+    # then called "stopped before Ray started") and an MLflow parent run marked FAILED
+    assert not (tmp_path / "runs").exists()
+    assert not store.exists()
+
+
+def test_ray_starts_before_the_experiment_folder_exists(run, tmp_path, monkeypatch):
+    from recsys.errors import ConfigError
+
+    def failing_session(address, quiet):
+        raise ConfigError("cannot join the Ray cluster at auto: (a test)")
+
+    monkeypatch.setattr("recsys.tuning.driver.ray_session", failing_session)
+    code, out = run("--model", "bpr", "--address", "auto", "--set", "train.epochs=2",
+                    "--no-tracking")  # fmt: skip
+    assert code == 2 and "cannot join the Ray cluster at auto" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_values_of_the_config_file_that_the_space_overrides_are_named(
+    run, captured_run, tmp_path, caplog
+):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "model: {name: bpr, reg_weight: 0.5}\n"
+        "train: {epochs: 20, learning_rate: 0.01, weight_decay: 0.001}\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="recsys"), pytest.raises(SystemExit):
+        run("-c", str(config), "--set", "train.learning_rate=0.02")
+    # tune/spaces/bpr.yaml fixes train.epochs and samples model.reg_weight; --set beats it
+    assert (
+        f"{config} sets values that the space {SPACES / 'bpr.yaml'} fixes train.epochs and "
+        "samples model.reg_weight: the space's are used" in caplog.text
+    )
+    assert "weight_decay" not in caplog.text and "learning_rate" not in caplog.text
+    assert captured_run["cfg"].train.weight_decay == 0.001
 
 
 def test_gpus_without_cuda_fail_before_ray_starts(run, tmp_path, monkeypatch):

@@ -178,6 +178,18 @@ def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
         ("fixed:\n  train.learning_rate: 0.1\n"
          "params:\n  train.learning_rate: {type: grid, values: [1]}\n",
          "key train.learning_rate is both in 'fixed' and in 'params'"),
+        # Ray's tune.quniform refuses bounds that are not multiples of q (it used to raise
+        # inside Ray, after the experiment folder was written)
+        ("params:\n  model.reg_weight: {type: uniform, low: 0.1, high: 0.5, q: 0.2}\n",
+         "key model.reg_weight: low and high must be multiples of q (got low=0.1, high=0.5, "
+         "q=0.2; low and high are not)"),
+        ("params:\n  model.reg_weight: {type: uniform, low: 0.0, high: 0.1, q: 1.0}\n",
+         "key model.reg_weight: low and high must be multiples of q (got low=0.0, high=0.1, "
+         "q=1.0; high is not)"),
+        # a key through a value that is not a section: the file is named like any other
+        ("params:\n  model.embedding_size.foo: {type: choice, values: [16, 32]}\n",
+         "key model.embedding_size.foo, value 16: model.embedding_size.foo: 'embedding_size' "
+         "is not a section"),
     ],
 )  # fmt: skip
 def test_errors_name_the_file_and_the_key(tmp_path, text, message):
@@ -236,3 +248,44 @@ def test_set_dotted_creates_sections_and_refuses_to_replace_values():
     assert values == {"train": {"epochs": 3, "learning_rate": 0.1}, "model": {"name": "bpr"}}
     with pytest.raises(ConfigError, match="'epochs' is not a section"):
         set_dotted(values, "train.epochs.x", 1)
+
+
+def test_a_q_that_divides_both_bounds_is_accepted_as_ray_accepts_it():
+    # 0.5 / 0.1 is 4.999...: Ray compares with math.isclose, and so does the space
+    space = parse_space(
+        {"params": {"model.reg_weight": {"type": "uniform", "low": 0.0, "high": 0.5, "q": 0.1}}},
+        _base(),
+    )
+    draws = space.to_tune()["model.reg_weight"].sample(size=50)
+    assert all(0.0 <= d <= 0.5 for d in draws)
+
+
+def test_check_configurations_combine_every_candidate_then_the_points():
+    space = parse_space(
+        {
+            "params": {
+                "model.embedding_size": {"type": "pow2", "low": 16, "high": 32},
+                "train.learning_rate": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2},
+                "model.reg_weight": {"type": "choice", "values": [0.0, 0.0, 1.0e-4]},
+            },
+            "points": [
+                {"model.embedding_size": 64, "train.learning_rate": 0.5, "model.reg_weight": 1}
+            ],
+        }
+    )
+    configurations = space.check_configurations()
+    # 2 sizes x both ends of the range x 2 distinct weights, then the point
+    assert len(configurations) == 2 * 2 * 2 + 1
+    assert {"model.embedding_size": 32, "train.learning_rate": 1.0e-2,
+            "model.reg_weight": 1.0e-4} in configurations  # fmt: skip
+    assert configurations[-1] == space.points[0]
+
+
+def test_check_configurations_of_a_large_space_are_a_seeded_sample():
+    space = parse_space(
+        {"params": {f"model.k{i}": {"type": "choice", "values": list(range(10))} for i in range(4)}}
+    )
+    drawn = space.check_configurations(limit=50, seed=3)
+    assert len(drawn) == 50 and len({tuple(c.values()) for c in drawn}) == 50
+    assert drawn == space.check_configurations(limit=50, seed=3)
+    assert all(set(c) == set(space.params) for c in drawn)

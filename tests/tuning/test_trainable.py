@@ -120,7 +120,7 @@ def test_asha_brackets_start_their_first_rung_later():
     # Ray keeps each bracket's rungs last-first: bracket s stops trials from 2 * 2**s on
     rungs = [[milestone for milestone, _ in b._rungs] for b in scheduler._brackets]
     assert rungs == [[16, 8, 4, 2], [16, 8, 4], [16, 8]]
-    with pytest.raises(ValueError, match="needs scheduler 'asha'"):
+    with pytest.raises(ValueError, match="--brackets 2 applies to --scheduler asha only"):
         TuneOptions(scheduler="none", brackets=2)
 
 
@@ -130,13 +130,60 @@ def test_trials_table_puts_the_best_first_and_marks_it():
         TrialRow("t2", "TERMINATED", {"train.learning_rate": 0.5}, 2, 0.05, 1, "scheduler"),
         TrialRow("t3", "ERROR", {"train.learning_rate": 0.1}, 0, -math.inf, 0, "error"),
     ]
-    lines = format_trials_table(rows, "ndcg_at_10").splitlines()
+    lines = format_trials_table(rows, "ndcg_at_10", best="t1").splitlines()
     assert lines[0].split() == [
         "trial", "status", "stop", "epochs", "learning_rate", "best", "ndcg_at_10", "@epoch",
     ]  # fmt: skip
     assert lines[2].split() == ["*", "t1", "terminated", "completed", "8", "0.01", "0.3100", "7"]
     assert lines[4].split() == ["t3", "error", "error", "0", "0.1"]
     assert "more trials" in format_trials_table(rows, "ndcg_at_10", limit=2)
+
+
+def test_trials_table_marks_the_chosen_best_only():
+    # a first row that is no result (it diverged), and an interrupted experiment (no best):
+    # the star used to go on the first row with a finite value
+    rows = [
+        TrialRow("t1", "TERMINATED", {"train.learning_rate": 100.0}, 2, 0.09, 0, "diverged"),
+        TrialRow("t2", "TERMINATED", {"train.learning_rate": 0.01}, 4, 0.05, 3, "completed"),
+    ]
+    lines = format_trials_table(rows, "ndcg_at_10", best="t2").splitlines()
+    assert lines[2].split()[0] == "t1" and lines[3].split()[0] == "*"
+    lines = format_trials_table(rows, "ndcg_at_10", best=None).splitlines()
+    assert not any(line.startswith("*") for line in lines)
+
+
+def test_trials_csv_keeps_integer_columns_integer(tmp_path):
+    from recsys.tuning.driver import trials_frame
+
+    # an interrupted experiment: the pending trial has no sampled values yet
+    params = {"train.batch_size": 1024, "train.learning_rate": 0.01}
+    rows = [
+        TrialRow("t1", "TERMINATED", params, 8, 0.31, 7, "completed"),
+        TrialRow("t2", "PENDING", {}, 0, -math.inf, 0, "interrupted"),
+    ]
+    path = tmp_path / "trials.csv"
+    trials_frame(rows, "ndcg_at_10").to_csv(path, index=False)
+    header, first, second = path.read_text().splitlines()
+    columns = header.split(",")
+    assert first.split(",")[columns.index("train.batch_size")] == "1024"  # not 1024.0
+    assert first.split(",")[columns.index("epochs")] == "8"
+    assert second.split(",")[columns.index("train.batch_size")] == ""
+
+
+def test_best_config_notes_a_trial_that_trained_on_a_gpu(tmp_path):
+    from recsys.tuning.driver import best_config_header
+
+    cfg = build_run_config(None, [], model={"name": "bpr"})
+    row = TrialRow("t1", "TERMINATED", {}, 8, 0.31, 7, "completed", device="cuda:0")
+    header = best_config_header(tmp_path / "exp", row, cfg)
+    assert header.startswith("# best configuration of tune experiment exp: trial t1")
+    assert all(line.startswith("# ") for line in header.splitlines())
+    assert (
+        "# the trial trained on cuda:0; train.device below is 'cpu', so this trains there: "
+        "add --set train.device=cuda to train it as the trial did"
+    ) in header
+    cpu = TrialRow("t1", "TERMINATED", {}, 8, 0.31, 7, "completed", device="cpu")
+    assert "trained on" not in best_config_header(tmp_path / "exp", cpu, cfg)
 
 
 def test_the_benchmark_replays_rays_asha_rule():
