@@ -762,6 +762,8 @@ def _start(
 ) -> TuneOutcome:
     """:func:`run_tune` once every check passed and Ray runs: write the experiment folder
     (and start the MLflow parent run), then run the experiment."""
+    from recsys.experiment import data_fingerprint
+
     experiment_dir = new_experiment_dir(output_dir, name, base_cfg.model["name"], dataset.name)
     log.info("experiment folder %s", experiment_dir)
     atomic_write_text(experiment_dir / "base_config.yaml", base_cfg.to_yaml())
@@ -787,6 +789,8 @@ def _start(
         "tracking": tracking,
         "created": datetime.now().isoformat(timespec="seconds"),
         "checksums": checksums,
+        # what the split's indices mean, as a run folder records it: --resume checks it
+        "data_ids": data_fingerprint(dataset),
     }
     _write_json(experiment_dir / "tune.json", state)
     return _execute_tracked(
@@ -821,6 +825,8 @@ def resume_tune(
         raise ConfigError(done)
     from ray import tune
 
+    from recsys.experiment import check_run_data
+
     tic = time.perf_counter()
     experiment_dir = Path(experiment_dir).resolve()
     state_path = experiment_dir / "tune.json"
@@ -840,11 +846,9 @@ def resume_tune(
     base = base_cfg.model_dump(mode="json")
     dataset = load_dataset(base_cfg.data)
     split = Split.load(experiment_dir / "split.npz")
-    if split.shape != (dataset.n_users, dataset.n_items):
-        raise ConfigError(
-            f"{experiment_dir}: the dataset now has {dataset.n_users} users x "
-            f"{dataset.n_items} items but the experiment's split has shape {split.shape}"
-        )
+    # data whose ids changed would give the remaining trials other users and items under the
+    # same indices (an experiment from before the fingerprint has its size checked only)
+    check_run_data(experiment_dir, base_cfg, dataset, split, state)
     address = address if address is not None else state.get("address")
     # Ray first: a cluster that cannot be joined leaves the folder and the MLflow parent run
     # as they were (resumable), not marked as resumed or failed

@@ -122,3 +122,23 @@ def test_which_experiments_count_as_finished(experiment, no_ray, tmp_path):
     # resume_tune itself refuses a finished experiment, before Ray
     with pytest.raises(ConfigError, match="already finished"):
         resume_tune(experiment)
+
+
+def test_resume_refuses_data_whose_ids_changed(experiment, no_ray, tmp_path):
+    """tune.json records the user and item ids the split's indices mean; --resume on data with
+    other ids (here: a changed fingerprint) is refused before Ray, naming what changed."""
+    from recsys.errors import DataError
+    from recsys.tuning.driver import resume_tune
+
+    state = json.loads((experiment / "tune.json").read_text())
+    assert state["data_ids"]["users"]["count"] == 120
+    copy = tmp_path / "copy"
+    shutil.copytree(experiment, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    (copy / "summary.json").write_text(json.dumps({**summary, "interrupted": True}))
+    state["data_ids"]["items"]["sha256"] = "0" * 64
+    (copy / "tune.json").write_text(json.dumps(state))
+    before = _snapshot(copy)
+    with pytest.raises(DataError, match="item ids"):
+        resume_tune(copy)
+    assert _snapshot(copy) == before
