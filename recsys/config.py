@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -137,8 +139,52 @@ def _known_keys(model: type[BaseModel], path: list[str]) -> list[str]:
     return sorted(model.model_fields)
 
 
+def _numeric_only(annotation: Any) -> tuple[bool, bool]:
+    """Whether a field typed ``annotation`` takes numbers but no booleans, and whether it is a
+    sequence of them (``list[int]``, ``tuple[float, ...]``)."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return (bool(args) and all(_numeric_only(a) == (True, False) for a in args), True)
+    if origin in (typing.Union, types.UnionType):
+        # numeric when every non-None member is the same numeric kind (``int | None``)
+        kinds = {_numeric_only(a) for a in typing.get_args(annotation) if a is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else (False, False)
+    if origin is typing.Annotated:
+        return _numeric_only(typing.get_args(annotation)[0])
+    return (annotation in (int, float), False)
+
+
+def refuse_booleans_as_numbers(model: type[BaseModel], values: Any, prefix: str = "") -> None:
+    """Raise :class:`ConfigError` for a boolean given to a numeric key of ``model`` (nested
+    sections too). YAML reads ``true``/``yes``/``on`` as booleans and pydantic would take them
+    for 1 (``model.embedding_size: true`` trained a one-dimensional model)."""
+    if not isinstance(values, dict):
+        return
+    for name, value in values.items():
+        field = model.model_fields.get(str(name))
+        if field is None:
+            continue
+        key = f"{prefix}.{name}" if prefix else str(name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            refuse_booleans_as_numbers(annotation, value, key)
+            continue
+        numeric, sequence = _numeric_only(annotation)
+        if not numeric:
+            continue
+        items = list(value) if sequence and isinstance(value, list | tuple) else [value]
+        if any(isinstance(item, bool) for item in items):
+            raise ConfigError(
+                f"{key}: expected {'numbers' if sequence else 'a number'}, got {value!r} (YAML "
+                "reads true/false, yes/no and on/off as booleans)"
+            )
+
+
 def validate(model: type[T], values: dict[str, Any], prefix: str = "") -> T:
-    """``model(**values)``, with validation errors turned into :class:`ConfigError`."""
+    """``model(**values)``, with validation errors turned into :class:`ConfigError`; a boolean
+    for a numeric key is one too (:func:`refuse_booleans_as_numbers`)."""
+    refuse_booleans_as_numbers(model, values, prefix)
     try:
         return model.model_validate(values)
     except ValidationError as exc:

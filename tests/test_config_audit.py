@@ -156,3 +156,33 @@ def test_train_accepts_its_own_config_back(tmp_path):
     saved = yaml.safe_load(first.read_text())
     assert saved["run_name"] == "007"
     assert yaml.safe_load(second.read_text()) == {**saved, "output_dir": str(rerun.absolute())}
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ("model.embedding_size=true", "model.embedding_size"),
+        ("train.learning_rate=false", "train.learning_rate"),
+        ("train.epochs=True", "train.epochs"),
+        ("split.ratios=[true, 0.1, 0.1]", "split.ratios"),
+        ("model.hidden_sizes=[64, true]", "model.hidden_sizes"),
+    ],
+)
+def test_a_boolean_for_a_number_is_refused_naming_the_key(tmp_path, capsys, setting, key):
+    """YAML reads true/on as booleans and pydantic took them for 1: ``embedding_size: true``
+    trained a one-dimensional model."""
+    from recsys.cli import main
+
+    model = "twotower" if "hidden_sizes" in setting else "bpr"
+    args = ["train", "--model", model, "--dataset", "synthetic-120x80x2400", "--no-tracking"]
+    code = main([*args, "-o", str(tmp_path), "--quiet", "--set", setting])
+    assert code == 2
+    assert f"error: {key}: expected" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_booleans_stay_booleans_and_numbers_numbers():
+    from recsys.models.registry import create_model
+
+    model = create_model("bm3", train_features=False, embedding_size=8, dropout=0)
+    assert model.config.train_features is False and model.config.embedding_size == 8

@@ -141,8 +141,9 @@ def build_config(
     A failure in fields that ``values`` does not set, which the defaults alone also give, is
     the model's bug, and the message says so (:func:`config_defaults_problem`) rather than
     blaming the user's settings."""
-    from recsys.config import validation_message
+    from recsys.config import refuse_booleans_as_numbers, validation_message
 
+    refuse_booleans_as_numbers(config_class, values, prefix)
     try:
         return config_class(**values)
     except ValidationError as exc:
