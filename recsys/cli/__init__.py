@@ -54,9 +54,14 @@ def main(argv: list[str] | None = None) -> int:
             return status
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:
+        # one line like every other user error, with where to look instead of click's usage
+        path = exc.ctx.command_path if exc.ctx is not None else "recsys"
+        click.echo(f"error: {exc.format_message()} (see '{path} --help')", err=True)
+        return 2
     except click.ClickException as exc:
         exc.show()
-        return 2 if isinstance(exc, click.UsageError) else exc.exit_code
+        return exc.exit_code
     except click.Abort:
         click.echo("aborted", err=True)
         return 130

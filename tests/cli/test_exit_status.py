@@ -25,3 +25,18 @@ def command():
 @pytest.mark.parametrize("code", [0, 1, 130])
 def test_a_commands_exit_code_is_mains_return_value(command, code):
     assert main([command, str(code)]) == code
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["probe", "nowhere", "--epochs", "-1"],
+        ["train", "--no-such-option"],
+        ["no-such-command"],
+    ],
+)
+def test_a_usage_error_is_one_line_naming_the_help(args, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert "--help'" in err
