@@ -59,7 +59,11 @@ if TYPE_CHECKING:
 @set_option("Set any probe config key, e.g. --set concepts.top_n=20 (repeatable).")
 @output_dir_option("Report folder (default: RUN/probes/<site>-<time>).", file_okay=False)
 @tracking_options("MLflow tracking URI (default: the training run's store).")
-@click.option("--experiment", help="MLflow experiment (default: the training run's).")
+@click.option(
+    "--experiment",
+    help="MLflow experiment (default: the training run's, where the probe is a child run of "
+    "it; another experiment gets a run of its own, tagged training_run_id).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @quiet_option()
 def probe(
@@ -130,7 +134,8 @@ def probe(
         click.echo(dumps_json(summary, indent=2))
         return
     for key, value in summary.items():
-        click.echo(f"{key:<34} {value}")
+        for line in value if key == "warnings" else [value]:
+            click.echo(f"{'warning' if key == 'warnings' else key:<34} {line}")
 
 
 def _summary(result: ProbeResult, folder: Path) -> dict:
@@ -165,5 +170,8 @@ def _summary(result: ProbeResult, folder: Path) -> dict:
         for sim in result.itda["similarity"]:
             if sim.get("compare"):
                 out["itda jaccard (compared model)"] = round(sim["jaccard"], 4)
+    if result.warnings:
+        # the SAE the analysis rests on is untrained or worse than the mean (also logged)
+        out["warnings"] = list(result.warnings)
     out["report"] = str(folder / "report.html")
     return plain(out)

@@ -10,7 +10,9 @@ and MLflow logging. The steps:
    of the best tie and the lower FVU wins; FVU alone for non-scoring sites). A per-user site
    has one vector per user and no held-out vectors, so these FVUs are training FVUs (the
    history's ``fvu`` column; it has no ``fvu_valid``). RecSAE selects on NDCG@5, with no tie
-   rule;
+   rule. A selected SAE at FVU >= 1 (worse than the mean) or above the untrained SAE's FVU,
+   or an untrained one (``train.epochs=0``), is a warning in the log, the report and the
+   summary (:func:`sae_warnings`); training is not changed;
 3. build the concept dictionary and its held-out confidence for the SAE and for two baselines:
    an untrained SAE (RecSAE's "Init": random uniform weights, the same input normalisation and
    pre-encoder bias) and the raw neurons (each neuron's positive and negative half as two
@@ -181,6 +183,9 @@ class ProbeResult:
     """Boolean ``[n]``: the instances held out to validate the concepts."""
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Why the analysis may not be trustworthy (:func:`sae_warnings`); each is in ``notes``
+    too, and in the CLI summary."""
 
     def interpretable(self) -> list[LatentConcept]:
         t = self.config.concepts.confidence_threshold
@@ -221,6 +226,7 @@ class ProbeResult:
             "itda": self.itda,
             "cards": self.cards,
             "notes": self.notes,
+            "warnings": self.warnings,
             "seconds": self.seconds,
         }
         return plain(payload)
@@ -328,24 +334,30 @@ def _promoted_items(ablator: Ablator, latent: int, rows: list[int], n: int) -> l
 # ------------------------------------------------------------------------------ the probe
 
 
-def _run_probe(
-    model: Recommender,
-    dataset: Dataset,
-    split: Split,
-    config: ProbeConfig | None = None,
-    *,
-    compare: Recommender | None = None,
-    labeller: Labeller | None = None,
-    model_name: str | None = None,
-    mask_valid_at_test: bool = True,
-    compare_history: sp.csr_array | None = None,
-) -> ProbeResult:
-    """The body of :func:`run_probe`."""
-    tic = time.perf_counter()
-    config = config or ProbeConfig()
-    notes: list[str] = []
-    # what a user has: training rows, and for held-out users (fold-in models) fold-in rows
-    history = split.history
+@dataclass
+class ProbePlan:
+    """What :func:`check_probe` found: the model's representations, the site and the SAE."""
+
+    reps: dict[str, torch.Tensor]
+    site: Site
+    sae_config: SAEConfig
+
+
+def check_probe(model: Recommender, split: Split, config: ProbeConfig) -> ProbePlan:
+    r"""Collect the site of ``config`` and check the settings against it, before any training.
+
+    Every user error of a probe that needs the model (an unknown or unusable site, ``sae.k``
+    above the :math:`m = d \cdot \text{expansion}` latents, a held-out share that leaves
+    either half of the site's instances empty, a split of another shape) is raised here;
+    :func:`~recsys.probe.runs.probe_run` calls it before it opens an MLflow run, and
+    :func:`run_probe` calls it first.
+
+    Raises:
+        ProbeSiteError: unknown or unusable site.
+        ConfigError: ``sae.k`` larger than the latent count, or ``concepts.heldout_fraction``
+            holding out none or all of the instances.
+        DataError: the split's shape is not the model's.
+    """
     reps = collect_representations(model, split.scoring_history(model.fold_in))
     site = resolve_site(model, reps, config.site)
     sae_config = SAEConfig(d_in=site.d, **config.sae.model_dump())
@@ -367,6 +379,79 @@ def _run_probe(
             f"the split has shape {split.shape} but the model was set up for "
             f"{model.n_users} users x {model.n_items} items"
         )
+    return ProbePlan(reps, site, sae_config)
+
+
+def sae_warnings(quality: dict[str, Any], config: ProbeConfig) -> list[str]:
+    r"""Why the selected SAE, on which the whole analysis rests, should not be trusted.
+
+    With :math:`\mathrm{FVU} = \lVert \hat{X} - X \rVert_F^2 / \lVert X - \bar{X}
+    \rVert_F^2`, predicting every row as the mean :math:`\bar{X}` has FVU 1: an SAE at
+    FVU >= 1 reconstructs worse than that. One above ``quality["fvu_untrained"]`` does worse
+    than the untrained baseline (random weights). ``train.epochs=0`` leaves the SAE at its
+    starting weights. The epoch is selected on the validation metric (FVU only breaks ties),
+    which need not see a badly scaled reconstruction, so early stopping can keep such an SAE.
+
+    Returns:
+        One message per problem (empty for a sound SAE); the probe logs them as warnings and
+        puts them in the report's notes.
+    """
+    out = []
+    tc = config.train
+    if tc.epochs == 0:
+        out.append(
+            "train.epochs=0 (--epochs 0): the SAE was not trained; the report analyses its "
+            f"starting weights (sae.init={config.sae.init!r}), not a trained SAE"
+        )
+    value, untrained = quality["fvu"], quality.get("fvu_untrained")
+    worse = []
+    if value >= 1:
+        worse.append("predicting the mean (FVU 1)")
+    if untrained is not None and value > untrained:
+        worse.append(f"the untrained baseline SAE (FVU {untrained:.3g})")
+    if worse:
+        if tc.epochs == 0:
+            advice = "train it (--epochs)"
+        else:
+            stopped = (
+                f"; early stopping ended training after {quality['epochs_run']} epochs"
+                if quality.get("stopped_early")
+                else ""
+            )
+            advice = (
+                f"try more epochs (--epochs, now {tc.epochs}), a larger patience (--set "
+                f"train.patience=N, now {tc.patience}{stopped}) or a lower learning rate "
+                f"(--lr, now {tc.learning_rate:g})"
+            )
+        out.append(
+            f"the selected SAE (epoch {quality['best_epoch']}, FVU {value:.3g}) reconstructs the "
+            "site worse than "
+            f"{' and than '.join(worse)}, so the concepts, ablations, steering and cards built "
+            f"on it are not trustworthy; {advice}"
+        )
+    return out
+
+
+def _run_probe(
+    model: Recommender,
+    dataset: Dataset,
+    split: Split,
+    config: ProbeConfig | None = None,
+    *,
+    compare: Recommender | None = None,
+    labeller: Labeller | None = None,
+    model_name: str | None = None,
+    mask_valid_at_test: bool = True,
+    compare_history: sp.csr_array | None = None,
+) -> ProbeResult:
+    """The body of :func:`run_probe`."""
+    tic = time.perf_counter()
+    config = config or ProbeConfig()
+    notes: list[str] = []
+    # what a user has: training rows, and for held-out users (fold-in models) fold-in rows
+    history = split.history
+    plan = check_probe(model, split, config)
+    reps, site, sae_config = plan.reps, plan.site, plan.sae_config
     metric, _, cutoff = config.valid_metric.rpartition("_at_")
     evaluator = Evaluator(
         topk=tuple(sorted({*config.topk, int(cutoff)})),
@@ -422,6 +507,11 @@ def _run_probe(
             b = base[config.valid_metric]
             quality[f"{part}_retention"] = with_recon[config.valid_metric] / b if b else math.nan
         quality["valid_metric"] = config.valid_metric
+    # an SAE worse than the mean (or than random weights) would carry the whole analysis
+    warnings = sae_warnings(quality, config)
+    for message in warnings:
+        log.warning("%s", message)
+    notes[:0] = [f"Warning: {message}" for message in warnings]
 
     # -- 3: concepts -----------------------------------------------------------------------
     attributes = build_attributes(dataset, split.train, config.concepts)
@@ -548,6 +638,7 @@ def _run_probe(
         heldout=heldout,
         seconds=time.perf_counter() - tic,
         notes=notes,
+        warnings=warnings,
     )
 
 
@@ -738,6 +829,9 @@ def _cards(
     text_matrix = attributes.items[:, text_cols] if text_cols else sp.csr_array((train.shape[1], 0))
     text_names = [attributes.names[i].split("~", 1)[1] for i in text_cols]
     cards = []
+    # a labeller that fails (its service is down) fails on every card: one line says so
+    failed: list[tuple[int, str]] = []
+    not_text: list[tuple[int, str]] = []
     for c in ranked:
         top = c.top_instances
         if site.kind == "item":
@@ -782,18 +876,33 @@ def _cards(
             try:
                 text = labeller.describe(evidence)
             except Exception as exc:  # an external labeller must not sink the report
-                log.warning("labeller failed on latent %d: %s", c.latent, exc)
+                failed.append((c.latent, str(exc) or type(exc).__name__))
             else:
                 # anything but text (an LLM client's response object, a dict) would break the
                 # page and report.json after all the work is done
                 if text is None or isinstance(text, str):
                     card["description"] = text
                 else:
-                    log.warning(
-                        "labeller returned a %s for latent %d, not a string; ignored",
-                        type(text).__name__,
-                        c.latent,
-                    )
+                    not_text.append((c.latent, type(text).__name__))
             c.description = card["description"]
         cards.append(card)
+    if failed:
+        latent, error = failed[0]
+        log.warning(
+            "labeller failed on %d of %d latents; the first, latent %d: %s",
+            len(failed),
+            len(ranked),
+            latent,
+            error,
+        )
+    if not_text:
+        latent, kind = not_text[0]
+        log.warning(
+            "labeller returned a %s, not a string, for %d of %d latents (the first: latent %d); "
+            "ignored",
+            kind,
+            len(not_text),
+            len(ranked),
+            latent,
+        )
     return cards

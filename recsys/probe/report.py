@@ -282,7 +282,9 @@ def _section_setup(r: ProbeResult) -> str:
 
 def _section_quality(r: ProbeResult) -> str:
     q = r.quality
-    parts = [
+    # the analysis below rests on this SAE: say first when it should not be trusted
+    parts = [f'<p class="bad"><b>Warning:</b> {html.escape(w)}.</p>' for w in r.warnings]
+    parts += [
         _kv(
             [
                 ("FVU (trained SAE)", q["fvu"]),

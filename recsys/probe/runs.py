@@ -13,11 +13,15 @@ a probe never overwrites an earlier report. The files appear together, once all 
 MLflow: the probe is recorded as a *child run* of the training run (tag
 ``mlflow.parentRunId``, run name ``probe-<site>``) in the training run's store, with the probe
 configuration as params, the headline numbers and the per-epoch SAE curves as metrics, and
-``report.html``/``report.json`` as artifacts. When the training run is not in the store (it was
-trained with ``--no-tracking``, or another URI is given) the probe gets a run of its own in the
-same experiment, tagged with the run folder. The URI is ``--tracking-uri``, else the training
-run's, else ``$RECSYS_TRACKING_URI``, else ``sqlite:///<folder holding the run>/mlflow.db``
-(where ``recsys train`` put it).
+``report.html``, ``report.json`` and ``sae.pt`` as artifacts (under ``probe/``). When the
+training run is not in the store (it was trained with ``--no-tracking``, or another URI is
+given) the probe gets a run of its own in the same experiment, tagged with the run folder. An
+``experiment`` other than the training run's (``--experiment``) is honoured: the probe is a run
+of its own there, tagged with the run folder and ``training_run_id`` (MLflow shows children
+only in their parent's experiment). Every user error (options, site, ``sae.k``, held-out share,
+the ``--compare`` run) is raised before the MLflow run is opened. The URI is
+``--tracking-uri``, else the training run's, else ``$RECSYS_TRACKING_URI``, else
+``sqlite:///<folder holding the run>/mlflow.db`` (where ``recsys train`` put it).
 """
 
 from __future__ import annotations
@@ -38,13 +42,21 @@ import torch
 from recsys.config import RunConfig
 from recsys.data.dataset import Dataset
 from recsys.data.split import Split
+from recsys.data.synthetic import parse_synthetic_name
 from recsys.errors import ConfigError, DataError, TrackingError
-from recsys.experiment import build_model, check_run_finished, load_run, read_run_record
+from recsys.experiment import (
+    build_model,
+    check_run_finished,
+    data_fingerprint,
+    load_run,
+    read_run_record,
+)
 from recsys.models.base import Recommender
 from recsys.probe.collect import ProbeSiteError, collect_representations, site_kind
 from recsys.probe.labeller import load_labeller
-from recsys.probe.pipeline import ProbeConfig, ProbeResult, run_probe
+from recsys.probe.pipeline import ProbeConfig, ProbeResult, check_probe, run_probe
 from recsys.probe.report import write_report
+from recsys.probe.sae import torch_threads
 from recsys.tracking import (
     ENV_TRACKING_URI,
     MlflowTracker,
@@ -135,10 +147,16 @@ def _fold_in_history(run: LoadedRun) -> sp.csr_array | None:
 
 def make_probe_tracker(
     loaded: LoadedRun, enabled: bool, uri: str | None, experiment: str | None
-) -> Tracker:
-    """The tracker of a probe: a child of the training run when the store has it."""
+) -> tuple[Tracker, dict[str, str]]:
+    """The tracker of a probe and the extra tags of its run.
+
+    A child of the training run when the store has it and ``experiment`` is None or the
+    training run's; with another ``experiment``, a run of its own there, tagged
+    ``training_run_id`` (a child is only shown in its parent's experiment); a run of its own
+    in ``experiment`` (default: the run config's) when the store lacks the training run.
+    """
     if not enabled:
-        return NullTracker()
+        return NullTracker(), {}
     record = read_run_record(loaded.run_dir)
     parent, trained_at = record.get("tracking_run_id"), record.get("tracking_uri")
     chosen = uri or loaded.config.tracking.uri
@@ -151,10 +169,23 @@ def make_probe_tracker(
     name = experiment or loaded.config.tracking.experiment
     if parent:
         try:
-            return MlflowTracker(resolved, experiment=name, parent_run_id=parent)
+            child = MlflowTracker(resolved, experiment=name, parent_run_id=parent)
         except TrackingError as exc:
             log.info("training run %s not found at %s (%s)", parent, redact_uri(resolved), exc)
-    return MlflowTracker(resolved, experiment=name)
+        else:
+            if not experiment:
+                return child, {}
+            own = MlflowTracker(resolved, experiment=experiment)
+            if own.experiment_id == child.experiment_id:
+                return child, {}
+            log.info(
+                "--experiment %r is not the training run's experiment: the probe is a run of its "
+                "own there, tagged training_run_id=%s",
+                experiment,
+                parent,
+            )
+            return own, {"training_run_id": parent}
+    return MlflowTracker(resolved, experiment=name), {}
 
 
 def headline_metrics(result: ProbeResult) -> dict[str, float]:
@@ -214,13 +245,17 @@ def probe_run(
         check_output_dir(Path(output_dir))
     labeller = load_labeller(config.labeller)
     loaded = load_trained(path)
-    tracker = make_probe_tracker(loaded, tracking, tracking_uri, experiment)
+    # and what needs the model (site, sae.k, held-out share, the compared run) before the
+    # MLflow run opens, so a mistake leaves no failed run behind
+    with torch_threads(config.train.num_threads):
+        check_probe(loaded.model, loaded.split, config)
     other, other_history = None, None
     if compare is not None:
         second = load_trained(compare)
         check_comparable(loaded, second, config.site)
         other = second.model
         other_history = _fold_in_history(second)
+    tracker, extra_tags = make_probe_tracker(loaded, tracking, tracking_uri, experiment)
     tracker.start(
         f"probe-{config.site}",
         flatten_params(config.model_dump(mode="json"), prefix="probe."),
@@ -230,6 +265,7 @@ def probe_run(
             "dataset": loaded.dataset.name,
             "run_dir": str(loaded.run_dir.resolve()),
             "checkpoint": str(loaded.checkpoint.resolve()),
+            **extra_tags,
         },
     )
     folder: Path | None = None
@@ -264,6 +300,7 @@ def probe_run(
         tracker.log_metrics(headline_metrics(result))
         tracker.log_artifact(html_path, "probe")
         tracker.log_artifact(json_path, "probe")
+        tracker.log_artifact(folder / "sae.pt", "probe")
         tracker.end("FINISHED")
     except KeyboardInterrupt:
         tracker.end("KILLED")
@@ -297,16 +334,66 @@ def check_output_dir(folder: Path) -> None:
         )
 
 
+# the keys of a run config's data section that decide which interactions a run learns from
+# (format and sep only decide how the same files parse; cache_dir only where they are kept)
+_DATA_KEYS = (
+    "name",
+    "path",
+    "columns",
+    "rating_threshold",
+    "min_user_interactions",
+    "min_item_interactions",
+    "dedup",
+)
+_SYNTHETIC_KEYS = ("seed", "label_noise")  # used by synthetic-UxIxN names only
+
+
+def _shown(value: object) -> str:
+    return str(value) if isinstance(value, Path) else repr(value)
+
+
+def data_differences(mine: LoadedRun, theirs: LoadedRun) -> list[str]:
+    """How the data ``theirs`` was trained on differs from ``mine``'s: the data-section keys
+    of the two run configs that decide the interactions, and the dataset name and user and
+    item id lists (``run.json``'s ``data_ids``, which loading a run checks against its data).
+    The split is not compared: a different split of the same data is the same data.
+
+    Returns:
+        One ``key=theirs vs mine`` entry per difference; empty for the same data.
+    """
+    a, b = mine.config.data, theirs.config.data
+    keys = list(_DATA_KEYS)
+    synthetic = a.path is None and a.name is not None and parse_synthetic_name(a.name)
+    if synthetic:
+        keys += _SYNTHETIC_KEYS
+    out = [
+        f"data.{key}={_shown(getattr(b, key))} vs {_shown(getattr(a, key))}"
+        for key in keys
+        if getattr(a, key) != getattr(b, key)
+    ]
+    ids_a, ids_b = data_fingerprint(mine.dataset), data_fingerprint(theirs.dataset)
+    if ids_a["dataset"] != ids_b["dataset"] and a.name == b.name:
+        out.append(f"dataset {ids_b['dataset']!r} vs {ids_a['dataset']!r}")
+    for part in ("users", "items"):
+        if ids_a[part] != ids_b[part]:
+            count_a, count_b = ids_a[part]["count"], ids_b[part]["count"]
+            counts = f"{count_b} vs {count_a}" if count_a != count_b else f"both {count_a}"
+            out.append(f"other {part[:-1]} ids ({counts})")
+    return out
+
+
 def check_comparable(loaded: LoadedRun, other: LoadedRun, site: str) -> None:
     """Refuse a ``--compare`` run whose rows of the probed kind are not the same instances.
 
     ITDA atoms are row indices, so the two models' sites must index the same users (a user
-    site) or the same items (an item site) in the same order, and the other model must have
-    the site too.
+    site) or the same items (an item site) in the same order, learnt from the same data
+    (:func:`data_differences`: the same ids can name other users, as ``0..U-1`` of two
+    synthetic datasets do; a different split of the data is fine), and the other model must
+    have the site too.
 
     Raises:
-        DataError: the ids differ (the message names both run folders), or the other model
-            has no such site (the message lists its sites).
+        DataError: the ids or the data differ (the message names both run folders and what
+            differs), or the other model has no such site (the message lists its sites).
     """
     kind = "user"
     reps = collect_representations(loaded.model)
@@ -320,7 +407,15 @@ def check_comparable(loaded: LoadedRun, other: LoadedRun, site: str) -> None:
     if len(mine) != len(theirs) or not np.array_equal(mine, theirs):
         raise DataError(
             f"{other.run_dir} was trained on other {vocab} than {loaded.run_dir}; ITDA "
-            f"similarity of a {kind} site needs the same {vocab} in the same order"
+            f"similarity of {'an' if kind == 'item' else 'a'} {kind} site needs the same "
+            f"{vocab} in the same order"
+        )
+    differences = data_differences(loaded, other)
+    if differences:
+        raise DataError(
+            f"{other.run_dir} was trained on other data than {loaded.run_dir} "
+            f"({'; '.join(differences)}); ITDA similarity needs two models of the same data "
+            "(a different split of it is fine)"
         )
     theirs_reps = collect_representations(other.model)
     if site in reps and (site not in theirs_reps or len(theirs_reps[site]) != len(reps[site])):

@@ -9,6 +9,7 @@ mid-write never leaves a half-written checkpoint where a good one was.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        # torch's own text runs to many lines (and suggests an unsafe load); its first line
-        # says enough
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch's own text runs to many lines and, for a file that is no weights-only pickle,
+        # advises loading with weights_only=False: an unsafe load, and no help for a corrupt
+        # file. Its first sentence says enough
+        text = str(exc).strip()
+        reason = re.split(r"(?<=\.)\s|\n", text, maxsplit=1)[0].rstrip(".") if text else ""
+        if not reason or "weights_only" in reason:
+            reason = type(exc).__name__
         raise DataError(
             f"checkpoint {path} cannot be read (corrupt, truncated or not a recsys "
             f"checkpoint): {reason}"

@@ -28,3 +28,8 @@ class NeedsKey:
 
     def describe(self, evidence: LatentEvidence) -> str:
         return evidence.concept
+
+
+def fails(evidence: LatentEvidence) -> str:
+    """An LLM wrapper whose service is down: every call raises."""
+    raise ConnectionError(f"service unavailable (latent {evidence.latent})")

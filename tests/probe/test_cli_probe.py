@@ -130,7 +130,8 @@ def test_probe_lightgcn_writes_the_report_and_logs_a_child_mlflow_run(ml100k_run
     assert probe_run.data.metrics["probe/valid_retention"] == pytest.approx(q["valid_retention"])
     assert probe_run.data.params["probe.sae.k"] == "16"
     artifacts = {a.path for a in client.list_artifacts(probe_run.info.run_id, "probe")}
-    assert artifacts == {"probe/report.html", "probe/report.json"}
+    # sae.pt too, as --help and the README say (it was left out)
+    assert artifacts == {"probe/report.html", "probe/report.json", "probe/sae.pt"}
 
 
 def test_probe_bpr_checkpoint_compares_models_and_uses_a_labeller(ml100k_runs, tmp_path, capsys):
@@ -377,6 +378,7 @@ def test_compare_on_an_item_site_needs_the_same_items(tmp_path, capsys):
     # before: ITDA atom ids (row indices) of two different catalogues were compared
     err = capsys.readouterr().err
     assert f"{runs['b']} was trained on other items than {runs['a']}" in err
+    assert "ITDA similarity of an item site" in err  # it said "a item site"
     assert not out.exists()
 
 
