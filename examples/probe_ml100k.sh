@@ -28,12 +28,14 @@ done
 # 3. render the page in headless Chromium (a fresh profile, no network services)
 if command -v chromium > /dev/null; then
   PROFILE="$(mktemp -d)"
+  # Chromium wants absolute paths; OUT may be relative or absolute
+  OUT_ABS="$(cd "$OUT" && pwd)"
   # (chromium logs D-Bus complaints on a headless server; they are harmless and hidden here)
   chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
     --disable-background-networking --disable-component-update --disable-sync \
     --user-data-dir="$PROFILE" \
-    --screenshot="$PWD/$OUT/lightgcn-probe.png" --window-size=1280,14000 \
-    "file://$PWD/$OUT/lightgcn/probe-user/report.html" 2> /dev/null
+    --screenshot="$OUT_ABS/lightgcn-probe.png" --window-size=1280,14000 \
+    "file://$OUT_ABS/lightgcn/probe-user/report.html" 2> /dev/null
   rm -rf "$PROFILE"
   test -s "$OUT/lightgcn-probe.png"
   echo "screenshot: $OUT/lightgcn-probe.png"

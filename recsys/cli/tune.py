@@ -127,7 +127,7 @@ log = logging.getLogger("recsys")
     type=click.Choice(["random", "optuna"]),
     default="random",
     show_default=True,
-    help="Random/grid sampling, or Optuna TPE (pip install 'recsys[tune]').",
+    help="Random/grid sampling, or Optuna TPE (pip install -e '.[tune]').",
 )
 @click.option(
     "--seed",

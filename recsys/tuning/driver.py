@@ -594,7 +594,7 @@ def _check_search_alg(options: TuneOptions, space: SearchSpace) -> None:
         import optuna  # noqa: F401
     except ImportError:
         raise ConfigError(
-            "--search-alg optuna needs the optuna package: pip install 'recsys[tune]'"
+            "--search-alg optuna needs the optuna package: pip install -e '.[tune]'"
         ) from None
 
 

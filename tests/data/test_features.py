@@ -243,8 +243,8 @@ def test_derived_text_modality_and_the_missing_encoder(
     with caplog.at_level(logging.INFO, logger="recsys.data.features"):
         names = default_modalities(ds, ["title"])
     assert names == ["genre"]
-    assert "recsys[text]" in caplog.text and "'text' modality" in caplog.text
-    with pytest.raises(ConfigError, match=r"modality 'text' .* not installed: .*recsys\[text\]"):
+    assert "pip install -e '.[text]'" in caplog.text and "'text' modality" in caplog.text
+    with pytest.raises(ConfigError, match=r"modality 'text' .* not installed: .*'\.\[text\]'"):
         item_modalities(ds, ["text"], text_fields=["title"])
     with pytest.raises(ConfigError, match=r"unknown modality 'text'.*model\.text_fields"):
         item_modalities(ds, ["text"])
