@@ -74,6 +74,16 @@ PART = ".part"
 DEFAULT_DATASET = "ml-100k"
 """The dataset a config without ``data.name`` and ``data.path`` loads."""
 
+SEPARATORS = {
+    "tab": "\t",
+    "\\t": "\t",
+    "comma": ",",
+    "semicolon": ";",
+    "pipe": "|",
+    "space": " ",
+}
+"""Names ``data.sep`` may be given as, and the character each stands for."""
+
 Format = Literal["atomic", "movielens", "lightgcn", "mmrec", "csv", "parquet"]
 SplitName = Literal["ratio", "temporal", "loo", "given"]  # as recsys.data.split.SplitStrategy
 
@@ -112,7 +122,8 @@ class DataConfig(BaseModel):
     columns: dict[str, str] = Field(default_factory=dict)
     """CSV/Parquet column mapping: roles ``user``, ``item``, ``rating``, ``timestamp``."""
     sep: str = ","
-    """CSV field separator."""
+    """CSV field separator: one character, or one of the names ``tab`` (also written ``\\t``),
+    ``comma``, ``semicolon``, ``pipe``, ``space``, which stand for it."""
     rating_threshold: float | None = None
     """Keep ratings ``>=`` this; None takes the card's default (none for the built-in cards)."""
     min_user_interactions: int = Field(0, ge=0)
@@ -128,6 +139,18 @@ class DataConfig(BaseModel):
     label_noise: float = Field(0.0, ge=0.0, lt=1.0)
     """Share of synthetic interactions replaced by random items (``synthetic*`` names only);
     their ratings are 0 (noisy), the others 1 (clean)."""
+
+    @field_validator("sep")
+    @classmethod
+    def _one_character(cls, value: str) -> str:
+        named = SEPARATORS.get(value.lower() if len(value) > 1 else value, value)
+        if len(named) != 1 or named in '\r\n"':
+            raise ValueError(
+                f"must be one character (not a newline or a quote), or one of "
+                f"{', '.join(k for k in SEPARATORS if len(k) > 2)}: a tab is written "
+                f"--set sep=tab (or --set 'sep=\"\\t\"'), a comma --set sep=comma"
+            )
+        return named
 
     @field_validator("path", "cache_dir")
     @classmethod
@@ -497,11 +520,21 @@ def download(
     return actual
 
 
-def _verify(folder: Path, spec: CardFile, sums: dict[str, str]) -> str | None:
+MISMATCH = ".mismatch"
+"""Suffix a file that fails its checksum is moved aside to (``<file>.mismatch``), not deleted:
+it may have been placed by hand."""
+
+
+def _verify(
+    folder: Path, spec: CardFile, sums: dict[str, str], card_path: Path | str | None = None
+) -> str | None:
     """Check a present file against the card's or the recorded checksum.
 
     Returns the file's sha256 when neither exists (to be recorded once the file proved usable),
-    else None.
+    else None. On a mismatch the files extracted from an archive are removed (they came from
+    a file that is not the trusted one, and would otherwise be used as they are), and a file
+    with a URL is moved aside to ``<file>.mismatch`` so that the next load downloads it
+    afresh; the error says which of these happened and what to do.
     """
     path = folder / spec.name
     expected = spec.sha256 or sums.get(spec.name)
@@ -510,16 +543,45 @@ def _verify(folder: Path, spec: CardFile, sums: dict[str, str]) -> str | None:
         return actual
     if actual == expected:
         return None
+    where = card_path or "the card"
     origin = "the card" if spec.sha256 else f"{folder / CHECKSUMS} (first download)"
+    removed = _forget_extraction(folder, spec)
+    done = f"the files extracted from it were removed ({', '.join(removed)}); " if removed else ""
     if spec.url is not None:
-        path.unlink(missing_ok=True)
-        action = "the file was removed; load again to download it afresh"
+        aside = path.with_name(path.name + MISMATCH)
+        os.replace(path, aside)
+        action = f"{done}it was moved aside to {aside.name}; load again to download it afresh"
+        if not spec.sha256:
+            action += (
+                f" (if you placed it there on purpose, e.g. a newer release, delete its line "
+                f"from {folder / CHECKSUMS} and move it back)"
+            )
+    elif spec.sha256:
+        action = (
+            f"{done}the card expects another file: get the release it describes, or fix or "
+            f"remove files[].sha256 in {where}"
+        )
     else:
-        action = f"if you replaced it on purpose, delete its line from {folder / CHECKSUMS}"
+        action = f"{done}if you replaced it on purpose, delete its line from {folder / CHECKSUMS}"
     raise DataError(
         f"{path}: checksum mismatch: expected sha256 {expected} (from {origin}), got {actual}; "
         f"{action}"
     )
+
+
+def _forget_extraction(folder: Path, spec: CardFile) -> list[str]:
+    """Remove what extracting ``spec`` left, so that the archive is extracted again: its
+    listed members and its ``.extracted`` marker. Returns the members removed."""
+    if not spec.extract:
+        return []
+    (folder / f".{spec.name}.extracted").unlink(missing_ok=True)
+    removed = []
+    for name in spec.members:
+        target = folder / name
+        if target.is_file():
+            target.unlink()
+            removed.append(name)
+    return removed
 
 
 def _copy_atomic(source: BinaryIO, path: Path) -> None:
@@ -532,19 +594,39 @@ def _zip_is_link(info: zipfile.ZipInfo) -> bool:
     return (info.external_attr >> 16) & 0o170000 == 0o120000
 
 
-def _extract(archive: Path, members: list[str], dest: Path) -> None:
+def _extract(
+    archive: Path,
+    members: list[str],
+    dest: Path,
+    reserved: frozenset[str] = frozenset(),
+    locked_at: float | None = None,
+) -> None:
     """Extract ``members`` (all regular files when empty) of a zip or tar archive safely.
 
     Every member is checked before anything is written: a path that would land outside
-    ``dest`` (``..``, absolute) is an error, links are never extracted, and each file is
-    written through a temporary name, so an interrupted extraction leaves no half file.
+    ``dest`` (``..``, absolute), onto the cache's own files (``CHECKSUMS``, the archive,
+    ``reserved`` names such as the card's other files, ``.extracted`` markers, temporary
+    ``.part`` files) or into another member (``a`` and ``a/b``) is an error, links are never
+    extracted, and each file is written through a temporary name, so an interrupted
+    extraction leaves no half file. Any failure (a corrupt archive, an unsupported
+    compression, an OS error) is a :class:`DataError`, and the members this call already
+    wrote are removed. ``locked_at`` (see :func:`_prepare_file`): temporary files of a
+    member older than that, left by an extraction that was killed, are removed first.
     """
     root = dest.resolve()
+    own = {CHECKSUMS, archive.name, *reserved}
 
     def target_of(member: str) -> Path:
         target = (root / member).resolve()
         if root not in target.parents:
             raise DataError(f"{archive}: member {member!r} would be written outside {dest}")
+        inside = target.relative_to(root).as_posix()
+        name = target.name
+        if inside in own or (name.startswith(".") and name.endswith((".extracted", PART))):
+            raise DataError(
+                f"{archive}: member {member!r} would overwrite the cache's own file {inside}; "
+                f"list the members to extract in the card's files[].members"
+            )
         return target
 
     def absent(member: str, present: list[str], links: set[str]) -> DataError:
@@ -563,7 +645,26 @@ def _extract(archive: Path, members: list[str], dest: Path) -> None:
         for member in chosen:
             if member not in present:
                 raise absent(member, present, links)
-        return [(member, target_of(member)) for member in chosen]
+        planned = [(member, target_of(member)) for member in chosen]
+        targets = {target for _, target in planned}
+        for member, target in planned:
+            if any(parent in targets for parent in target.parents):
+                raise DataError(
+                    f"{archive}: member {member!r} would be written inside another member, "
+                    f"which is a file"
+                )
+        for _, target in planned if locked_at is not None else []:
+            for stale in remove_stale_temps(target, suffix=PART, older_than=locked_at):
+                log.info("removed %s, left by an interrupted extraction", stale)
+        return planned
+
+    written: list[Path] = []
+
+    def write(handle: BinaryIO, target: Path) -> None:
+        existed = target.exists()
+        _copy_atomic(handle, target)
+        if not existed:
+            written.append(target)
 
     try:
         if zipfile.is_zipfile(archive):
@@ -573,7 +674,7 @@ def _extract(archive: Path, members: list[str], dest: Path) -> None:
                 present = sorted(i.filename for i in infos if i.filename not in links)
                 for member, target in plan(present, links):
                     with zf.open(member) as handle:
-                        _copy_atomic(handle, target)
+                        write(handle, target)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive, "r:*") as tf:
                 everything = tf.getmembers()
@@ -583,11 +684,23 @@ def _extract(archive: Path, members: list[str], dest: Path) -> None:
                     handle = tf.extractfile(files[member])
                     assert handle is not None
                     with handle:
-                        _copy_atomic(handle, target)
+                        write(handle, target)
         else:
             raise DataError(f"{archive}: not a zip or tar archive")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
-        raise DataError(f"{archive}: corrupt archive: {exc}") from exc
+    except BaseException as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error)):
+            raise DataError(f"{archive}: corrupt archive: {exc}") from exc
+        if isinstance(exc, NotImplementedError):  # e.g. a zip compression Python lacks
+            raise DataError(f"{archive}: cannot extract: {exc}") from exc
+        if isinstance(exc, OSError):
+            what = f"{exc.filename}: " if exc.filename else ""
+            raise DataError(
+                f"{archive}: cannot extract: {what}{exc.strerror or exc}"
+                f"{' (members written by this extraction were removed)' if written else ''}"
+            ) from exc
+        raise
 
 
 def _members_present(folder: Path, spec: CardFile) -> bool:
@@ -706,7 +819,10 @@ def _locate(card: DatasetCard, cache_dir: Path | None) -> _Source:
         if f.url is None and not f.optional and not _file_ready(folder, f)
     ]
     if missing_manual:
-        how = f" {card.manual.strip()}" if card.manual.strip() else ""
+        manual = card.manual.strip()
+        if manual and not manual.endswith((".", "!", "?", ":")):
+            manual += "."
+        how = f" {manual}" if manual else ""
         raise DatasetNotFoundError(
             f"dataset {card.name!r}: {', '.join(missing_manual)} cannot be downloaded "
             f"automatically.{how} Place the files in {folder}{os.sep} or pass "
@@ -779,10 +895,11 @@ def _prepare_file(
     if not archive.is_file():
         return
     if not fresh:
-        pending = _verify(folder, spec, sums)
+        pending = _verify(folder, spec, sums, card.card_path or card.name)
     if spec.extract and not _extracted(folder, spec):
+        reserved = frozenset(f.name for f in card.files)
         try:
-            _extract(archive, spec.members, folder)
+            _extract(archive, spec.members, folder, reserved, locked_at)
         except DataError as exc:
             where = f"dataset card {card.card_path or card.name}, files[{index}] ({spec.name})"
             if fresh:
@@ -831,13 +948,25 @@ def fetch(card: DatasetCard, cache_dir: Path | None = None) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
+_MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
+_LIGHTGCN_FILES = ("train.txt", "test.txt")
+
+
 def detect_format(path: str | os.PathLike[str]) -> Format | None:
-    """Guess the format of a file or folder from names and the ``.inter`` header."""
+    """Guess the format of a file or folder from names and headers.
+
+    The raw files of the releases are known by name (``u.data``, ``ratings.dat``,
+    ``ratings.csv``: MovieLens; ``train.txt``, ``test.txt``: LightGCN), except that a file
+    ``ratings.csv`` whose header lacks MovieLens' ``userId`` and ``movieId`` is a generic
+    ``csv`` table. ``.inter`` files are told apart by their header.
+    """
     p = Path(path)
     if p.is_file():
-        if p.name in ("u.data", "ratings.dat", "ratings.csv"):
+        if p.name == "ratings.csv" and not _movielens_csv(p):
+            return "csv"
+        if p.name in _MOVIELENS_FILES:
             return "movielens"
-        if p.name in ("train.txt", "test.txt"):
+        if p.name in _LIGHTGCN_FILES:
             return "lightgcn"
         suffix = p.suffix.lower()
         if suffix in (".parquet", ".pq"):
@@ -853,12 +982,47 @@ def detect_format(path: str | os.PathLike[str]) -> Format | None:
     for folder in candidates:
         if (folder / "train.txt").is_file():
             return "lightgcn"
-        if any((folder / n).is_file() for n in ("u.data", "ratings.dat", "ratings.csv")):
+        if any((folder / n).is_file() for n in _MOVIELENS_FILES):
             return "movielens"
         inters = sorted(folder.glob("*.inter"))
         if inters:
             return _inter_kind(inters[0])
     return None
+
+
+def _movielens_csv(path: Path) -> bool:
+    """Whether the header of ``path`` names MovieLens' ``userId`` and ``movieId`` columns."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            header = fh.readline().removeprefix("\ufeff")
+    except OSError:
+        return True  # the reader names the problem
+    names = {name.strip().strip('"') for name in header.split(",")}
+    return {"userId", "movieId"} <= names
+
+
+def _named_format(path: Path) -> str | None:
+    """The raw file name that made :func:`detect_format` take ``path`` for MovieLens or
+    LightGCN files (``ratings.csv``, ``folder/u.data``, ...), else None."""
+    names = (*_MOVIELENS_FILES, *_LIGHTGCN_FILES)
+    if path.is_file():
+        return path.name if path.name in names else None
+    for folder in [path, *sorted(c for c in path.iterdir() if c.is_dir())]:
+        for name in names:
+            if (folder / name).is_file():
+                return str((folder / name).relative_to(path))
+    return None
+
+
+def _maybe_own_table(path: Path, fmt: Format, named: str | None) -> bool:
+    """Whether ``path``, taken for ``fmt`` files by the raw file name ``named``, may be a
+    table of the user's own: a file given by that name, or a folder whose ``ratings.csv``
+    lacks MovieLens' columns (a folder with ``u.data`` or ``train.txt`` is a release)."""
+    if fmt not in ("movielens", "lightgcn") or named is None:
+        return False
+    if path.is_file():
+        return True
+    return PurePosixPath(named).name == "ratings.csv" and not _movielens_csv(path / named)
 
 
 def _inter_kind(path: Path) -> Format:
@@ -966,6 +1130,9 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         if not Path(cfg.path).exists():
             raise DatasetNotFoundError(f"data.path={cfg.path}: no such file or folder")
         fmt = cfg.format or detect_format(cfg.path)
+        named = _named_format(Path(cfg.path)) if cfg.format is None else None
+        if fmt in ("movielens", "lightgcn") and named is not None:
+            fmt = _table_options_win(cfg, fmt, named)
         named_card = cfg.name is not None and _card_exists(cfg.name)
         if named_card:
             card = _card_of_files(get_card(cfg.name), Path(cfg.path), fmt)
@@ -976,7 +1143,18 @@ def load_dataset(cfg: DataConfig) -> Dataset:
                 f"atomic, movielens, lightgcn, mmrec, csv, parquet"
             )
         stem = card.name if card is not None and fmt == "atomic" else None
-        ds = read_path(cfg.path, fmt, columns=cfg.columns, sep=cfg.sep, keep=cfg.dedup, name=stem)
+        try:
+            ds = read_path(
+                cfg.path, fmt, columns=cfg.columns, sep=cfg.sep, keep=cfg.dedup, name=stem
+            )
+        except DataError as exc:
+            if not _maybe_own_table(Path(cfg.path), fmt, named) or card is not None:
+                raise
+            raise type(exc)(
+                f"{exc} (data.path={cfg.path} was taken for {fmt} files by the file name "
+                f"{named}; if it is a table of your own, set data.format=csv"
+                f"{'' if Path(cfg.path).is_file() else ' and point data.path at the file'})"
+            ) from exc
         if card is not None:
             ds.name = card.name
         elif cfg.name is not None and not named_card:
@@ -996,6 +1174,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         ds = read_path(source.folder, source.format, name=atomic_name, keep=cfg.dedup)
         ds.name = card.name
 
+    if card is not None:
+        _note_missing_text_fields(ds, card, cfg.path)
     defaults = card.preprocessing if card is not None else CardPreprocessing()
     options = PreprocessConfig(
         rating_threshold=(
@@ -1018,6 +1198,60 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if card is not None and card.stats is not None and cfg.path is None and default_filters:
         _check_stats(ds, card)
     return ds
+
+
+def _note_missing_text_fields(ds: Dataset, card: DatasetCard, path: Path | None) -> None:
+    """Log why the derived ``text`` modality will be missing when the card's ``text_fields``
+    are not item fields of the files read (MovieLens-100k's exist only in RecBole's files)."""
+    missing = [f for f in card.text_fields if f not in ds.item_features]
+    if not missing:
+        return
+    pkg = card.package_data
+    why = ""
+    if path is None and pkg is not None and _package_folder(pkg) is None:
+        why = (
+            f"; they exist only in its package_data source, the files of the {pkg.package!r} "
+            f"package, which is not installed, so the card's own files were read"
+        )
+    log.info(
+        "dataset %r: the card's text_fields %s are not item fields of %s (item fields: %s)%s; "
+        "multimodal models get no derived text modality from it",
+        card.name,
+        ", ".join(missing),
+        path or "the files read",
+        ", ".join(sorted(ds.item_features)) or "none",
+        why,
+    )
+
+
+def _table_options_win(cfg: DataConfig, fmt: Format, named: str) -> Format:
+    """The format to read ``cfg.path`` in when its file name made it ``fmt`` (MovieLens or
+    LightGCN): ``csv`` for a file when ``data.columns`` or ``data.sep``, which only a table
+    reads, were given (the user means their own table); else ``fmt``, with a warning that
+    those options are not used."""
+    given = [key for key, on in (("columns", bool(cfg.columns)), ("sep", cfg.sep != ",")) if on]
+    if not given:
+        return fmt
+    keys = " and ".join(f"data.{key}" for key in given)
+    if Path(cfg.path or "").is_file():
+        log.info(
+            "data.path=%s: read as a csv table, as %s apply only to one (its name %s is "
+            "also that of %s files; set data.format to choose)",
+            cfg.path,
+            keys,
+            named,
+            fmt,
+        )
+        return "csv"
+    log.warning(
+        "data.path=%s holds %s and is read as %s files, which do not use %s; to read a table "
+        "of your own, point data.path at it and set data.format=csv",
+        cfg.path,
+        named,
+        fmt,
+        keys,
+    )
+    return fmt
 
 
 def _check_stats(ds: Dataset, card: DatasetCard) -> None:

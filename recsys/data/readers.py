@@ -1068,9 +1068,19 @@ def read_movielens(folder: str | os.PathLike[str], *, keep: Keep = "last") -> Da
     as a warning (their features are empty, or -1).
     """
     root = Path(folder)
+    names = ["u.data", "ratings.dat", "ratings.csv"]
     if root.is_file():
-        root = root.parent
-    found = _find_file(root, ["u.data", "ratings.dat", "ratings.csv"])
+        # the file given, not the first ratings file of its folder
+        if root.name not in names:
+            archive = root.suffix.lower() in (".zip", ".gz", ".tgz", ".tar", ".bz2", ".xz")
+            raise DataError(
+                f"{root}: the movielens format reads u.data, ratings.dat or ratings.csv (or "
+                f"the folder of a MovieLens release), not this file"
+                + ("; extract the archive and pass its folder" if archive else "")
+            )
+        found: Path | None = root
+    else:
+        found = _find_file(root, names)
     if found is None:
         raise DatasetNotFoundError(
             f"{root}: no MovieLens ratings file (u.data, ratings.dat or ratings.csv) in this "
@@ -1494,7 +1504,7 @@ def _delimiter_hint(columns: Sequence[object]) -> str:
     names = {",": "comma", ";": "semicolon", "|": "pipe", "\t": "tab", " ": "space"}
     for mark, name in names.items():
         if mark in str(columns[0]):
-            return f"; the header looks {name}-separated: set data.sep"
+            return f"; the header looks {name}-separated: set data.sep (--set sep={name})"
     return ""
 
 
@@ -1517,16 +1527,40 @@ def _require_columns(
     for k, col in enumerate(names):
         if col not in frame.columns:
             have = ", ".join(str(c) for c in frame.columns)
-            hint = _delimiter_hint(list(frame.columns)) or (hints[k] if k < len(hints) else "")
+            spaced = [str(c) for c in frame.columns if str(c).strip() == col]
+            hint = (
+                _delimiter_hint(list(frame.columns))
+                or (
+                    f"; the header has {spaced[0]!r}: remove the spaces around the column names"
+                    if spaced
+                    else ""
+                )
+                or (hints[k] if k < len(hints) else "")
+            )
             raise DataError(
                 f"{path}: missing required column {col!r} (columns found: {have}){hint}"
             )
 
 
-def _optional_number(frame: pd.DataFrame, path: Path, col: str | None) -> np.ndarray | None:
+def _optional_number(
+    frame: pd.DataFrame, path: Path, col: str | None, *, timestamp: bool = False
+) -> np.ndarray | None:
+    """The numbers of column ``col`` (None when there is none) as float64.
+
+    A boolean column (Parquet) becomes 1/0 and a datetime column Unix seconds (a time zone is
+    honoured, a naive time is taken as UTC). Text must be numbers; for a ``timestamp`` column
+    the error says that dates are not parsed.
+    """
     if col is None or col not in frame.columns:
         return None
     series = frame[col]
+    if series.dtype.kind == "b":
+        return series.to_numpy(dtype=np.float64)
+    if series.dtype.kind == "M":
+        if getattr(series.dt, "tz", None) is not None:
+            series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+        seconds = (series - pd.Timestamp("1970-01-01")).dt.total_seconds()
+        series = seconds.astype(np.float64)
     if series.dtype.kind in "fiu":
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isfinite(values)
@@ -1534,7 +1568,14 @@ def _optional_number(frame: pd.DataFrame, path: Path, col: str | None) -> np.nda
             k = int(np.argmax(bad))
             raise DataError(f"{path}: row {frame.index[k]}, field {col!r}: missing value")
         return values
-    return _to_number(series.astype(str), path, col, integer=False).to_numpy()
+    try:
+        return _to_number(series.astype(str), path, col, integer=False).to_numpy()
+    except DataError as exc:
+        if not timestamp or "non-numeric" not in str(exc):
+            raise
+        raise DataError(
+            f"{exc}; timestamps must be numbers (e.g. Unix seconds), text dates are not parsed"
+        ) from exc
 
 
 def read_table(
@@ -1591,13 +1632,14 @@ def read_table(
         _table_ids(frame[item_col], file, item_col),
         keep=keep,
         ratings=_optional_number(frame, file, mapping["rating"]),
-        timestamps=_optional_number(frame, file, mapping["timestamp"]),
+        timestamps=_optional_number(frame, file, mapping["timestamp"], timestamp=True),
         source=str(file),
     )
 
 
 def _table_ids(series: pd.Series, path: Path, field: str) -> np.ndarray:
-    """Raw ids of a CSV/Parquet column, each kept exactly; a missing id names its row.
+    """Raw ids of a CSV/Parquet column, each kept exactly; a missing id names its row, and
+    ids that differ only by surrounding whitespace are a warning (as in feature files).
 
     Integer columns keep their integers; a float column (Parquet stores an integer column with
     nulls as float) must hold whole numbers, which become text such as ``10``.
@@ -1613,7 +1655,35 @@ def _table_ids(series: pd.Series, path: Path, field: str) -> np.ndarray:
         return series.to_numpy(dtype=np.int64 if kind == "i" else np.uint64)
     text = series.astype(str)
     _require_text(text.to_frame(), path, [field])
+    _warn_spaced_ids(text, path, field)
     return text.to_numpy(dtype=object)
+
+
+def _warn_spaced_ids(text: pd.Series, path: Path, field: str) -> None:
+    """Warn when ids of ``field`` differ only by surrounding whitespace (``'2'`` and ``' 2'``):
+    kept exactly, they are different users or items, which is seldom what the file meant.
+    Looks at the distinct ids only, so a large file costs little."""
+    distinct = pd.Series(pd.unique(text.to_numpy(dtype=object)), dtype=object)
+    stripped = distinct.str.strip()
+    spaced = (stripped != distinct).to_numpy()
+    if not spaced.any():
+        return
+    clash = stripped.duplicated(keep=False).to_numpy() & spaced
+    if not clash.any():
+        return
+    k = int(np.argmax(clash))
+    partner = distinct[(stripped == stripped[k]).to_numpy() & ~spaced]
+    other = str(partner.iloc[0]) if len(partner) else str(stripped[k])
+    log.warning(
+        "%s: field %r: %d ids differ from another only by surrounding whitespace (e.g. %r and "
+        "%r), so they are read as different ids; %s",
+        path,
+        field,
+        int(clash.sum()),
+        str(distinct[k]),
+        other,
+        _STRIP,
+    )
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

@@ -24,6 +24,7 @@ sampled exactly over all items.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 
@@ -33,25 +34,57 @@ import scipy.sparse as sp
 from recsys.data.dataset import Dataset, FeatureTable, Vocabulary
 from recsys.errors import ConfigError
 
-__all__ = ["SYNTHETIC_DEFAULT", "make_synthetic", "parse_synthetic_name", "planted_factors"]
+__all__ = [
+    "MAX_SIZE",
+    "SYNTHETIC_DEFAULT",
+    "make_synthetic",
+    "parse_synthetic_name",
+    "planted_factors",
+]
 
 SYNTHETIC_DEFAULT = (1000, 500, 20000)
 """(users, items, interactions) of the dataset named plain ``synthetic``."""
 
-_NAME = re.compile(r"^synthetic(?:-(\d+)x(\d+)x(\d+))?$")
+MAX_SIZE = 2**31 - 1
+"""The most users, items or interactions a synthetic dataset may have (item indices are
+32-bit in the interaction matrix)."""
+
+# peak bytes of make_synthetic per user, per item (plus 12 per modality column) and per
+# interaction, measured (ru_maxrss) with a margin of about 25%
+_BYTES_PER_USER = 400
+_BYTES_PER_ITEM = 400
+_BYTES_PER_MODALITY_VALUE = 12
+_BYTES_PER_INTERACTION = 128
+
+_NAME = re.compile(r"synthetic(?:-([0-9]+)x([0-9]+)x([0-9]+))?")
 _POOL_FACTOR = 3
 _POOL_MIN = 32
 _BLOCK = 1 << 21  # candidate pairs scored per block
 
 
 def parse_synthetic_name(name: str) -> tuple[int, int, int] | None:
-    """``(users, items, interactions)`` for ``synthetic`` or ``synthetic-UxIxN``, else None."""
-    match = _NAME.match(name)
+    """``(users, items, interactions)`` for ``synthetic`` or ``synthetic-UxIxN``, else None.
+
+    The sizes are ASCII digits and the whole name must match (no surrounding whitespace or
+    newline), so that one dataset has one name (it also names run folders).
+
+    Raises:
+        ConfigError: a size is written with leading zeros (``synthetic-010x10x50``); the
+            message gives the one spelling of that dataset.
+    """
+    match = _NAME.fullmatch(name)
     if match is None:
         return None
     if match.group(1) is None:
         return SYNTHETIC_DEFAULT
-    return int(match.group(1)), int(match.group(2)), int(match.group(3))
+    sizes = int(match.group(1)), int(match.group(2)), int(match.group(3))
+    canonical = "synthetic-{}x{}x{}".format(*sizes)
+    if name != canonical:
+        raise ConfigError(
+            f"dataset name {name!r}: write the sizes without leading zeros, {canonical!r}, "
+            f"so that one dataset has one name"
+        )
+    return sizes
 
 
 def planted_factors(
@@ -156,10 +189,19 @@ def make_synthetic(
     Returns:
         Dataset: ``ratings`` holds the noise flags: 1.0 for an interaction drawn from the
         model, 0.0 for one replaced by label noise. Raw ids are ``"0"..."n-1"``.
+
+    Raises:
+        ConfigError: before anything is allocated, for sizes that are not positive, more
+            interactions than users x items, too few for ``min_per_user`` each, a size above
+            :data:`MAX_SIZE`, or an estimated peak memory (about 400 bytes per user and per
+            item, 12 per modality value and 128 per interaction) above this machine's
+            physical memory.
     """
-    _check_args(n_users, n_items, n_interactions, n_factors, temperature, label_noise)
     if modalities is None:
         modalities = {"text": 64, "image": 32}
+    label = name or f"synthetic-{n_users}x{n_items}x{n_interactions}"
+    _check_args(n_users, n_items, n_interactions, n_factors, temperature, label_noise)
+    _check_size(label, n_users, n_items, n_interactions, min_per_user, modalities)
     rng = np.random.default_rng(seed)
     user_f, item_f, log_pop = planted_factors(
         n_users,
@@ -231,16 +273,60 @@ def _check_args(
         raise ConfigError(f"synthetic: label_noise must be in [0, 1), got {label_noise}")
 
 
-def _user_counts(
-    rng: np.random.Generator, n_users: int, n_items: int, n_interactions: int, min_per_user: int
-) -> np.ndarray:
-    """Interactions per user: a floor plus a log-normal activity share, capped at n_items."""
-    floor = min(max(int(min_per_user), 1), n_items)
+def _physical_memory() -> int | None:
+    """Bytes of physical memory of this machine; None where the system does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _check_size(
+    label: str,
+    n_users: int,
+    n_items: int,
+    n_interactions: int,
+    min_per_user: int,
+    modalities: Mapping[str, int],
+) -> None:
+    """Refuse, before any allocation, sizes the generator cannot or should not try."""
+    floor = _user_floor(min_per_user, n_items)
     if n_interactions < n_users * floor:
         raise ConfigError(
             f"synthetic: {n_interactions} interactions cannot give {n_users} users at least "
             f"{floor} each (min_per_user); ask for at least {n_users * floor}"
         )
+    sizes = {"users": n_users, "items": n_items, "interactions": n_interactions}
+    over = [f"{value} {key}" for key, value in sizes.items() if value > MAX_SIZE]
+    if over:
+        raise ConfigError(
+            f"synthetic dataset {label!r}: {', '.join(over)} is more than the limit of "
+            f"{MAX_SIZE} (2**31 - 1) of each size"
+        )
+    width = sum(max(int(w), 0) for w in modalities.values())
+    need = (
+        _BYTES_PER_USER * n_users
+        + (_BYTES_PER_ITEM + _BYTES_PER_MODALITY_VALUE * width) * n_items
+        + _BYTES_PER_INTERACTION * n_interactions
+    )
+    total = _physical_memory()
+    if total is not None and need > total:
+        raise ConfigError(
+            f"synthetic dataset {label!r} would need about {need / 2**30:.1f} GiB of memory, "
+            f"more than this machine's {total / 2**30:.1f} GiB (the limit); ask for fewer "
+            f"users, items or interactions"
+        )
+
+
+def _user_floor(min_per_user: int, n_items: int) -> int:
+    return min(max(int(min_per_user), 1), n_items)
+
+
+def _user_counts(
+    rng: np.random.Generator, n_users: int, n_items: int, n_interactions: int, min_per_user: int
+) -> np.ndarray:
+    """Interactions per user: a floor plus a log-normal activity share, capped at n_items."""
+    floor = _user_floor(min_per_user, n_items)
     activity = rng.lognormal(0.0, 1.0, n_users)
     counts = np.full(n_users, floor, dtype=np.int64)
     counts += rng.multinomial(n_interactions - n_users * floor, activity / activity.sum())

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from recsys.cli import main
 from recsys.data import catalog
 from recsys.data.catalog import (
     CHECKSUMS,
@@ -164,7 +165,9 @@ def test_ml100k_overrides() -> None:
     assert ds.n_interactions < 55376  # the ratings >= 4 before the k-core
 
 
-def test_ml100k_falls_back_to_grouplens_files(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ml100k_falls_back_to_grouplens_files(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(catalog, "_package_folder", lambda pkg: None)  # recbole not installed
     release = cache / "ml-100k" / "ml-100k"
     release.mkdir(parents=True)
@@ -182,10 +185,16 @@ def test_ml100k_falls_back_to_grouplens_files(cache: Path, monkeypatch: pytest.M
     ):
         load_dataset(DataConfig())
     (release / "u.genre").write_text("".join(f"g{k}|{k}\n" for k in range(18)) + "Western|18\n")
-    with pytest.warns(UserWarning, match="loaded 2 users"):
+    with pytest.warns(UserWarning, match="loaded 2 users"), caplog.at_level("INFO"):
         ds = load_dataset(DataConfig())
     assert (ds.name, ds.n_interactions) == ("ml-100k", 2)
     assert set(ds.item_features) == {"genre", "year"}
+    # the card's text fields are RecBole's: the log says why the text modality is missing
+    assert (
+        "dataset 'ml-100k': the card's text_fields movie_title, release_year, class are not "
+        "item fields of the files read (item fields: genre, year); they exist only in its "
+        "package_data source, the files of the 'recbole' package, which is not installed"
+    ) in caplog.text
     genre = ds.item_features["genre"]
     assert [genre.vocab[j] for j in genre.values[[0]].indices] == ["Western"]
 
@@ -250,14 +259,16 @@ def test_download_zip_trust_on_first_use(
     make_zip(www / "toy.zip", {"toy/toy.inter": INTER.replace("\t5\n", "\t4\n")})
     assert load_dataset(DataConfig(name="toy")).n_interactions == 5
 
-    # the cached archive is corrupted: the mismatch is reported and the file removed
+    # the cached archive is corrupted: the mismatch is reported, the file moved aside and
+    # what was extracted from it removed
     (folder / "toy.zip").write_bytes(b"corrupt")
     with pytest.raises(DataError, match=rf"toy\.zip: checksum mismatch: expected sha256 {digest}"):
         load_dataset(DataConfig(name="toy"))
     assert not (folder / "toy.zip").exists()
+    assert (folder / "toy.zip.mismatch").read_bytes() == b"corrupt"
+    assert not (folder / "toy" / "toy.inter").exists()
 
     # a re-download is checked against the recorded checksum, and the server's file differs
-    (folder / "toy" / "toy.inter").unlink()
     with pytest.raises(DataError, match=r"recorded in .*CHECKSUMS on the first download"):
         load_dataset(DataConfig(name="toy"))
     assert not (folder / "toy.zip").exists() and not list(folder.glob(".*part"))
@@ -503,3 +514,62 @@ def test_card_model_round_trip() -> None:
     card = get_card("gowalla")
     again = DatasetCard.model_validate(card.model_dump())
     assert again.model_dump() == card.model_dump()
+
+
+def test_archive_mismatch_advice_holds(
+    cards: Path, cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "source" / "toy.zip"
+    source.parent.mkdir()
+    make_zip(source, {"toy/toy.inter": INTER})
+    put_card(
+        cards,
+        "toy",
+        format="atomic",
+        root="toy",
+        files=[{"name": "toy.zip", "url": source.as_uri(), "extract": True}],
+    )
+    assert main(["data", "prepare", "toy"]) == 0
+    folder = cache / "toy"
+    with open(folder / "toy.zip", "ab") as fh:
+        fh.write(b"junk")  # e.g. a hand-placed file that is not the trusted one
+    capsys.readouterr()
+    assert main(["data", "prepare", "toy"]) == 2
+    err = capsys.readouterr().err
+    assert "checksum mismatch" in err and "moved aside to toy.zip.mismatch" in err
+    assert "load again to download it afresh" in err and "delete its line from" in err
+    assert (folder / "toy.zip.mismatch").read_bytes().endswith(b"junk")  # kept, not deleted
+    # the advice holds: the next load downloads it afresh and extracts it again
+    (folder / "toy" / "toy.inter").write_text("stale")
+    assert main(["data", "prepare", "toy"]) == 0
+    assert (folder / "toy.zip").read_bytes() == source.read_bytes()
+    assert (folder / "toy" / "toy.inter").read_text() == INTER
+
+
+def test_card_sha256_mismatch_of_a_hand_placed_file(cards: Path, cache: Path) -> None:
+    card = put_card(
+        cards, "man", format="atomic", files=[{"name": "man.inter", "sha256": "b" * 64}]
+    )
+    (cache / "man").mkdir(parents=True)
+    (cache / "man" / "man.inter").write_text(INTER)
+    with pytest.raises(DataError, match="checksum mismatch") as info:
+        load_dataset(DataConfig(name="man"))
+    message = str(info.value)
+    assert (
+        f"the card expects another file: get the release it describes, or fix or remove "
+        f"files[].sha256 in {card}" in message
+    )
+    assert CHECKSUMS not in message
+    assert (cache / "man" / "man.inter").is_file()  # a file placed by hand is never removed
+
+
+def test_manual_text_is_a_sentence(cards: Path, cache: Path) -> None:
+    put_card(
+        cards,
+        "man",
+        format="atomic",
+        files=[{"name": "man.inter"}],
+        manual="get it from the vendor",
+    )
+    with pytest.raises(DatasetNotFoundError, match=r"get it from the vendor\. Place the files"):
+        load_dataset(DataConfig(name="man"))

@@ -270,6 +270,94 @@ def test_member_naming_the_folder_itself_is_refused(
     assert leftovers(cache) == []
 
 
+@pytest.mark.parametrize(
+    ("member", "shown"),
+    [
+        ("CHECKSUMS", "CHECKSUMS"),
+        ("own.zip", "own.zip"),
+        ("notes.txt", "notes.txt"),
+        (".own.zip.extracted", ".own.zip.extracted"),
+        ("sub/.x.abc.part", "sub/.x.abc.part"),
+    ],
+)
+def test_member_overwriting_the_caches_own_files_is_refused(
+    cards: Path, cache: Path, tmp_path: Path, member: str, shown: str
+) -> None:
+    archive = tmp_path / "src" / "own.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(zip_bytes({"own.inter": INTER, member: "0" * 64 + "  notes.txt\n"}))
+    put_card(
+        cards,
+        "own",
+        format="atomic",
+        files=[
+            {"name": "own.zip", "url": archive.as_uri(), "extract": True},
+            {"name": "notes.txt", "optional": True},
+        ],
+    )
+    with pytest.raises(
+        DataError, match=rf"member '{member}' would overwrite the cache's own file {shown}"
+    ) as info:
+        fetch(get_card("own"))
+    assert "dataset card" in str(info.value) and "files[0] (own.zip)" in str(info.value)
+    folder = cache / "own"
+    assert not (folder / "own.inter").exists() and not (folder / CHECKSUMS).exists()
+    assert not (folder / "own.zip").exists()  # a fresh download that failed is removed
+
+
+def test_os_error_during_extraction_is_a_data_error_that_cleans_up(
+    cards: Path, cache: Path, tmp_path: Path
+) -> None:
+    archive = tmp_path / "src" / "nest.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(zip_bytes({"own.inter": INTER, "b": "x"}))
+    put_card(
+        cards,
+        "nest",
+        format="atomic",
+        files=[{"name": "nest.zip", "url": archive.as_uri(), "extract": True}],
+    )
+    folder = cache / "nest"
+    (folder / "b").mkdir(parents=True)  # a folder where a member goes: the OS refuses
+    with pytest.raises(DataError, match=r"nest\.zip: cannot extract: .*b") as info:
+        fetch(get_card("nest"))
+    message = str(info.value)
+    assert "files[0] (nest.zip)" in message and "the download was removed" in message
+    assert not (folder / "nest.zip").exists() and not (folder / "own.inter").exists()
+    assert leftovers(folder) == []
+
+    # a member inside another member is refused before anything is written
+    archive.write_bytes(zip_bytes({"a": "x", "a/b": "y"}))
+    (folder / "b").rmdir()
+    with pytest.raises(DataError, match=r"member 'a/b' would be written inside another member"):
+        fetch(get_card("nest"))
+    assert not (folder / "a").exists() and not (folder / "nest.zip").exists()
+
+
+def test_unsupported_zip_compression_is_a_data_error(
+    cards: Path, cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = bytearray(zip_bytes({"own.inter": INTER}))
+    # compression method 99 (AES, as WinZip writes it), which zipfile cannot read
+    for header in (b"PK\x03\x04", b"PK\x01\x02"):
+        at = data.find(header)
+        offset = at + (8 if header == b"PK\x03\x04" else 10)
+        data[offset : offset + 2] = (99).to_bytes(2, "little")
+    archive = tmp_path / "src" / "aes.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(bytes(data))
+    put_card(
+        cards,
+        "aes",
+        format="atomic",
+        files=[{"name": "aes.zip", "url": archive.as_uri(), "extract": True}],
+    )
+    assert main(["data", "prepare", "aes"]) == 2
+    err = capsys.readouterr().err
+    assert "aes.zip: cannot extract:" in err and "files[0] (aes.zip)" in err, err
+    assert "internal error" not in err
+
+
 # ------------------------------------------------------------- corrupt or mismatched files
 
 

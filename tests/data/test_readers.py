@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -539,3 +540,49 @@ def test_read_table_errors(write: Write, text: str, columns: dict | None, messag
 def test_read_table_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError, match=r"nope\.csv: file not found"):
         read_table(tmp_path / "nope.csv")
+
+
+def test_table_ids_differing_only_by_spaces_are_a_warning(
+    write: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write("sp.csv", "user_id,item_id\n1,2\n1,3\n2, 2\n")
+    with caplog.at_level(logging.WARNING, logger="recsys.data.readers"):
+        ds = read_table(path)
+    assert ds.n_items == 3  # kept exactly, as before
+    assert "field 'item_id': 1 ids differ from another only by surrounding whitespace" in (
+        caplog.text
+    )
+    assert "' 2' and '2'" in caplog.text and "remove the spaces around the ids" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="recsys.data.readers"):
+        read_table(write("ok.csv", "user_id,item_id\n1, 2\n2,3\n"))  # no clash: no warning
+    assert caplog.text == ""
+    header = write("hd.csv", "user_id, item_id\n1,2\n")
+    with pytest.raises(DataError, match="the header has ' item_id': remove the spaces"):
+        read_table(header)
+
+
+def test_parquet_boolean_ratings_and_datetime_timestamps(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "user_id": [1, 1, 2],
+            "item_id": [10, 11, 10],
+            "rating": [True, False, True],
+            "timestamp": pd.to_datetime(
+                ["1970-01-01 00:00:10", "2020-01-01 00:00:00", "2020-01-02 00:00:00"]
+            ),
+        }
+    )
+    frame.to_parquet(tmp_path / "native.parquet")
+    ds = read_table(tmp_path / "native.parquet")
+    assert sorted(ds.ratings.tolist()) == [0.0, 1.0, 1.0]
+    assert sorted(ds.timestamps.tolist()) == [10.0, 1577836800.0, 1577923200.0]
+    frame["timestamp"] = frame["timestamp"].dt.tz_localize("Europe/Berlin")
+    frame.to_parquet(tmp_path / "zoned.parquet")
+    assert sorted(read_table(tmp_path / "zoned.parquet").timestamps.tolist())[1] == 1577833200.0
+
+
+def test_text_dates_are_refused_with_what_timestamps_must_be(write: Callable[..., Path]) -> None:
+    path = write("dated.csv", "user_id,item_id,timestamp\n1,2,2020-01-01\n")
+    with pytest.raises(DataError, match=r"row 1, field 'timestamp': non-numeric value .*Unix"):
+        read_table(path)

@@ -134,3 +134,31 @@ def test_parse_synthetic_name() -> None:
     assert parse_synthetic_name("synthetic-2000x1000x50000") == (2000, 1000, 50000)
     assert parse_synthetic_name("synthetic-2000x1000") is None
     assert parse_synthetic_name("ml-100k") is None
+
+
+def test_parse_synthetic_name_has_one_spelling_per_dataset() -> None:
+    # a trailing newline, surrounding spaces or non-ASCII digits are not a synthetic name
+    assert parse_synthetic_name("synthetic-10x10x50\n") is None
+    assert parse_synthetic_name(" synthetic-10x10x50") is None
+    assert parse_synthetic_name("synthetic-\u0661\u0660x10x50") is None
+    with pytest.raises(ConfigError, match="'synthetic-10x10x50'"):
+        parse_synthetic_name("synthetic-010x10x50")
+    assert parse_synthetic_name("synthetic-0x10x50") == (0, 10, 50)  # refused by its size
+
+
+def test_absurd_sizes_are_refused_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:
+    import recsys.data.synthetic as synthetic
+
+    def no_allocation(*args: object, **kwargs: object) -> None:
+        raise AssertionError("allocated before the sizes were checked")
+
+    monkeypatch.setattr(synthetic, "planted_factors", no_allocation)
+    with pytest.raises(ConfigError, match=r"at least 5 each"):
+        make_synthetic(10**20, 10, 10)
+    with pytest.raises(ConfigError, match=r"'synthetic-1000000000x1000000000x5000000000'.*2\*\*31"):
+        make_synthetic(10**9, 10**9, 5 * 10**9)
+    monkeypatch.setattr(synthetic, "_physical_memory", lambda: 2**30)
+    with pytest.raises(
+        ConfigError, match=r"'big' would need about .* GiB of memory, more than .* 1\.0 GiB"
+    ):
+        make_synthetic(1_000_000, 1000, 20_000_000, name="big")
