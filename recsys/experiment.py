@@ -17,11 +17,14 @@ the best epoch once, writes top-k recommendations, and records everything in a r
                              --resume continues; how the run ended (status: finished,
                              interrupted or failed, with the error); which users and
                              items the split's indices mean (data_ids: count and sha256
-                             of each id list); where the model came from (model_source:
-                             distribution, version, entry-point target)
+                             of each id list); what the set-up model derived from the
+                             data (model_inputs: sha256 of each non-persistent buffer,
+                             e.g. item feature tables); where the model came from
+                             (model_source: distribution, version, entry-point target)
 
 ``evaluate_run`` and ``recommend_run`` rebuild data, split and model from such a folder;
-``load_run`` refuses one whose data has other user or item ids now than when it was trained.
+``load_run`` refuses one whose data has other user or item ids now than when it was trained,
+or gives its model other inputs (item features) than those it was trained with.
 """
 
 from __future__ import annotations
@@ -45,11 +48,12 @@ import torch
 from recsys.config import RunConfig, load_config_dict, validate
 from recsys.data.catalog import load_dataset
 from recsys.data.dataset import Dataset
+from recsys.data.features import encoding_progress
 from recsys.data.split import Split, make_split, resolve_split_config
 from recsys.errors import ConfigError, DataError, TrackingError
 from recsys.eval.evaluator import Evaluator
 from recsys.jsonio import dumps_json
-from recsys.models.base import Recommender
+from recsys.models.base import Recommender, same_input
 from recsys.models.registry import create_model
 from recsys.tracking import (
     MlflowTracker,
@@ -122,7 +126,9 @@ def make_evaluator(cfg: RunConfig) -> Evaluator:
 
 
 def build_model(cfg: RunConfig, split: Split, dataset: Dataset | None) -> Recommender:
-    return create_model(cfg.model["name"], **cfg.model_params()).setup(split.train, dataset)
+    # the model's setup may encode item text: a progress bar only if train.progress says so
+    with encoding_progress(cfg.train.progress):
+        return create_model(cfg.model["name"], **cfg.model_params()).setup(split.train, dataset)
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
@@ -311,6 +317,43 @@ def check_run_data(
         )
 
 
+def check_model_inputs(run_dir: Path, model: Recommender, record: dict[str, Any]) -> None:
+    """That ``model``, set up now on the run's data, gets the inputs it was trained with:
+    its :meth:`~recsys.models.base.Recommender.input_fingerprint` (item feature tables,
+    token codes, the training graph) against ``record``'s (``run.json``'s ``model_inputs``).
+    The id check (:func:`check_run_data`) does not see a renamed token or an edited,
+    re-encoded or replaced feature, after which the run's weights would score with other
+    feature rows. A run from before the fingerprint is not checked.
+
+    Raises:
+        DataError: an input differs (naming the run and the inputs).
+    """
+    then = record.get("model_inputs")
+    if not isinstance(then, dict):
+        return
+    now = model.input_fingerprint()
+    changed = sorted(k for k in {*then, *now} if not same_input(then.get(k), now.get(k)))
+    if changed:
+        names = ", ".join(changed[:6]) + (
+            f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+        )
+        raise DataError(
+            f"{run_dir}: the model's inputs derived from the data (item features) changed "
+            f"since the run was trained ({names} differ): a renamed token, an edited or "
+            "replaced feature file, or re-encoded text, so its weights would now meet other "
+            "feature rows; restore the data it was trained on (and its text-feature cache), "
+            "or train a new run"
+        )
+
+
+def _record_model_inputs(run_dir: Path, model: Recommender) -> None:
+    """Add the set-up model's input fingerprint to ``run.json`` (``model_inputs``)."""
+    _write_json(
+        run_dir / "run.json",
+        {**read_run_record(run_dir), "model_inputs": model.input_fingerprint()},
+    )
+
+
 def _write_json(path: Path, obj: Any) -> None:
     # strict JSON: a NaN metric (an empty slice) is null, which jq and JavaScript read
     atomic_write_text(path, dumps_json(obj, indent=2, sort_keys=False, default=float) + "\n")
@@ -404,8 +447,12 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
         # the data must still be what the run was trained on, checked before the folder is
         # written to (train.log, run.json)
         saved = Split.load(Path(resume_dir) / "split.npz")
-        check_run_data(Path(resume_dir), cfg, dataset, saved, read_run_record(resume_dir))
-        _warn_model_version(Path(resume_dir), read_run_record(resume_dir))
+        record = read_run_record(resume_dir)
+        check_run_data(Path(resume_dir), cfg, dataset, saved, record)
+        if isinstance(record.get("model_inputs"), dict):
+            # a model set up only to compare its inputs (the trainer sets up its own)
+            check_model_inputs(Path(resume_dir), build_model(cfg, saved, dataset), record)
+        _warn_model_version(Path(resume_dir), record)
     else:
         split = make_split(dataset, cfg.split)
     if resume_dir is not None:
@@ -502,8 +549,10 @@ def _train_and_test(
         checkpoint_dir=run_dir / "checkpoints",
         callbacks=[log_epoch],
         dataset=dataset,
+        on_setup=lambda set_up: _record_model_inputs(run_dir, set_up),
     )
-    fit = trainer.fit(resume=resume)
+    with encoding_progress(cfg.train.progress):  # fit sets the model up (--quiet: no bar)
+        fit = trainer.fit(resume=resume)
     test = trainer.evaluate("test")
     log.info(
         "best epoch %d; valid %s=%.4f",
@@ -550,7 +599,8 @@ def load_run(
 
     Raises:
         DataError: the data loaded now is not what the run was trained on
-            (:func:`check_run_data`), or ``split.npz`` is missing.
+            (:func:`check_run_data`), or gives the model other inputs
+            (:func:`check_model_inputs`), or ``split.npz`` is missing.
         ConfigError: ``config.yaml`` is invalid, or names a model not available here
             (:func:`load_run_config`).
     """
@@ -573,6 +623,7 @@ def load_run(
     check_run_data(run_dir, cfg, dataset, split, record)
     _warn_model_version(run_dir, record)
     model = build_model(cfg, split, dataset)
+    check_model_inputs(run_dir, model, record)
     checkpoint = run_dir / "checkpoints" / "best.pt"
     load_weights(model, load_checkpoint(checkpoint), checkpoint)
     model.to(resolve_device(cfg.train.device))

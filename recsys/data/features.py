@@ -21,10 +21,11 @@ Encodings are cached on disk in ``<cache>/<dataset>/features/text-<fields>-<mode
 the dataset, the field list and the model. The file maps each distinct sentence to its vector,
 so a filtered version of the same dataset (a rating threshold, a k-core) reuses it, an edited
 item file gets its changed sentences encoded, and only new sentences are encoded, with a
-progress bar. The file records the encoder's name and version (for MiniLM, the versions of the
-packages that hold and run the weights); a file from another version, or one that is corrupt or
-malformed, is ignored with a warning and rewritten. Writes are atomic; a cache folder that
-cannot be written is skipped with a warning.
+progress bar (none under ``--quiet``: :func:`encoding_progress`). Items whose text fields are
+all empty share one vector, with a warning counting them. The file records the encoder's
+name and version (for MiniLM, the versions of the packages that hold and run the weights); a
+file from another version, or one that is corrupt or malformed, is ignored with a warning and
+rewritten. Writes are atomic; a cache folder that cannot be written is skipped with a warning.
 
 Which fields make the text: the ``text_fields`` argument, else the dataset card's
 ``text_fields`` (MovieLens-100k: title, release year and genres). The field values come from
@@ -46,7 +47,9 @@ import os
 import re
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -169,10 +172,35 @@ def _origin(dataset: Dataset, name: str | None = None) -> str:
     return f"dataset {dataset.name!r}"
 
 
-def modality_matrix(dataset: Dataset, name: str, key: str = "model.modalities") -> np.ndarray:
+_PROGRESS: ContextVar[bool] = ContextVar("recsys_text_progress", default=True)
+
+
+@contextmanager
+def encoding_progress(enabled: bool) -> Iterator[None]:
+    """Within the block, whether encoding item text shows a progress bar when the caller
+    does not say (:func:`item_modalities`'s and :func:`text_features`'s ``progress=None``,
+    as models call them from :meth:`~recsys.models.base.Recommender.setup`). A run sets it
+    from ``train.progress`` (``--quiet``); outside one it is on."""
+    token = _PROGRESS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def modality_matrix(
+    dataset: Dataset,
+    name: str,
+    key: str = "model.modalities",
+    *,
+    text_fields: Sequence[str] | None = None,
+    derived: Mapping[str, np.ndarray] | None = None,
+) -> np.ndarray:
     """The matrix of an item feature table, or of ``a+b+...`` (their concatenation).
 
-    ``key`` is the config key that named ``name``, for the error message.
+    ``key`` is the config key that named ``name``, for the error message. ``derived`` holds
+    matrices of parts that are not tables (the derived ``text`` of :func:`item_modalities`),
+    and ``text_fields`` are the fields it was (or would be) derived from, for the message.
 
     Raises:
         ConfigError: ``name`` (or a part of it) is not an item feature of ``dataset``.
@@ -182,8 +210,11 @@ def modality_matrix(dataset: Dataset, name: str, key: str = "model.modalities") 
     blocks = []
     for part in parts:
         table = dataset.item_features.get(part)
+        if table is None and derived is not None and part in derived:
+            blocks.append(derived[part])
+            continue
         if table is None:
-            raise _unknown(dataset, part, None, key)
+            raise _unknown(dataset, part, text_fields, key)
         blocks.append(feature_matrix(table))
     matrix = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
     origin = _origin(dataset, parts[0] if len(parts) == 1 else None)
@@ -260,6 +291,20 @@ def available_modalities(dataset: Dataset, text_fields: Sequence[str] | None = N
     return names
 
 
+def text_field_candidates(dataset: Dataset) -> list[str]:
+    """The fields of the dataset's ``.item`` file that hold words (``token`` and
+    ``token_seq``, the item id left out), in file order, for a hint on how to derive a
+    ``text`` modality (``model.text_fields``); empty without an ``.item`` file."""
+    path = _item_file(dataset)
+    if path is None:
+        return []
+    return [
+        name
+        for name, kind in _item_field_kinds(path).items()
+        if kind in ("token", "token_seq") and name.lower() != "item_id"
+    ]
+
+
 def default_modalities(dataset: Dataset, text_fields: Sequence[str] | None = None) -> list[str]:
     """The modalities a multimodal model uses unless told otherwise.
 
@@ -297,7 +342,7 @@ def item_modalities(
     *,
     text_fields: Sequence[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     encoder: TextEncoder | None = None,
     key: str = "model.modalities",
 ) -> dict[str, np.ndarray]:
@@ -307,11 +352,13 @@ def item_modalities(
     Args:
         dataset: the dataset whose items the rows are (row ``k`` = item index ``k``).
         names: modality names: item feature tables, ``a+b`` concatenations, or ``text``
-            (derived when the dataset has no such table). ``[]`` gives none.
+            (derived when the dataset has no such table, also as a part: ``genre+text``;
+            encoded once). ``[]`` gives none.
         text_fields: item fields whose text makes a derived ``text``; None takes the card's.
         cache_dir: root of the encoding cache; None takes the dataset's
             (``data.cache_dir``), else as for downloads.
-        progress: show a progress bar while encoding text.
+        progress: show a progress bar while encoding text; None takes the run's setting
+            (:func:`encoding_progress`; on outside a run).
         encoder: the sentence encoder; None uses :class:`MiniLMEncoder`.
         key: the config key that named ``names``, for error messages.
 
@@ -323,13 +370,24 @@ def item_modalities(
     if names is None:
         names = default_modalities(dataset, text_fields)
     out: dict[str, np.ndarray] = {}
+    derived: dict[str, np.ndarray] = {}
+    uses_text = any(TEXT in (p.strip() for p in name.split("+")) for name in names)
+    if text_fields is not None and uses_text and TEXT in dataset.item_features:
+        log.warning(
+            "model.text_fields=%s has no effect: dataset %r has a %r table (%s), used as it is",
+            list(text_fields),
+            dataset.name,
+            TEXT,
+            _mmrec_file(dataset, TEXT) or "an item feature",
+        )
     for name in names:
         if name in out:
             raise ConfigError(f"modality {name!r} is listed twice (key {key})")
-        if name == TEXT and TEXT not in dataset.item_features:
+        parts = [p.strip() for p in name.split("+")]
+        if TEXT in parts and TEXT not in dataset.item_features and TEXT not in derived:
             fields = _resolve_fields(dataset, text_fields)
             if not _text_derivable(dataset, fields):
-                raise _unknown(dataset, name, text_fields, key)
+                raise _unknown(dataset, TEXT, text_fields, key)
             if encoder is None and not text_encoder_available():
                 raise ConfigError(
                     f"modality {TEXT!r} of dataset {dataset.name!r} is encoded from its fields "
@@ -339,9 +397,13 @@ def item_modalities(
             table = text_features(
                 dataset, fields, cache_dir=cache_dir, progress=progress, encoder=encoder
             )
-            out[name] = _check_matrix(name, table.dense(), dataset.n_items, _origin(dataset))
+            derived[TEXT] = _check_matrix(TEXT, table.dense(), dataset.n_items, _origin(dataset))
+        if name == TEXT and TEXT in derived:
+            out[name] = derived[TEXT]
         else:
-            out[name] = modality_matrix(dataset, name, key)
+            out[name] = modality_matrix(
+                dataset, name, key, text_fields=text_fields, derived=derived
+            )
     return out
 
 
@@ -761,14 +823,28 @@ def text_features(
     fields: Sequence[str],
     *,
     cache_dir: str | os.PathLike[str] | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     encoder: TextEncoder | None = None,
     use_cache: bool = True,
 ) -> FeatureTable:
     """The dense ``text`` feature table: :func:`item_texts` encoded by ``encoder``
-    (default :class:`MiniLMEncoder`), through the on-disk cache of :func:`text_cache_path`
-    under ``cache_dir``, else the dataset's (``data.cache_dir``), else as for downloads."""
+    (default :class:`MiniLMEncoder`, with a progress bar unless ``progress`` is false, or
+    None under :func:`encoding_progress` off), through the on-disk cache of
+    :func:`text_cache_path` under ``cache_dir``, else the dataset's (``data.cache_dir``),
+    else as for downloads."""
     texts = item_texts(dataset, fields)
+    empty = sum(1 for text in texts if not text.strip())
+    if empty:
+        log.warning(
+            "dataset %r: %d of %d items have no text in fields %s; they share one vector, "
+            "the encoding of the empty sentence",
+            dataset.name,
+            empty,
+            len(texts),
+            ", ".join(fields),
+        )
+    if progress is None:
+        progress = _PROGRESS.get()
     enc = encoder if encoder is not None else MiniLMEncoder(progress=progress)
     root = cache_dir if cache_dir is not None else dataset.cache_dir
     path = text_cache_path(dataset.name, fields, enc.name, root) if use_cache else None

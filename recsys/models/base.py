@@ -18,7 +18,9 @@ A model is a ``torch.nn.Module`` with
   with any shared work (graph propagation, item-tower passes) done once, explicitly;
 - :meth:`export_state_dict`: the deployable weights (``best.pt``), which
   :meth:`load_state_dict` must accept on a freshly set-up model of the same config;
-- :meth:`representations`: named internal states for probes.
+- :meth:`representations`: named internal states for probes;
+- :meth:`input_fingerprint`: digests of what :meth:`setup` derived from the data outside the
+  checkpoint (by default its non-persistent buffers), which a run records and checks on load.
 
 Training and scoring modes: the trainer calls ``model.train()`` before training batches and
 ``model.eval()`` before scoring (validation, test, recommendations, loaded runs), so
@@ -55,6 +57,7 @@ registry refuses a plugin whose ``config_class``, defaults, ``batch_kind`` or ``
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +119,37 @@ def user_indices(users: Tensor | np.ndarray | list[int], n_users: int) -> Tensor
             f"(indices 0 to {n_users - 1})"
         )
     return users.long()
+
+
+def _float_sketch(x: Tensor) -> list[float]:
+    r"""A few position-weighted sums of a float buffer, :math:`\sum_k |x_k|` and
+    :math:`s_j = \sum_k w_j(k)\, x_k` with fixed weights :math:`w_j(k) \in [-1/2, 1/2)`, in
+    float64: two setups that differ only in the last bits of their floats (text re-encoded on
+    another machine) agree on them to about 1e-7 relative, while an edited, replaced or
+    reordered feature moves them far more."""
+    values = x.double().reshape(-1)
+    k = torch.arange(values.numel(), dtype=torch.int64)
+    sums = [float(values.abs().sum())]
+    for prime in (7919, 104729, 1299709):
+        weights = (k * prime % 1009).double() / 1009 - 0.5
+        sums.append(float((values * weights).sum()))
+    return sums
+
+
+def same_input(recorded: str | None, now: str | None, rtol: float = 1e-6) -> bool:
+    r"""Whether two :meth:`Recommender.input_fingerprint` values describe the same input:
+    equal digests, or for float buffers sketches within ``rtol`` of the recorded
+    :math:`\sum_k |x_k|` (floats that differ only in their last bits)."""
+    if recorded == now:
+        return True
+    if recorded is None or now is None or " ~ " not in recorded or " ~ " not in now:
+        return False
+    then_sketch = [float(v) for v in recorded.split(" ~ ")[1].split()]
+    now_sketch = [float(v) for v in now.split(" ~ ")[1].split()]
+    if len(then_sketch) != len(now_sketch):
+        return False
+    scale = max(then_sketch[0], 1e-30)
+    return all(abs(a - b) <= rtol * scale for a, b in zip(then_sketch, now_sketch, strict=True))
 
 
 class ModelConfig(BaseModel):
@@ -267,6 +301,38 @@ class Recommender(nn.Module):
     def check_fitted(self) -> None:
         if not self.is_fitted():
             raise NotFittedError(f"{type(self).__name__} is not set up; call setup() first")
+
+    def input_fingerprint(self) -> dict[str, str]:
+        """Fingerprints of what :meth:`setup` derived from the data and is not in the model's
+        checkpoint: name -> sha256 (of dtype, shape and bytes) of each non-persistent buffer,
+        such as the item feature tables, token codes and the training graph, followed for a
+        float buffer by a few weighted sums (``" ~ "``-separated), so that :func:`same_input`
+        accepts floats that differ only in their last bits (text re-encoded elsewhere).
+
+        Called right after :meth:`setup`: a run records it in ``run.json``
+        (``model_inputs``), and loading or resuming the run refuses data from which the
+        model would now get other inputs (a renamed token shifts the codes, an edited or
+        re-encoded feature other rows), since its weights were trained on the recorded ones.
+        The inputs must be deterministic given the data and the training matrix (no random
+        draws). Override it when the inputs live elsewhere (return their digests by name),
+        or to leave out a buffer that is not derived from the data. Empty when there is none.
+        """
+        out = {}
+        for prefix, module in self.named_modules():
+            for name, buffer in module._buffers.items():
+                if buffer is None or name not in module._non_persistent_buffers_set:
+                    continue
+                x = buffer.detach()
+                if x.layout != torch.strided:
+                    x = x.to_dense()
+                x = x.cpu().contiguous().reshape(-1)
+                digest = hashlib.sha256(f"{x.dtype}{tuple(buffer.shape)}".encode())
+                digest.update(x.view(torch.uint8).numpy().tobytes())
+                text = digest.hexdigest()
+                if x.is_floating_point():
+                    text += " ~ " + " ".join(f"{v:.9e}" for v in _float_sketch(x))
+                out[f"{prefix}.{name}" if prefix else name] = text
+        return out
 
     def check_fit_input(self, train: sp.csr_array) -> None:
         """For :meth:`fit`: the model is set up, and ``train`` has the shape it was set up

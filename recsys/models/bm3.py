@@ -20,6 +20,10 @@ from recsys.models.registry import register
 
 log = logging.getLogger(__name__)
 
+WIDE_MODALITY = 8192
+"""Modalities wider than this many columns get a warning with the memory they take (BM3 keeps
+each as a dense matrix, about four times); MMRec's 4096-d image features stay below it."""
+
 
 def dropout_mask(like: Tensor, keep: float) -> Tensor:
     r"""A dropout mask shaped like ``like``: :math:`1/q` with probability :math:`q` = ``keep``,
@@ -239,11 +243,55 @@ class BM3(DotProductScorer, Recommender):
         if len(self.modalities):
             widths = ", ".join(f"{k} ({b.table.shape[1]}-d)" for k, b in self.modalities.items())
             log.info("BM3 modalities: %s", widths)
+            self._warn_wide()
         else:
-            log.info(
+            hint = self._enable_hint(dataset)
+            (log.warning if hint else log.info)(
                 "BM3 without modalities: ID-only form (graph reconstruction and regulariser; "
-                "no alignment or masked losses)"
+                "no alignment or masked losses)%s",
+                hint,
             )
+
+    def _enable_hint(self, dataset: Dataset | None) -> str:
+        """How to give BM3 modalities, when it took the defaults and got none although the
+        data has item fields or tables it could use; else empty (an explicit ``[]``, or data
+        without item features)."""
+        from recsys.data.features import available_modalities, text_field_candidates
+
+        if dataset is None or self.config.modalities is not None:
+            return ""
+        fields = text_field_candidates(dataset) if self.config.text_fields is None else []
+        tables = available_modalities(dataset, self.config.text_fields)
+        hints = []
+        if fields:
+            hints.append(
+                f"set model.text_fields=[{','.join(fields)}] (or some of these fields of its "
+                "item file) to encode a 'text' modality"
+            )
+        if tables:
+            hints.append(f"name modalities in model.modalities (available: {', '.join(tables)})")
+        if not hints:
+            return ""
+        return f"; dataset {dataset.name!r} has item features it does not use by default: " + (
+            ", or ".join(hints)
+        )
+
+    def _warn_wide(self) -> None:
+        """Warn about a modality wider than :data:`WIDE_MODALITY` columns (a ``token_seq``
+        field with a large vocabulary becomes a dense multi-hot matrix): BM3 keeps it about
+        four times (raw values, the trainable copy and Adam's two moments)."""
+        for key, branch in self.modalities.items():
+            rows, width = branch.raw.shape
+            if width <= WIDE_MODALITY:
+                continue
+            copies = 4 if self.config.train_features else 1
+            gib = copies * rows * width * branch.raw.element_size() / 2**30
+            log.warning(
+                "BM3 modality %r is %d columns wide (above %d): as a dense matrix it takes "
+                "about %.2f GiB (%d copies of %d x %d float32); use a narrower field, or "
+                "model.train_features=false to keep one copy",
+                key, width, WIDE_MODALITY, gib, copies, rows, width,
+            )  # fmt: skip
 
     def _modality_matrices(self, dataset: Dataset | None) -> dict[str, np.ndarray]:
         cfg = self.config

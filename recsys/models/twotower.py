@@ -254,6 +254,12 @@ def _tables(
         raise ConfigError(f"{key}: {ITEM_ID!r} is always used; leave it out of the list")
     if role == "item" and text_fields is not None and "text" not in names:
         log.warning("model.text_fields=%s has no effect: 'text' is not in %s", text_fields, key)
+    elif role == "item" and text_fields is not None and "text" in available:
+        log.warning(
+            "model.text_fields=%s has no effect: dataset %r has a 'text' table, used as it is",
+            text_fields,
+            dataset.name,
+        )
     out = []
     for name in names:
         table: FeatureTable | None = available.get(name)

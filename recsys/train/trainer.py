@@ -347,6 +347,8 @@ class Trainer:
             memory only.
         callbacks: functions called with an :class:`EpochReport` after every epoch.
         dataset: passed to ``model.setup`` for models that read features.
+        on_setup: called with the model once :meth:`fit` has set it up, before any training
+            (a run records the model's :meth:`~Recommender.input_fingerprint` there).
     """
 
     def __init__(
@@ -358,8 +360,10 @@ class Trainer:
         checkpoint_dir: Path | None = None,
         callbacks: list[Callback] | None = None,
         dataset: object | None = None,
+        on_setup: Callable[[Recommender], None] | None = None,
     ) -> None:
         self.model = model
+        self.on_setup = on_setup
         self.split = split
         self.config = config or TrainConfig()
         self.evaluator = evaluator or Evaluator()
@@ -409,6 +413,8 @@ class Trainer:
         seed_everything(cfg.seed)
         if not self.model.is_fitted():
             self.model.setup(self.split.train, self.dataset)
+        if self.on_setup is not None:
+            self.on_setup(self.model)
         self.model.to(self.device)
         if self.model.batch_kind == "none":
             return self._fit_closed_form()

@@ -590,3 +590,65 @@ def test_the_text_cache_follows_data_cache_dir(tmp_path: Path) -> None:
     ds = load_dataset(DataConfig(name="ml-100k", cache_dir=tmp_path / "cache"))
     item_modalities(ds, ["text"], encoder=FakeEncoder())
     assert list((tmp_path / "cache" / "ml-100k" / "features").iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# audit of the feature pipelines: a derived text in a+b, ignored text_fields, empty texts
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_derived_text_joins_a_concatenation(tmp_path: Path) -> None:
+    ds = _items_dataset(tmp_path)
+    enc = FakeEncoder()
+    # before: ConfigError "unknown modality 'text' ...; set model.text_fields" with it set
+    out = item_modalities(
+        ds, ["genre+text", "text"], text_fields=["title"], encoder=enc, cache_dir=tmp_path
+    )
+    genre = feature_matrix(ds.item_features["genre"])
+    assert np.array_equal(out["genre+text"], np.concatenate([genre, out["text"]], axis=1))
+    assert out["text"].shape == (3, 8) and len(enc.calls) == 1  # encoded once
+    # without fields to derive it from, the message does not send the user to a key that is set
+    with pytest.raises(ConfigError) as info:
+        item_modalities(ds, ["genre+text"], text_fields=["plot"], encoder=enc, cache_dir=tmp_path)
+    message = str(info.value)
+    assert "unknown modality 'text'" in message and "['plot'] (model.text_fields)" in message
+    assert "set model.text_fields" not in message
+
+
+def test_text_fields_ignored_for_a_text_table_are_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ds = read_mmrec(_mmrec(tmp_path / "mm"))
+    with caplog.at_level(logging.WARNING, logger="recsys.data.features"):
+        out = item_modalities(ds, ["text"], text_fields=["title"])
+    # before: text_feat.npy was used without a word about model.text_fields
+    assert np.array_equal(out["text"], np.load(tmp_path / "mm" / "text_feat.npy"))
+    assert "model.text_fields=['title'] has no effect" in caplog.text
+    assert "text_feat.npy" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="recsys.data.features"):
+        item_modalities(ds, ["image"], text_fields=None)
+        item_modalities(ds, ["text"])
+    assert caplog.text == ""
+
+
+def test_items_with_empty_text_are_counted_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "films"
+    folder.mkdir()
+    (folder / "films.inter").write_text(
+        "user_id:token\titem_id:token\nu0\t1\nu0\t2\nu1\t3\nu1\t4\n"
+    )
+    (folder / "films.item").write_text(
+        "item_id:token\ttitle:token_seq\tgenre:token_seq\n"
+        "1\tAlien\tHorror\n2\t\t\n3\t \t\n4\tUp\t\n"
+    )
+    ds = read_atomic(folder)
+    enc = FakeEncoder()
+    with caplog.at_level(logging.WARNING, logger="recsys.data.features"):
+        table = text_features(ds, ["title", "genre"], encoder=enc, cache_dir=tmp_path)
+    # before: silent, items 2 and 3 the same vector
+    assert np.array_equal(table.values[1], table.values[2])
+    assert "2 of 4 items have no text in fields title, genre" in caplog.text
+    assert caplog.text.count("have no text") == 1

@@ -406,3 +406,92 @@ def test_text_fields_without_a_text_modality_are_reported(
     with caplog.at_level(logging.WARNING, logger="recsys.models.bm3"):
         _model(planted_split, planted, modalities=["genre"], text_fields=["title"])
     assert "model.text_fields=['title'] has no effect" in caplog.text
+
+
+# -- audit of the feature pipelines: hints, wide modalities, --quiet ------------------------
+
+
+def _shop(folder: Path) -> Path:
+    """Atomic ``shop`` files whose ``.item`` has text fields (title, tags) and a price, and
+    no card: BM3's defaults find no modality in it."""
+    folder.mkdir(parents=True)
+    inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    inter += [f"{u}\t{(u * 7 + j * 3) % 30 + 1}\t1.0\t{u * 10 + j}" for u in range(1, 25)
+              for j in range(8)]  # fmt: skip
+    item = ["item_id:token\ttitle:token_seq\ttags:token_seq\tprice:float"]
+    item += [f"{i}\tthing {i} {['red', 'blue'][i % 2]}\tt{i % 5} t{i % 3}x\t{i % 4}.5"
+             for i in range(1, 31)]  # fmt: skip
+    (folder / "shop.inter").write_text("\n".join(inter) + "\n")
+    (folder / "shop.item").write_text("\n".join(item) + "\n")
+    return folder
+
+
+def test_id_only_by_default_on_data_with_text_fields_warns_how_to_enable_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from recsys.data.readers import read_atomic
+    from recsys.data.split import split_ratio
+
+    dataset = read_atomic(_shop(tmp_path / "shop"))
+    split = split_ratio(dataset, (0.8, 0.1, 0.1), seed=1)
+    with caplog.at_level(logging.WARNING, logger="recsys.models.bm3"):
+        assert _model(split, dataset).modality_names == []
+    # before: an INFO line "BM3 without modalities: ID-only form" and no hint
+    (record,) = [r for r in caplog.records if "ID-only form" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert "set model.text_fields=[title,tags]" in message and "model.modalities" in message
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="recsys.models.bm3"):
+        _model(split, dataset, modalities=[])  # asked for: no warning
+    assert "ID-only form" in caplog.text and "WARNING" not in caplog.text
+
+
+def test_a_very_wide_modality_warns_with_its_memory(
+    planted: Dataset,
+    planted_split: Split,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import recsys.models.bm3 as bm3
+
+    assert bm3.WIDE_MODALITY == 8192  # documented; MMRec's 4096-d images stay below it
+    monkeypatch.setattr(bm3, "WIDE_MODALITY", 32)  # genre is 16-d, image 32-d, text 64-d
+    with caplog.at_level(logging.WARNING, logger="recsys.models.bm3"):
+        _model(planted_split, planted)
+    # before: silent, however wide (a 13,977-token field became a 13,977-d dense modality)
+    assert "BM3 modality 'text' is 64 columns wide (above 32)" in caplog.text
+    assert "4 copies of 200 x 64 float32" in caplog.text and "GiB" in caplog.text
+    assert "'image'" not in caplog.text and "'genre'" not in caplog.text
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_quiet_hides_the_text_encoding_progress_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quiet: bool
+) -> None:
+    from recsys.data import features
+
+    seen = []
+
+    class Encoder:
+        """Stands in for MiniLM, recording whether it was asked for a progress bar."""
+
+        name = "fake"
+
+        def __init__(self, progress: bool = True, **_: object) -> None:
+            seen.append(progress)
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return np.array([[len(t), t.count(" ") + 1.0] for t in texts], dtype=np.float32)
+
+    monkeypatch.setattr(features, "MiniLMEncoder", Encoder)
+    monkeypatch.setattr(features, "text_encoder_available", lambda: True)
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path / "cache"))
+    args = ["train", "-m", "bm3", "--data-path", str(_shop(tmp_path / "shop")), *FAST]
+    args += ["-o", str(tmp_path / "runs"), "--set", "model.modalities=[text]"]
+    args += ["--set", "model.text_fields=[title]", "--set", "model.embedding_size=8"]
+    if not quiet:
+        args = [a for a in args if a != "--quiet"]
+    assert main(args) == 0
+    # before: the bar showed under --quiet ("--quiet  No progress bars")
+    assert seen == [not quiet]

@@ -532,3 +532,12 @@ def test_text_fields_without_a_text_feature_are_reported(planted, planted_split,
     with caplog.at_level("WARNING", logger="recsys.models.twotower"):
         TwoTower(item_features=["genre"], text_fields=["title"]).setup(planted_split.train, planted)
     assert "model.text_fields=['title'] has no effect" in caplog.text
+
+
+def test_text_fields_ignored_for_a_text_table_are_reported(planted, planted_split, caplog):
+    assert "text" in planted.item_features  # a table: nothing to derive
+    with caplog.at_level("WARNING", logger="recsys.models.twotower"):
+        TwoTower(item_features=["text"], text_fields=["title"]).setup(planted_split.train, planted)
+    # before: silent, the table used and model.text_fields ignored
+    assert "model.text_fields=['title'] has no effect" in caplog.text
+    assert "has a 'text' table, used as it is" in caplog.text
