@@ -25,9 +25,9 @@ from recsys.cli import main
 from recsys.config import build_run_config
 from recsys.errors import ConfigError
 from recsys.experiment import train_run
+from tests.cli.reopen_commands import PROBE, refusals
 
 FAST = ["--no-tracking", "--quiet", "--set", "train.num_threads=1"]
-PROBE = ["--epochs", "1", "--no-tracking", "--quiet", "--no-baselines", "-k", "4"]
 
 
 def _write_inter(
@@ -114,17 +114,8 @@ def test_a_run_whose_data_has_other_ids_is_refused(trained, data, tmp_path, caps
     before = _snapshot(run)
     _write_inter(data, **change)  # the same 30 users x 40 items, other ids
     out = tmp_path / "out"
-    commands = {
-        "evaluate": ["evaluate", str(run)],
-        "recommend": ["recommend", str(run), "-u", "2", "-k", "3", "-o", str(out / "r.csv")],
-        "export": ["export", str(run), "-o", str(out)],
-        "probe": ["probe", str(run), *PROBE, "-o", str(out)],
-    }
-    capsys.readouterr()
-    for name, command in commands.items():
-        # before: exit 0; recommend named user 2 with user 1's scores and every item shifted
-        assert main(command) == 2, name
-        err = capsys.readouterr().err
+    # before: exit 0; recommend named user 2 with user 1's scores and every item shifted
+    for err in refusals(run, out, capsys):
         assert f"{run}: the data (data.path={data}) changed since the run" in err, err
         assert all(part in err for part in which), err
         assert ("user ids differ" in err) == ("user ids differ" in which)
