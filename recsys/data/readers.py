@@ -353,6 +353,25 @@ def _to_number(series: pd.Series, path: Path | str, field: str, *, integer: bool
     return pd.Series(values, index=series.index, name=series.name)
 
 
+def _feature_floats(series: pd.Series, path: Path | str, field: str) -> np.ndarray:
+    """A ``float`` feature column of an ``.item``/``.user`` file as float64, with an empty,
+    ``nan`` or ``inf`` value as NaN (the caller leaves such a field out); other text is a
+    :class:`DataError` naming the row."""
+    text = series.astype(str).str.strip()
+    missing = (text == "") | text.str.lower().isin(["nan", "inf", "-inf", "+inf"])
+    parsed = pd.to_numeric(text.where(~missing), errors="coerce")
+    values = np.array(parsed, dtype=np.float64)  # a writable copy
+    bad = np.isnan(values) & ~missing.to_numpy()
+    if bad.any():
+        pos = int(np.argmax(bad))
+        raise DataError(
+            f"{path}: row {series.index[pos]}, field {field!r}: non-numeric value "
+            f"{str(series.iloc[pos])!r}"
+        )
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
 def _parse_int64(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Exact int64 of every string in ``text`` and, per value, why it is not one (0 if it is).
 
@@ -623,21 +642,25 @@ def _dense_rows(
     rows: np.ndarray,
     vocab: Vocabulary,
     path: Path | str,
-) -> FeatureTable:
-    """Place ``values[k]`` at row ``rows[k]``; every row of ``vocab`` must be filled."""
+) -> FeatureTable | None:
+    """Place ``values[k]`` at row ``rows[k]``, or None, with a warning, when a row of ``vocab``
+    has no row in the file or a missing (empty, ``nan``, ``inf``) value: a dense feature needs
+    a value for every row, and real metadata often lacks some (prices), so the field is left
+    out rather than the whole dataset refused (the models that do not read it still train)."""
     n_rows = len(vocab)
     out = np.zeros((n_rows, values.shape[1]), dtype=np.float32)
     filled = np.zeros(n_rows, dtype=bool)
     keep = rows >= 0
     out[rows[keep]] = values[keep]
-    filled[rows[keep]] = True
+    filled[rows[keep]] = np.isfinite(values[keep]).all(axis=1)
     if not filled.all():
         missing = vocab.raw(np.flatnonzero(~filled)[:5]).tolist()
-        raise DataError(
-            f"{path}: dense field {name!r} has no row for {vocab.name} id(s) {missing} "
-            f"({int((~filled).sum())} in all); dense features need a value for every "
-            f"{vocab.name} with interactions"
-        )
+        log.warning(
+            "%s: dense field %r has no value for %d of %d %ss (ids %s...): left out of the "
+            "features; give every %s with interactions a value to use it",
+            path, name, int((~filled).sum()), n_rows, vocab.name, missing, vocab.name,
+        )  # fmt: skip
+        return None
     return FeatureTable(name, "dense", out)
 
 
@@ -767,9 +790,12 @@ def _read_atomic_frame(
     wanted: Sequence[str],
     encoding: str,
     ids: Sequence[str] = (),
+    feature_floats: bool = False,
 ) -> pd.DataFrame:
     """The ``wanted`` fields of an atomic file (one quoted throughout is an error, see
-    :func:`read_atomic`); ``ids`` fields as non-empty id text.
+    :func:`read_atomic`); ``ids`` fields as non-empty id text. With ``feature_floats``,
+    ``float`` fields stay text here, for :func:`_feature_floats` (a feature may lack values;
+    ratings and timestamps may not).
 
     An id field typed ``float`` is read as text, not as float64, so large ids keep every digit
     and whole numbers come out as ``10``, the way a ``token`` field spells them.
@@ -780,7 +806,11 @@ def _read_atomic_frame(
         [name for name, _ in fields],
         sep="\t",
         skiprows=1,
-        numeric=[name for name in wanted if kinds[name] == "float" and name not in ids],
+        numeric=[
+            name
+            for name in wanted
+            if kinds[name] == "float" and name not in ids and not feature_floats
+        ],
         encoding=encoding,
         refuse_quoted=wanted,
     )
@@ -804,7 +834,9 @@ def _atomic_features(
             f"{path}: missing required column {id_base!r} "
             f"(header has {', '.join(name for name, _ in fields)})"
         )
-    frame = _read_atomic_frame(path, fields, [name for name, _ in fields], encoding, ids=[id_field])
+    frame = _read_atomic_frame(
+        path, fields, [name for name, _ in fields], encoding, ids=[id_field], feature_floats=True
+    )
     _require_unique_ids(frame[id_field], path, id_field)
     ids = frame[id_field].to_numpy(dtype=object).astype(str)
     rows = _feature_rows(vocab, ids, path, id_field)
@@ -821,11 +853,13 @@ def _atomic_features(
             tables[name] = _categorical(name, column, rows, n_rows)
         else:
             if kind == "float":
-                values = column.to_numpy(dtype=np.float64)[:, None]
+                values = _feature_floats(column, path, name)[:, None]
             else:
                 values = _float_seq(column, path, name)
             _check_float32(values, frame.index, path, name)
-            tables[name] = _dense_rows(name, values, rows, vocab, path)
+            table = _dense_rows(name, values, rows, vocab, path)
+            if table is not None:
+                tables[name] = table
     for alias in _GENRE_ALIASES:
         if alias in tables and "genre" not in tables:
             src = tables[alias]
@@ -856,8 +890,9 @@ def read_atomic(
     id is absent from the file), ``float`` a one-column dense matrix, ``float_seq`` a dense
     matrix. A ``class`` field is also exposed as ``genre``. Rows for ids without interactions
     are dropped; an id with interactions but no row gets zeros (multi-hot) or -1
-    (categorical), and a :class:`DataError` when the table has dense fields. A file whose
-    ids match no interaction id is a :class:`DataError` (with a hint when whitespace or
+    (categorical); a dense field (``float``, ``float_seq``) with no row or an empty, ``nan``
+    or ``inf`` value for such an id is left out of the features, with a warning naming it.
+    A file whose ids match no interaction id is a :class:`DataError` (with a hint when whitespace or
     integer spelling explains it), and ids without a row are logged as a warning; see
     :func:`_feature_rows` for the rule.
 

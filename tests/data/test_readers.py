@@ -94,13 +94,27 @@ def test_atomic_item_without_row_gets_empty_features(write: Write) -> None:
     assert ds.item_features["year"].values.tolist() == [0, -1, -1]
 
 
-def test_atomic_item_without_row_is_error_for_dense(write: Write) -> None:
+def test_atomic_dense_field_with_missing_values_is_left_out_with_a_warning(
+    write: Write, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Real metadata lacks some prices: the field is left out (named in a warning) instead of
+    the whole dataset being refused, so the models that never read it still train."""
     write("t/t.inter", INTER)
+    good = "item_id:token\tyear:float\tprice:float\n1\t1995\t2.5\n2\t1996\t{}\n3\t1997\t1\n"
+    for missing in ("", "nan", "inf", "-inf"):
+        item = write("t/t.item", good.format(missing))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="recsys.data.readers"):
+            features = read_atomic(item.parent).item_features
+        assert "price" not in features and features["year"].values[:, 0].tolist() == [
+            1995,
+            1996,
+            1997,
+        ], missing
+        assert "dense field 'price' has no value for 1 of 3 items" in caplog.text, missing
+    # an item without any row: the same
     item = write("t/t.item", "item_id:token\tprice:float\n1\t2.5\n3\t1\n")
-    with pytest.raises(
-        DataError, match=r"t\.item: dense field 'price' has no row for item id\(s\) \['2'\]"
-    ):
-        read_atomic(item.parent)
+    assert "price" not in read_atomic(item.parent).item_features
 
 
 def test_atomic_duplicates_keep_last_or_first(write: Write) -> None:
@@ -164,8 +178,7 @@ def test_atomic_bad_rows(write: Write, rows: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("item", "message"),
     [
-        ("item_id:token\tprice:float\n1\t2\n2\tNaN\n3\t1\n", r"row 2, field 'price'"),
-        ("item_id:token\tprice:float\n1\t2\n2\t\n3\t1\n", r"row 2, field 'price': missing"),
+        ("item_id:token\tprice:float\n1\t2\n2\tcheap\n3\t1\n", r"row 2, field 'price': non"),
         ("item_id:token\tv:float_seq\n1\t1 2\n2\t1\n3\t0 0\n", r"row 2, field 'v': 1 values"),
         ("item_id:token\tv:float_seq\n1\t1 2\n2\t1 x\n3\t0 0\n", r"row 2, field 'v'.*'x'"),
         ("item_id:token\tc:token\n1\ta\n2\tb\n1\tc\n", r"row 3, field 'item_id': duplicate id"),
