@@ -487,6 +487,9 @@ def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:
         _write_json(
             run_dir / "run.json",
             {
+                # a resumed run keeps what it recorded (model_inputs, status) until it is
+                # rewritten: a resume that fails before training must still find them
+                **(read_run_record(run_dir) if resume_dir is not None else {}),
                 "tracking_run_id": tracker.run_id,
                 "tracking_uri": uri and redact_uri(uri),
                 **identity,

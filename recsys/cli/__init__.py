@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             return status
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # `recsys` or `recsys data` alone: the help itself, as click prints it
+        exc.show()
+        return 2
     except click.UsageError as exc:
         # one line like every other user error, with where to look instead of click's usage
         path = exc.ctx.command_path if exc.ctx is not None else "recsys"

@@ -122,34 +122,39 @@ def user_indices(users: Tensor | np.ndarray | list[int], n_users: int) -> Tensor
 
 
 def _float_sketch(x: Tensor) -> list[float]:
-    r"""A few position-weighted sums of a float buffer, :math:`\sum_k |x_k|` and
-    :math:`s_j = \sum_k w_j(k)\, x_k` with fixed weights :math:`w_j(k) \in [-1/2, 1/2)`, in
-    float64: two setups that differ only in the last bits of their floats (text re-encoded on
-    another machine) agree on them to about 1e-7 relative, while an edited, replaced or
-    reordered feature moves them far more."""
+    r"""A few position-weighted sums of a float buffer, in float64: :math:`\sum_k |x_k|`, then
+    for fixed weights :math:`w_j(k) \in [-1/2, 1/2)` the sum :math:`s_j = \sum_k w_j(k)\,x_k`
+    and its scale :math:`q_j = (\sum_k (w_j(k)\,x_k)^2)^{1/2}`. Floats that differ only in
+    their last bits (text re-encoded on another machine) move :math:`s_j` by about
+    :math:`10^{-7} q_j`; an edited, replaced or reordered row moves it by a sizeable share of
+    that row's own :math:`\lVert w x\rVert`, which :func:`same_input` compares with
+    :math:`10^{-3} q_j`."""
     values = x.double().reshape(-1)
     k = torch.arange(values.numel(), dtype=torch.int64)
     sums = [float(values.abs().sum())]
     for prime in (7919, 104729, 1299709):
-        weights = (k * prime % 1009).double() / 1009 - 0.5
-        sums.append(float((values * weights).sum()))
+        weighted = values * ((k * prime % 1009).double() / 1009 - 0.5)
+        sums += [float(weighted.sum()), float(torch.linalg.vector_norm(weighted))]
     return sums
 
 
-def same_input(recorded: str | None, now: str | None, rtol: float = 1e-6) -> bool:
+def same_input(recorded: str | None, now: str | None, rtol: float = 1e-3) -> bool:
     r"""Whether two :meth:`Recommender.input_fingerprint` values describe the same input:
-    equal digests, or for float buffers sketches within ``rtol`` of the recorded
-    :math:`\sum_k |x_k|` (floats that differ only in their last bits)."""
+    equal digests, or for float buffers sketches (:func:`_float_sketch`) whose weighted sums
+    agree within ``rtol`` of their scales :math:`q_j` and whose :math:`\sum_k |x_k|` agree
+    within 1e-6 relative (floats that differ only in their last bits)."""
     if recorded == now:
         return True
     if recorded is None or now is None or " ~ " not in recorded or " ~ " not in now:
         return False
-    then_sketch = [float(v) for v in recorded.split(" ~ ")[1].split()]
-    now_sketch = [float(v) for v in now.split(" ~ ")[1].split()]
-    if len(then_sketch) != len(now_sketch):
+    then = [float(v) for v in recorded.split(" ~ ")[1].split()]
+    current = [float(v) for v in now.split(" ~ ")[1].split()]
+    if len(then) != len(current) or len(then) % 2 == 0:
         return False
-    scale = max(then_sketch[0], 1e-30)
-    return all(abs(a - b) <= rtol * scale for a, b in zip(then_sketch, now_sketch, strict=True))
+    if abs(then[0] - current[0]) > 1e-6 * max(then[0], 1e-30):
+        return False
+    pairs = zip(then[1::2], then[2::2], current[1::2], strict=True)
+    return all(abs(s - s_now) <= rtol * max(q, 1e-30) for s, q, s_now in pairs)
 
 
 class ModelConfig(BaseModel):

@@ -40,3 +40,10 @@ def test_a_usage_error_is_one_line_naming_the_help(args, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
     assert "--help'" in err
+
+
+@pytest.mark.parametrize("args", [[], ["data"]])
+def test_a_group_without_a_command_prints_its_help(args, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Usage: recsys") and "error:" not in err

@@ -186,5 +186,12 @@ def test_floats_that_differ_only_in_their_last_bits_are_the_same_input():
     edited[5] += 1.0  # one item's row re-encoded from another text
     assert not same_input(fingerprint(table), fingerprint(edited))
     assert not same_input(fingerprint(table), fingerprint(table[torch.randperm(1682)]))
+    # two rows swapped in a wide table (the tolerance does not grow with the table's size)
+    wide = torch.randn(3000, 1024, generator=gen)
+    for a, b in ((0, 1), (10, 2999), (1234, 1235)):
+        swapped = wide.clone()
+        swapped[[a, b]] = wide[[b, a]]
+        assert not same_input(fingerprint(wide), fingerprint(swapped)), (a, b)
+    assert same_input(fingerprint(wide), fingerprint(wide * (1 + 1e-7)))
     # digests without a sketch (integer codes) must match exactly
     assert not same_input("abc", "abd") and same_input("abc", "abc")
