@@ -698,6 +698,13 @@ class TwoTower(DotProductScorer, Recommender):
         (``split.strategy=heldout_users``)."""
         return not self.config.use_user_id
 
+    def input_fingerprint(self) -> dict[str, str]:
+        """The base fingerprint without the CFM groups and mutual information: training aids
+        computed from the item features (which are in it) through k-means, whose assignments
+        a last-bit difference on other hardware may flip, and which scoring never reads."""
+        inputs = super().input_fingerprint()
+        return {k: v for k, v in inputs.items() if k not in ("cfm_table", "feature_mi")}
+
     def representations(self, history: sp.csr_array | None = None) -> dict[str, Tensor]:
         """``user``/``item``: the towers' normalised outputs that scores are computed from
         (users from ``history`` rows when given, as :meth:`scorer`); ``item_id``: the item id

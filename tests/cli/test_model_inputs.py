@@ -195,3 +195,22 @@ def test_floats_that_differ_only_in_their_last_bits_are_the_same_input():
     assert same_input(fingerprint(wide), fingerprint(wide * (1 + 1e-7)))
     # digests without a sketch (integer codes) must match exactly
     assert not same_input("abc", "abd") and same_input("abc", "abc")
+
+
+def test_training_aids_computed_through_clustering_are_not_fingerprinted():
+    """CFM's groups (k-means over the features) and ProtoDenoise's anchors (an SVD and a
+    threshold) could flip on other hardware by a last bit; scoring never reads them, and the
+    features they come from are fingerprinted."""
+    from recsys.data.split import split_ratio
+    from recsys.data.synthetic import make_synthetic
+    from recsys.models.registry import create_model
+
+    ds = make_synthetic(200, 80, 3000, seed=0)
+    split = split_ratio(ds, (0.8, 0.1, 0.1), seed=0)
+    tower = create_model("twotower", ssl="cfm").setup(split.train, ds)
+    assert hasattr(tower, "cfm_table")
+    inputs = tower.input_fingerprint()
+    assert "cfm_table" not in inputs and "feature_mi" not in inputs
+    assert "item_encoders.text.values" in inputs
+    proto = create_model("protodenoise").setup(split.train, ds)
+    assert hasattr(proto, "anchor") and "anchor" not in proto.input_fingerprint()

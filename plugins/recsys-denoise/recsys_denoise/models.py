@@ -494,6 +494,13 @@ class ProtoDenoise(TCE):
         self.register_buffer("anchor", torch.from_numpy(anchor), persistent=False)
         self.register_buffer("proto_q", torch.from_numpy(q), persistent=False)
 
+    def input_fingerprint(self) -> dict[str, str]:
+        """The base fingerprint without the anchors and prototypes: training aids computed
+        through an SVD and a threshold (a last-bit difference on other hardware may flip an
+        anchor), which scoring never reads."""
+        inputs = super().input_fingerprint()
+        return {k: v for k, v in inputs.items() if k not in ("anchor", "proto_q")}
+
     def reduce(self, batch: dict[str, Tensor], losses: Tensor) -> Tensor:
         cfg = self.config
         rate = min(cfg.candidate_factor * self.current_drop_rate(), 1.0)
