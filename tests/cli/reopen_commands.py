@@ -32,3 +32,13 @@ def refusals(run: Path, out: Path, capsys: pytest.CaptureFixture) -> Iterator[st
         err = capsys.readouterr().err
         assert "Traceback" not in err, err
         yield err
+
+
+def snapshot(run: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file of a run folder: its bytes and modification time (to show a refused command
+    changed nothing)."""
+    return {
+        str(path.relative_to(run)): (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in sorted(run.rglob("*"))
+        if path.is_file()
+    }

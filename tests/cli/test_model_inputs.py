@@ -23,7 +23,7 @@ from recsys.cli import main
 from recsys.data.split import split_ratio
 from recsys.data.synthetic import make_synthetic
 from recsys.models.registry import create_model
-from tests.cli.reopen_commands import refusals
+from tests.cli.reopen_commands import refusals, snapshot
 
 FAST = ["--no-tracking", "--quiet", "--set", "train.num_threads=1"]
 FEATURES = ["--set", "model.item_features=[price,brand]", "--set", "model.embedding_size=8"]
@@ -48,14 +48,6 @@ def _write_data(folder: Path, rename: str | None = None, price_of_1: float | Non
     (folder / "shop.inter").write_text("\n".join(inter) + "\n")
     (folder / "shop.item").write_text("\n".join(item) + "\n")
     return folder
-
-
-def _snapshot(run: Path) -> dict[str, tuple[bytes, int]]:
-    return {
-        str(path.relative_to(run)): (path.read_bytes(), path.stat().st_mtime_ns)
-        for path in sorted(run.rglob("*"))
-        if path.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +85,7 @@ def test_a_run_whose_item_features_changed_is_refused(
     trained, data, tmp_path, capsys, change, which
 ):
     run, _ = trained
-    before = _snapshot(run)
+    before = snapshot(run)
     _write_data(data, **change)  # the same ids and vocabulary sizes
     out = tmp_path / "out"
     # before: exit 0, every item scored with other feature rows
@@ -101,7 +93,7 @@ def test_a_run_whose_item_features_changed_is_refused(
         assert f"{run}: the model's inputs derived from the data (item features) changed" in err
         assert which in err, err
     assert not out.exists()
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
     _write_data(data)  # the data it was trained on: used again
     assert main(["recommend", str(run), "-u", "2", "-k", "3"]) == 0
     assert len(pd.read_csv(io.StringIO(capsys.readouterr().out))) == 3
@@ -134,7 +126,7 @@ def test_resume_refuses_changed_item_features_before_writing_to_the_folder(
         code = main([*args, *FAST, *FEATURES, "--set", "train.epochs=2", "--set", "run_name=r"])
     assert code == 130
     run = tmp_path / "runs" / "r"
-    before = _snapshot(run)
+    before = snapshot(run)
     assert "model_inputs" in json.loads((run / "run.json").read_text())
     capsys.readouterr()
     _write_data(data, rename="Zulu")
@@ -143,7 +135,7 @@ def test_resume_refuses_changed_item_features_before_writing_to_the_folder(
     err = capsys.readouterr().err
     assert "the model's inputs derived from the data (item features) changed" in err, err
     assert "item_encoders.brand.codes" in err and "Traceback" not in err
-    assert _snapshot(run) == before  # train.log and run.json included
+    assert snapshot(run) == before  # train.log and run.json included
     _write_data(data)
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     record = json.loads((run / "run.json").read_text())

@@ -16,6 +16,7 @@ import yaml
 
 from recsys.cli import main
 from recsys.errors import ConfigError
+from tests.cli.reopen_commands import snapshot
 
 DATA = "synthetic-120x80x2400"
 FAST = ["--set", "train.batch_size=256", "--quiet", "--no-tracking"]
@@ -26,15 +27,6 @@ def _train(out: Path, *args: str) -> Path:
     assert code == 0
     (run,) = (p.parent for p in out.glob("*/config.yaml"))
     return run
-
-
-def _snapshot(run: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file of the run folder: its bytes and modification time."""
-    return {
-        str(path.relative_to(run)): (path.read_bytes(), path.stat().st_mtime_ns)
-        for path in sorted(run.rglob("*"))
-        if path.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -74,21 +66,21 @@ def interrupted(tmp_path, monkeypatch) -> Path:
     ],
 )
 def test_an_option_that_would_change_the_run_is_refused(finished, capsys, args, message):
-    before = _snapshot(finished)
+    before = snapshot(finished)
     capsys.readouterr()
     assert main(["train", "--resume", str(finished), *args]) == 2
     err = capsys.readouterr().err
     assert message in err, err
     assert "Traceback" not in err
-    assert _snapshot(finished) == before
+    assert snapshot(finished) == before
 
 
 def test_extending_an_interrupted_run_is_refused_and_config_yaml_stays_true(interrupted, capsys):
-    before = _snapshot(interrupted)
+    before = snapshot(interrupted)
     capsys.readouterr()
     assert main(["train", "--resume", str(interrupted), "--set", "train.epochs=6"]) == 2
     assert "train.epochs: 4 -> 6" in capsys.readouterr().err
-    assert _snapshot(interrupted) == before
+    assert snapshot(interrupted) == before
     # resumed with its own settings repeated, it finishes its 4 epochs and says so
     args = ["--set", "train.epochs=4", "--no-tracking", "--device", "cpu", "--quiet"]
     assert main(["train", "--resume", str(interrupted), *args]) == 0
@@ -103,23 +95,23 @@ def test_extending_an_interrupted_run_is_refused_and_config_yaml_stays_true(inte
 
 @pytest.mark.parametrize("extra", [[], ["--no-tracking", "--quiet", "--set", "train.epochs=3"]])
 def test_a_finished_run_has_nothing_to_resume(finished, capsys, extra):
-    before = _snapshot(finished)
+    before = snapshot(finished)
     capsys.readouterr()
     assert main(["train", "--resume", str(finished), *extra]) == 0
     captured = capsys.readouterr()
     assert f"run {finished} already finished: it trained all 3 epochs" in captured.err
     assert "nothing to resume" in captured.err
     assert captured.out == ""
-    assert _snapshot(finished) == before  # nothing re-tested, rewritten or logged
+    assert snapshot(finished) == before  # nothing re-tested, rewritten or logged
 
 
 def test_a_finished_closed_form_run_has_nothing_to_resume(tmp_path, capsys):
     run = _train(tmp_path, "-m", "pop")
-    before = _snapshot(run)
+    before = snapshot(run)
     capsys.readouterr()
     assert main(["train", "--resume", str(run)]) == 0
     assert "pop fits in closed form" in capsys.readouterr().err
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
 
 
 def test_a_run_its_model_ended_early_has_nothing_to_resume(tmp_path, capsys):
@@ -131,17 +123,17 @@ def test_a_run_its_model_ended_early_has_nothing_to_resume(tmp_path, capsys):
         *(arg for key in schedule for arg in ("--set", key)),
     )  # fmt: skip
     assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 2
-    before = _snapshot(run)
+    before = snapshot(run)
     capsys.readouterr()
     assert main(["train", "--resume", str(run)]) == 0
     assert "the model's schedule ended it after 2 epochs" in capsys.readouterr().err
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
 
 
 def test_train_run_refuses_to_resume_a_finished_run(finished):
     from recsys.experiment import load_run_config, train_run
 
-    before = _snapshot(finished)
+    before = snapshot(finished)
     with pytest.raises(ConfigError, match="already finished"):
         train_run(load_run_config(finished), resume_dir=finished)
-    assert _snapshot(finished) == before
+    assert snapshot(finished) == before

@@ -25,7 +25,7 @@ from recsys.cli import main
 from recsys.config import build_run_config
 from recsys.errors import ConfigError
 from recsys.experiment import train_run
-from tests.cli.reopen_commands import PROBE, refusals
+from tests.cli.reopen_commands import PROBE, refusals, snapshot
 
 FAST = ["--no-tracking", "--quiet", "--set", "train.num_threads=1"]
 
@@ -45,15 +45,6 @@ def _write_inter(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "toy.inter").write_text("\n".join(lines) + "\n")
     return folder
-
-
-def _snapshot(run: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file of the run folder: its bytes and modification time."""
-    return {
-        str(path.relative_to(run)): (path.read_bytes(), path.stat().st_mtime_ns)
-        for path in sorted(run.rglob("*"))
-        if path.is_file()
-    }
 
 
 def _copy(run: Path, dest: Path, **record: object) -> Path:
@@ -111,7 +102,7 @@ def test_run_json_records_the_data_ids_and_the_model_source(trained):
 )
 def test_a_run_whose_data_has_other_ids_is_refused(trained, data, tmp_path, capsys, change, which):
     run, _ = trained
-    before = _snapshot(run)
+    before = snapshot(run)
     _write_inter(data, **change)  # the same 30 users x 40 items, other ids
     out = tmp_path / "out"
     # before: exit 0; recommend named user 2 with user 1's scores and every item shifted
@@ -121,7 +112,7 @@ def test_a_run_whose_data_has_other_ids_is_refused(trained, data, tmp_path, caps
         assert ("user ids differ" in err) == ("user ids differ" in which)
         assert "Traceback" not in err
     assert not out.exists()
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
     _write_inter(data)  # the data it was trained on: used again
     assert main(["recommend", str(run), "-u", "2", "-k", "3"]) == 0
     assert len(pd.read_csv(io.StringIO(capsys.readouterr().out))) == 3
@@ -163,14 +154,14 @@ def interrupted(tmp_path, monkeypatch) -> tuple[Path, Path]:
 
 def test_resume_refuses_data_with_other_ids_before_writing_to_the_folder(interrupted, capsys):
     run, data = interrupted
-    before = _snapshot(run)
+    before = snapshot(run)
     capsys.readouterr()
     _write_inter(data, rename_item="41")
     # before: the run trained on, every item index naming the next item's id
     assert main(["train", "--resume", str(run), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "changed since the run: the item ids differ" in err and "Traceback" not in err
-    assert _snapshot(run) == before  # train.log and run.json included
+    assert snapshot(run) == before  # train.log and run.json included
     # a user more: before, an epoch trained and metrics.json was written, then it failed
     # with "user index out of range for exclude[0] with 30 users"
     _write_inter(data, extra=1)
@@ -178,7 +169,7 @@ def test_resume_refuses_data_with_other_ids_before_writing_to_the_folder(interru
     err = capsys.readouterr().err
     assert f"the data (data.path={data}) now has 31 users x 40 items" in err
     assert "the run's split has shape (30, 40)" in err
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
     _write_inter(data)
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     record = json.loads((run / "run.json").read_text())
