@@ -443,6 +443,7 @@ def _run_probe(
     model_name: str | None = None,
     mask_valid_at_test: bool = True,
     compare_history: sp.csr_array | None = None,
+    plan: ProbePlan | None = None,
 ) -> ProbeResult:
     """The body of :func:`run_probe`."""
     tic = time.perf_counter()
@@ -450,7 +451,7 @@ def _run_probe(
     notes: list[str] = []
     # what a user has: training rows, and for held-out users (fold-in models) fold-in rows
     history = split.history
-    plan = check_probe(model, split, config)
+    plan = plan or check_probe(model, split, config)
     reps, site, sae_config = plan.reps, plan.site, plan.sae_config
     metric, _, cutoff = config.valid_metric.rpartition("_at_")
     evaluator = Evaluator(
@@ -653,6 +654,7 @@ def run_probe(
     model_name: str | None = None,
     mask_valid_at_test: bool = True,
     compare_history: sp.csr_array | None = None,
+    plan: ProbePlan | None = None,
 ) -> ProbeResult:
     """Probe ``model`` (set up and trained on ``split.train``) at ``config.site``.
 
@@ -669,6 +671,8 @@ def run_probe(
         compare_history: the user rows a fold-in ``compare`` model encodes users from (its
             own run's training plus fold-in rows); default ``split``'s history when ``split``
             has held-out users, else the compared model's training rows.
+        plan: what :func:`check_probe` returned for this model, split and config, when the
+            caller checked them already (the representations are then not collected again).
 
     Raises:
         ProbeSiteError: unknown or unusable site.
@@ -686,6 +690,7 @@ def run_probe(
             model_name=model_name,
             mask_valid_at_test=mask_valid_at_test,
             compare_history=compare_history,
+            plan=plan,
         )
 
 

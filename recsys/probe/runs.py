@@ -248,7 +248,7 @@ def probe_run(
     # and what needs the model (site, sae.k, held-out share, the compared run) before the
     # MLflow run opens, so a mistake leaves no failed run behind
     with torch_threads(config.train.num_threads):
-        check_probe(loaded.model, loaded.split, config)
+        plan = check_probe(loaded.model, loaded.split, config)
     other, other_history = None, None
     if compare is not None:
         second = load_trained(compare)
@@ -280,6 +280,7 @@ def probe_run(
             model_name=loaded.config.model["name"],
             mask_valid_at_test=loaded.config.eval.mask_valid_at_test,
             compare_history=other_history,
+            plan=plan,
         )
         result.setup["run_dir"] = str(loaded.run_dir)
         result.setup["checkpoint"] = str(loaded.checkpoint)
