@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ from recsys.errors import ConfigError, DataError, TrackingError
 from recsys.eval.evaluator import Evaluator
 from recsys.jsonio import dumps_json
 from recsys.models.base import Recommender, same_input
-from recsys.models.registry import create_model
+from recsys.models.registry import create_model, plugin_autoload_disabled
 from recsys.tracking import (
     MlflowTracker,
     Tracker,
@@ -158,11 +157,6 @@ def _recsys_version() -> str:
     return __version__
 
 
-def _autoload_disabled() -> bool:
-    # as the registry reads it
-    return os.environ.get("RECSYS_DISABLE_PLUGIN_AUTOLOAD", "").strip() not in ("", "0")
-
-
 def model_source(name: str) -> dict[str, str]:
     """Where model ``name`` comes from here: ``distribution`` (``recsys`` for a built-in, else
     the plugin's distribution), its ``version`` and the entry-point ``target``
@@ -209,7 +203,7 @@ def _missing_model_hint(run_dir: Path, values: dict[str, Any]) -> str:
     source = read_run_record(run_dir).get("model_source")
     if not isinstance(source, dict) or not source.get("distribution"):
         # a run from before model_source was recorded
-        if _autoload_disabled():
+        if plugin_autoload_disabled():
             return f"the run's model {name!r} may come from a plugin, and {off}"
         return f"the run's model {name!r} may come from a plugin distribution not installed here"
     dist = str(source["distribution"])
@@ -226,7 +220,7 @@ def _missing_model_hint(run_dir: Path, values: dict[str, Any]) -> str:
         f"{dist} {version}"
     )
     installed = _installed_version(dist)
-    if _autoload_disabled():
+    if plugin_autoload_disabled():
         return f"{trained}; {off}: unset it" + ("" if installed else f", and {install}")
     if installed is None:
         return f"{trained}, which is not installed here: {install}"

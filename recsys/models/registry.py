@@ -83,8 +83,14 @@ def _load_builtins() -> None:
         importlib.import_module(f"recsys.models.{module}")
 
 
+def plugin_autoload_disabled() -> bool:
+    """Whether ``RECSYS_DISABLE_PLUGIN_AUTOLOAD`` turns plugin loading off (any value but
+    empty or ``0``)."""
+    return os.environ.get("RECSYS_DISABLE_PLUGIN_AUTOLOAD", "").strip() not in ("", "0")
+
+
 def _plugin_entry_points() -> list[EntryPoint]:
-    if os.environ.get("RECSYS_DISABLE_PLUGIN_AUTOLOAD", "").strip() not in ("", "0"):
+    if plugin_autoload_disabled():
         return []
     return list(entry_points(group=ENTRY_POINT_GROUP))
 
