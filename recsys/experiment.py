@@ -397,12 +397,15 @@ def _reopen_run(tracker: Tracker, run_dir: Path) -> bool:
     return True
 
 
-def check_train_settings(cfg: RunConfig) -> None:
+def check_train_settings(cfg: RunConfig) -> Recommender:
     """The model's own check of ``cfg.train`` (:meth:`Recommender.check_train_config`; DNIS:
     enough epochs for its schedule), and that a ``heldout_users`` split has a model that can
     fold its users in. The trainer makes both checks too; ``recsys train``, ``recsys dnis``
     and ``recsys tune`` make them first, before data is read, a run folder exists or Ray
     starts.
+
+    Returns:
+        The model it checked (not set up), for callers that ask it more.
 
     Raises:
         ConfigError: the model's message, or the fold-in refusal.
@@ -411,6 +414,7 @@ def check_train_settings(cfg: RunConfig) -> None:
     if cfg.split.strategy == "heldout_users" and not model.fold_in:
         raise cannot_fold_in(cfg.model["name"])
     model.check_train_config(cfg.train)
+    return model
 
 
 def train_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunResult:

@@ -492,19 +492,16 @@ def _check_trials(cfg: RunConfig, space: SearchSpace) -> list[tuple[dict[str, An
             configuration that no accepted one has.
     """
     from recsys.experiment import check_train_settings
-    from recsys.models.registry import create_model
 
     base = cfg.model_dump(mode="json")
     accepted: list[tuple[dict[str, Any], int]] = []
     refused: list[tuple[dict[str, Any], ConfigError]] = []
     for combo in space.check_configurations():
         try:
-            trial = trial_run_config(base, combo)
-            check_train_settings(trial)
+            model = check_train_settings(trial_run_config(base, combo))
         except ConfigError as exc:
             refused.append((combo, exc))
             continue
-        model = create_model(trial.model["name"], **trial.model_params())
         accepted.append((combo, model.schedule_epochs()))
     if refused and not accepted:
         raise refused[0][1]
