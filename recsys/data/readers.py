@@ -330,11 +330,20 @@ def _drop_blank(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[~blank] if blank.any() else frame
 
 
-def _to_number(series: pd.Series, path: Path | str, field: str, *, integer: bool) -> pd.Series:
+def _to_number(
+    series: pd.Series,
+    path: Path | str,
+    field: str,
+    *,
+    integer: bool,
+    missing_as_nan: bool = False,
+) -> pd.Series:
     """Convert a string column to numbers, raising on the first bad row (named, with value).
 
     ``integer`` columns become int64 without passing through float64, so every digit of a
     large id survives; a value outside the int64 range is an error, not a wrapped number.
+    With ``missing_as_nan`` (a feature column, which may lack values), an empty, ``nan`` or
+    ``inf`` value becomes NaN instead of an error; other text is still one.
     """
     if integer:
         exact, reason = _parse_int64(series)
@@ -343,33 +352,18 @@ def _to_number(series: pd.Series, path: Path | str, field: str, *, integer: bool
             what = _int_problem(int(reason[pos]), str(series.iloc[pos]))
             raise DataError(f"{path}: row {series.index[pos]}, field {field!r}: {what}")
         return pd.Series(exact, index=series.index, name=series.name)
-    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+    text = series.astype(str).str.strip() if missing_as_nan else series
+    values = np.array(pd.to_numeric(text, errors="coerce"), dtype=np.float64)
     bad = ~np.isfinite(values)
+    if missing_as_nan:
+        bad &= ~text.str.lower().isin(["", "nan", "inf", "-inf", "+inf"]).to_numpy()
+        values[~np.isfinite(values)] = np.nan
     if bad.any():
         pos = int(np.argmax(bad))
         raw = str(series.iloc[pos])
         what = "missing value" if raw == "" else f"non-numeric value {raw!r}"
         raise DataError(f"{path}: row {series.index[pos]}, field {field!r}: {what}")
     return pd.Series(values, index=series.index, name=series.name)
-
-
-def _feature_floats(series: pd.Series, path: Path | str, field: str) -> np.ndarray:
-    """A ``float`` feature column of an ``.item``/``.user`` file as float64, with an empty,
-    ``nan`` or ``inf`` value as NaN (the caller leaves such a field out); other text is a
-    :class:`DataError` naming the row."""
-    text = series.astype(str).str.strip()
-    missing = (text == "") | text.str.lower().isin(["nan", "inf", "-inf", "+inf"])
-    parsed = pd.to_numeric(text.where(~missing), errors="coerce")
-    values = np.array(parsed, dtype=np.float64)  # a writable copy
-    bad = np.isnan(values) & ~missing.to_numpy()
-    if bad.any():
-        pos = int(np.argmax(bad))
-        raise DataError(
-            f"{path}: row {series.index[pos]}, field {field!r}: non-numeric value "
-            f"{str(series.iloc[pos])!r}"
-        )
-    values[~np.isfinite(values)] = np.nan
-    return values
 
 
 def _parse_int64(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -794,8 +788,8 @@ def _read_atomic_frame(
 ) -> pd.DataFrame:
     """The ``wanted`` fields of an atomic file (one quoted throughout is an error, see
     :func:`read_atomic`); ``ids`` fields as non-empty id text. With ``feature_floats``,
-    ``float`` fields stay text here, for :func:`_feature_floats` (a feature may lack values;
-    ratings and timestamps may not).
+    ``float`` fields stay text here, for :func:`_to_number` with ``missing_as_nan`` (a
+    feature may lack values; ratings and timestamps may not).
 
     An id field typed ``float`` is read as text, not as float64, so large ids keep every digit
     and whole numbers come out as ``10``, the way a ``token`` field spells them.
@@ -853,7 +847,8 @@ def _atomic_features(
             tables[name] = _categorical(name, column, rows, n_rows)
         else:
             if kind == "float":
-                values = _feature_floats(column, path, name)[:, None]
+                values = _to_number(column, path, name, integer=False, missing_as_nan=True)
+                values = values.to_numpy()[:, None]
             else:
                 values = _float_seq(column, path, name)
             _check_float32(values, frame.index, path, name)
