@@ -256,13 +256,17 @@ def replay_sync_halving(curves: dict, cap: int, grace: int, rf: float) -> tuple[
     return sum(ran.values()), best
 
 
+def _full_sweep(curves: dict, cap: int) -> tuple[int, float]:
+    """The full sweep's trial-epochs and best validation value, from its recorded curves."""
+    return sum(len(c[:cap]) for c in curves.values()), max(max(c[:cap]) for c in curves.values())
+
+
 def _replay(
     curves: dict, cap: int, grace: int, rf: float = REDUCTION_FACTOR, brackets: int = 1
 ) -> dict:
     rng = np.random.default_rng(0)
     keys = sorted(curves)
-    full_epochs = sum(len(c[:cap]) for c in curves.values())
-    full_best = max(max(c[:cap]) for c in curves.values())
+    full_epochs, full_best = _full_sweep(curves, cap)
     shares, ratios = [], []
     for _ in range(REPLAY_ORDERS):
         order = [keys[i] for i in rng.permutation(len(keys))]
@@ -389,8 +393,7 @@ def replay_sweep(sources: tuple[str, ...] = SWEEP_SOURCES) -> dict:
                         {"reduction_factor": rf, "grace_period": grace, "brackets": brackets}
                         | replay
                     )
-        full_epochs = sum(len(c[:cap]) for c in curves.values())
-        full_best = max(max(c[:cap]) for c in curves.values())
+        full_epochs, full_best = _full_sweep(curves, cap)
         synchronous = []
         for rf in SWEEP_REDUCTION_FACTORS:
             for grace in SWEEP_GRACE_PERIODS:
