@@ -258,6 +258,10 @@ class Recommender(nn.Module):
     supports_sparse_grad: ClassVar[bool] = False
     """Whether :meth:`loss` can produce row-sparse embedding gradients (``sparse_grad``)."""
     fold_in: ClassVar[bool] = False
+    unfingerprinted_buffers: ClassVar[frozenset[str]] = frozenset()
+    """Non-persistent buffers :meth:`input_fingerprint` leaves out: training aids computed
+    from fingerprinted inputs through clustering or thresholds (a last-bit difference on
+    other hardware may flip them) that scoring never reads."""
     """Whether :meth:`scorer` scores a user from the ``history`` rows alone (no per-user
     parameters), so users unseen in training can be scored (the ``heldout_users`` split)."""
 
@@ -319,13 +323,17 @@ class Recommender(nn.Module):
         model would now get other inputs (a renamed token shifts the codes, an edited or
         re-encoded feature other rows), since its weights were trained on the recorded ones.
         The inputs must be deterministic given the data and the training matrix (no random
-        draws). Override it when the inputs live elsewhere (return their digests by name),
-        or to leave out a buffer that is not derived from the data. Empty when there is none.
+        draws). Override it when the inputs live elsewhere (return their digests by name). A
+        buffer named in its module's :attr:`unfingerprinted_buffers` is left out, also when
+        the module is wrapped (DNIS around a two-tower). Empty when there is none.
         """
         out = {}
         for prefix, module in self.named_modules():
+            skip = getattr(module, "unfingerprinted_buffers", frozenset())
             for name, buffer in module._buffers.items():
                 if buffer is None or name not in module._non_persistent_buffers_set:
+                    continue
+                if name in skip:
                     continue
                 x = buffer.detach()
                 if x.layout != torch.strided:

@@ -422,6 +422,9 @@ class TwoTower(DotProductScorer, Recommender):
     name = "twotower"
     config_class = TwoTowerConfig
     batch_kind = "pairs"
+    # CFM's groups and mutual information come from the (fingerprinted) item features through
+    # k-means; scoring never reads them
+    unfingerprinted_buffers = frozenset({"cfm_table", "feature_mi"})
 
     # -- construction -----------------------------------------------------------------------
     def build(self, train: sp.csr_array, dataset: Dataset | None) -> None:
@@ -697,13 +700,6 @@ class TwoTower(DotProductScorer, Recommender):
         brings, features and history rows, so users it never trained on can be scored
         (``split.strategy=heldout_users``)."""
         return not self.config.use_user_id
-
-    def input_fingerprint(self) -> dict[str, str]:
-        """The base fingerprint without the CFM groups and mutual information: training aids
-        computed from the item features (which are in it) through k-means, whose assignments
-        a last-bit difference on other hardware may flip, and which scoring never reads."""
-        inputs = super().input_fingerprint()
-        return {k: v for k, v in inputs.items() if k not in ("cfm_table", "feature_mi")}
 
     def representations(self, history: sp.csr_array | None = None) -> dict[str, Tensor]:
         """``user``/``item``: the towers' normalised outputs that scores are computed from

@@ -206,3 +206,8 @@ def test_training_aids_computed_through_clustering_are_not_fingerprinted():
     assert "item_encoders.text.values" in inputs
     proto = create_model("protodenoise").setup(split.train, ds)
     assert hasattr(proto, "anchor") and "anchor" not in proto.input_fingerprint()
+    # and when a wrapper holds the model: DNIS around the two-tower
+    dnis = create_model("dnis", base="twotower", base_params={"ssl": "cfm"})
+    inputs = dnis.setup(split.train, ds).input_fingerprint()
+    assert not any(k.endswith(("cfm_table", "feature_mi")) for k in inputs)
+    assert any(k.endswith("item_encoders.text.values") for k in inputs)

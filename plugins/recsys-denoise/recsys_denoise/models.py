@@ -460,6 +460,8 @@ class ProtoDenoise(TCE):
     name = "protodenoise"
     config_class = ProtoDenoiseConfig
     method = "proto"
+    # anchors and prototypes come from an SVD and a threshold; scoring never reads them
+    unfingerprinted_buffers = frozenset({"anchor", "proto_q"})
 
     def build(self, train: sp.csr_array, dataset: Dataset | None) -> None:
         super().build(train, dataset)
@@ -493,13 +495,6 @@ class ProtoDenoise(TCE):
         # derived from the data at set-up, so not saved in checkpoints
         self.register_buffer("anchor", torch.from_numpy(anchor), persistent=False)
         self.register_buffer("proto_q", torch.from_numpy(q), persistent=False)
-
-    def input_fingerprint(self) -> dict[str, str]:
-        """The base fingerprint without the anchors and prototypes: training aids computed
-        through an SVD and a threshold (a last-bit difference on other hardware may flip an
-        anchor), which scoring never reads."""
-        inputs = super().input_fingerprint()
-        return {k: v for k, v in inputs.items() if k not in ("anchor", "proto_q")}
 
     def reduce(self, batch: dict[str, Tensor], losses: Tensor) -> Tensor:
         cfg = self.config
