@@ -227,16 +227,20 @@ def test_run_name_must_be_one_folder_name(tmp_path, capsys, name):
         build_run_config(run_name=name)
 
 
-def test_a_plain_run_name_is_the_folder_name(tmp_path):
-    cfg = build_run_config(
-        run_name="my run..v2",
+def _pop_config(output_dir: Path, run_name: str):
+    """A quiet, untracked Pop run on a tiny synthetic dataset."""
+    return build_run_config(
+        run_name=run_name,
         model={"name": "pop"},
         data={"name": "synthetic-60x40x600"},
-        output_dir=str(tmp_path),
+        output_dir=str(output_dir),
         tracking={"enabled": False},
         train={"num_threads": 1, "progress": False},
     )
-    assert train_run(cfg).run_dir == tmp_path / "my run..v2"
+
+
+def test_a_plain_run_name_is_the_folder_name(tmp_path):
+    assert train_run(_pop_config(tmp_path, "my run..v2")).run_dir == tmp_path / "my run..v2"
 
 
 class _Unwritable:
@@ -256,16 +260,8 @@ def test_recommendations_csv_is_never_left_half_written(tmp_path, monkeypatch):
         return frame.assign(score=[*frame["score"][:-1], _Unwritable()])
 
     monkeypatch.setattr(experiment, "recommend", failing)
-    cfg = build_run_config(
-        run_name="r",
-        model={"name": "pop"},
-        data={"name": "synthetic-60x40x600"},
-        output_dir=str(tmp_path),
-        tracking={"enabled": False},
-        train={"num_threads": 1, "progress": False},
-    )
     with pytest.raises(OSError, match="No space left"):
-        train_run(cfg)
+        train_run(_pop_config(tmp_path, "r"))
     run = tmp_path / "r"
     assert (run / "metrics.json").is_file()
     # before: an empty or truncated recommendations.csv next to a complete metrics.json
