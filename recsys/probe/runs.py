@@ -252,7 +252,7 @@ def probe_run(
     other, other_history = None, None
     if compare is not None:
         second = load_trained(compare)
-        check_comparable(loaded, second, config.site)
+        check_comparable(loaded, second, config.site, plan.reps)
         other = second.model
         other_history = _fold_in_history(second)
     tracker, extra_tags = make_probe_tracker(loaded, tracking, tracking_uri, experiment)
@@ -383,21 +383,27 @@ def data_differences(mine: LoadedRun, theirs: LoadedRun) -> list[str]:
     return out
 
 
-def check_comparable(loaded: LoadedRun, other: LoadedRun, site: str) -> None:
+def check_comparable(
+    loaded: LoadedRun,
+    other: LoadedRun,
+    site: str,
+    reps: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Refuse a ``--compare`` run whose rows of the probed kind are not the same instances.
 
     ITDA atoms are row indices, so the two models' sites must index the same users (a user
     site) or the same items (an item site) in the same order, learnt from the same data
     (:func:`data_differences`: the same ids can name other users, as ``0..U-1`` of two
     synthetic datasets do; a different split of the data is fine), and the other model must
-    have the site too.
+    have the site too. ``reps``: the probed model's representations when the caller has them
+    (only their names and shapes are read), else they are collected here.
 
     Raises:
         DataError: the ids or the data differ (the message names both run folders and what
             differs), or the other model has no such site (the message lists its sites).
     """
     kind = "user"
-    reps = collect_representations(loaded.model)
+    reps = reps if reps is not None else collect_representations(loaded.model)
     if site in reps:
         n_users, n_items = int(loaded.model.n_users or 0), int(loaded.model.n_items or 0)
         with contextlib.suppress(ProbeSiteError):  # run_probe names the problem with the site
